@@ -1,0 +1,135 @@
+"""The ``ssl-pipeline`` command: ``fit | score | synthetic``.
+
+Every sub-command takes the same experiment config (``--config FILE.yaml``, dotted overrides such as
+``--heads.r 8``, ``--print_config``). Heavy libraries are imported only inside the commands, so ``--help``
+and config errors answer at once. User errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import typing
+from typing import Optional, Sequence
+
+from ssl_pipeline.config import ExperimentConfig, validate_experiment
+from ssl_pipeline.errors import ConfigError, PipelineError
+
+COMMANDS = {
+    "fit": "fit linear heads (every method × δ × seed) on a labelled feature source; saves them in the run dir",
+    "score": "score the heads saved in --run_dir and the baselines; writes results.json and prints the table",
+    "synthetic": "fit + score on a generated Gaussian mixture (e.g. configs/synthetic/pancakes.yaml)",
+}
+LIST_OPTIONS = ("--deltas", "--seeds")
+
+
+def build_parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="ssl-pipeline", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    subcommands = parser.add_subcommands(dest="command", required=True)
+    for name, help_text in COMMANDS.items():
+        sub = ArgumentParser(description=help_text, exit_on_error=False)
+        sub.add_argument("--config", action=ActionConfigFile, help="YAML experiment config")
+        sub.add_class_arguments(ExperimentConfig, None, fail_untyped=True, sub_configs=True)
+        subcommands.add_subcommand(name, sub, help=help_text)
+    return parser
+
+
+def bracket_lists(argv: Sequence[str]) -> list[str]:
+    """Accept ``--deltas 1,0.5,0`` and ``--seeds 0`` as well as jsonargparse's ``--deltas [1,0.5,0]``."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        name, eq, value = arg.partition("=")
+        if name in LIST_OPTIONS and eq and not value.startswith("["):
+            out[i] = f"{name}=[{value}]"
+        elif arg in LIST_OPTIONS and i + 1 < len(out) and not out[i + 1].startswith(("[", "-")):
+            out[i + 1] = f"[{out[i + 1]}]"
+    return out
+
+
+def _dataclass_at(path: str) -> Optional[type]:
+    """The config dataclass at a dotted path ('' is ExperimentConfig), or None if the path is not a section."""
+    cls: type = ExperimentConfig
+    for part in [p for p in path.split(".") if p]:
+        cls = typing.get_type_hints(cls).get(part)
+        if cls is None or not dataclasses.is_dataclass(cls):
+            return None
+    return cls
+
+
+def explain_parse_error(message: str) -> str:
+    """One line from a jsonargparse error; unknown keys come with the valid keys of their section."""
+    unknown = re.search(r"Group '([\w.]+)' does not accept option '([\w.]+)'", message) or re.search(
+        r"()Option '([\w.]+)' is not accepted", message
+    )
+    if unknown:
+        section, key = unknown.group(1), unknown.group(2)
+        full = f"{section}.{key}" if section else key
+        parent, _, leaf = full.rpartition(".")
+        cls = _dataclass_at(parent)
+        valid = ", ".join(f.name for f in dataclasses.fields(cls)) if cls else "see --print_config"
+        where = f"section '{parent}'" if parent else "the top level"
+        return f"unknown config key '{full}'; valid keys in {where}: {valid}"
+    missing = re.search(r"File does not exist: '?([^'\n]+)'?", message)
+    if missing:
+        return f"config file {missing.group(1)} does not exist; give a path such as configs/synthetic/pancakes.yaml"
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def parse_config(argv: Sequence[str]) -> tuple[str, ExperimentConfig]:
+    """Parse and validate; every problem becomes a ConfigError with one line."""
+    from argparse import ArgumentError
+
+    parser = build_parser()
+    try:
+        namespace = parser.parse_args(bracket_lists(argv))
+        parsed = parser.instantiate_classes(namespace)[namespace.command]
+    except ArgumentError as error:
+        raise ConfigError(explain_parse_error(str(error))) from None
+    cfg = ExperimentConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(ExperimentConfig)})
+    validate_experiment(cfg)
+    return namespace.command, cfg
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        command, cfg = parse_config(argv)
+        return run_command(command, cfg)
+    except PipelineError as error:
+        print(f"ssl-pipeline: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssl-pipeline: interrupted; finished artifacts are kept, partial ones were never written", file=sys.stderr)
+        return 130
+
+
+def run_command(command: str, cfg: ExperimentConfig) -> int:
+    from rich.console import Console
+
+    from ssl_pipeline import experiment
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if command == "synthetic" and cfg.data.source != "synthetic":
+        raise ConfigError(f"`synthetic` generates its data; data.source is {cfg.data.source!r} (use `fit`/`score`)")
+    if command == "score" and not cfg.run_dir:
+        raise ConfigError("`score` needs --run_dir, the directory where `fit` saved the heads")
+    features = experiment.load_features(cfg.data)
+    run_dir = experiment.resolve_run_dir(cfg)
+    experiment.write_config(cfg, run_dir)
+    if command in ("fit", "synthetic"):
+        heads = experiment.fit_heads(cfg, features, run_dir, console)
+        if command == "fit":
+            console.print(f"saved {len(heads)} heads in {run_dir / experiment.HEADS_DIR}")
+            return 0
+    else:
+        heads = experiment.load_heads(run_dir, features)
+    records = experiment.score_run(cfg, features, heads, run_dir, console)
+    experiment.report(records, run_dir, console, title=f"{cfg.name}: {features.dataset} (mean ± std over {len(cfg.seeds)} seeds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

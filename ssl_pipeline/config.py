@@ -1,0 +1,256 @@
+"""Typed configuration for every stage.
+
+YAML files under ``configs/`` are parsed into these dataclasses by jsonargparse (see ``cli.py``), which gives
+``--config``, ``--print_config`` and dotted overrides (``--heads.r 8``). Everything here is cheap to import:
+no torch, no numpy, so configuration errors answer at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from ssl_pipeline.errors import ConfigError
+
+HeadMethod = Literal["infonce", "simsiam"]
+BaselineMethod = Literal["lda", "pca", "random", "raw"]
+
+
+@dataclass
+class GMMConfig:
+    """A shared-covariance Gaussian mixture (DESIGN.md, "GMM").
+
+    ``pancakes``: the K means differ only along K-1 directions of standard deviation ``signal_std``, hidden under
+    d-K+1 nuisance directions of standard deviation ``nuisance_std``; ``separation`` is the distance between
+    any two means in units of ``signal_std`` (a regular simplex). PCA then picks nuisance directions.
+    ``random``: a random SPD covariance whose eigenvalues are log-uniform in [signal_std², nuisance_std²] and
+    Gaussian means rescaled so the mean pairwise Mahalanobis distance is ``separation``.
+    ``rotate`` applies one random rotation so no subspace is axis-aligned.
+    """
+
+    preset: Literal["pancakes", "random"] = "pancakes"
+    d: int = 50
+    k: int = 5
+    n_train: int = 20000
+    n_val: int = 2000
+    n_test: int = 5000
+    separation: float = 6.0
+    signal_std: float = 1.0
+    nuisance_std: float = 5.0
+    rotate: bool = True
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled features come from.
+
+    ``synthetic``: generated from ``synthetic`` (train/val/test drawn with ``synthetic.seed``).
+    ``npz``: a file with arrays ``x_train, y_train, x_test, y_test`` (optionally ``x_val, y_val``; else a
+    stratified ``val_fraction`` of train is carved with ``split_seed``).
+    """
+
+    source: Literal["synthetic", "npz"] = "synthetic"
+    synthetic: GMMConfig = field(default_factory=GMMConfig)
+    path: Optional[str] = None
+    name: Optional[str] = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 0.01
+    weight_decay: float = 0.0
+
+
+@dataclass
+class InfoNCEConfig:
+    """InfoNCE (DESIGN.md, "InfoNCE"): temperature τ, cosine or dot similarity, optional symmetric loss."""
+
+    tau: float = 0.1
+    similarity: Literal["cosine", "dot"] = "cosine"
+    symmetric: bool = False
+
+
+@dataclass
+class SimSiamConfig:
+    """SimSiam (DESIGN.md, "SimSiam"): ξ weights the collapse guard ξ‖AᵀA − I‖²_F (0 turns it off);
+    the linear predictor learns at ``predictor_lr_scale`` × the head's learning rate."""
+
+    xi: float = 1.0
+    predictor_lr_scale: float = 0.1
+
+
+@dataclass
+class DeltaSetting:
+    """Settings that replace the defaults for one δ (training length and τ matter at low δ)."""
+
+    delta: float
+    tau: Optional[float] = None
+    epochs: Optional[int] = None
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to ``pytorch_lightning.Trainer``; ``devices``/``strategy`` enable multi-GPU DDP."""
+
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    log_every_n_steps: int = 50
+    progress_bar: bool = False
+
+
+@dataclass
+class HeadsConfig:
+    """Linear heads f(x) = Aᵀ(x − x̄_train), A ∈ R^{d×r}, trained on δ-pairs."""
+
+    methods: list[HeadMethod] = field(default_factory=lambda: ["infonce", "simsiam"])
+    r: int = 4
+    epochs: int = 20
+    batch_size: int = 1024
+    standardize: bool = False
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    infonce: InfoNCEConfig = field(default_factory=InfoNCEConfig)
+    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
+    per_delta: list[DeltaSetting] = field(default_factory=list)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass
+class KMeansConfig:
+    """FAISS k-means (DESIGN.md, "Clustering score"); k is the number of classes.
+
+    ``max_points_per_centroid`` None means every point is used (no silent subsampling).
+    """
+
+    niter: int = 50
+    nredo: int = 3
+    max_points_per_centroid: Optional[int] = None
+
+
+@dataclass
+class ProbeConfig:
+    """Multinomial logistic regression on projected features; the L2 strength is chosen on the val split."""
+
+    l2_grid: list[float] = field(default_factory=lambda: [1e-2, 1e-3, 1e-4, 1e-5])
+    max_iter: int = 100
+
+
+@dataclass
+class ScoreConfig:
+    baselines: list[BaselineMethod] = field(default_factory=lambda: ["lda", "pca", "random", "raw"])
+    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    lda_shrinkage: Optional[float] = None
+    """Within-class covariance shrinkage for LDA and the estimated Fisher subspace; None: 0 when N − K ≥ 10·d,
+    else Ledoit–Wolf (``theory.subspaces.auto_shrinkage``)."""
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: a labelled feature source, heads for every (method, δ, seed), scores, a run directory."""
+
+    name: str = "experiment"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    deltas: list[float] = field(default_factory=lambda: [1.0])
+    data: DataConfig = field(default_factory=DataConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    run_dir: Optional[str] = None
+    """Defaults to ``runs/<timestamp>-<name>``."""
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """The resolved settings of one head fit (defaults with the δ-specific overrides applied)."""
+
+    method: HeadMethod
+    delta: float
+    seed: int
+    r: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    optimizer: str
+    standardize: bool
+    tau: Optional[float]
+    similarity: Optional[str]
+    symmetric: Optional[bool]
+    xi: Optional[float]
+    predictor_lr_scale: Optional[float] = None
+
+    @property
+    def tag(self) -> str:
+        """A file-name-safe identity, e.g. ``infonce_delta0.5_seed1``."""
+        return f"{self.method}_delta{self.delta:g}_seed{self.seed}"
+
+
+def resolve_head_settings(heads: HeadsConfig, method: HeadMethod, delta: float, seed: int) -> HeadSettings:
+    """Apply ``heads.per_delta`` to the defaults for one (method, δ, seed)."""
+    override = next((o for o in heads.per_delta if math.isclose(o.delta, delta)), DeltaSetting(delta=delta))
+    infonce = method == "infonce"
+    return HeadSettings(
+        method=method,
+        delta=delta,
+        seed=seed,
+        r=heads.r,
+        epochs=override.epochs or heads.epochs,
+        batch_size=override.batch_size or heads.batch_size,
+        lr=override.lr or heads.optimizer.lr,
+        weight_decay=heads.optimizer.weight_decay,
+        optimizer=heads.optimizer.name,
+        standardize=heads.standardize,
+        tau=(override.tau or heads.infonce.tau) if infonce else None,
+        similarity=heads.infonce.similarity if infonce else None,
+        symmetric=heads.infonce.symmetric if infonce else None,
+        xi=heads.simsiam.xi if method == "simsiam" else None,
+        predictor_lr_scale=heads.simsiam.predictor_lr_scale if method == "simsiam" else None,
+    )
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate_experiment(cfg: ExperimentConfig) -> None:
+    """Check everything that can be checked before any data is read; raise ConfigError with one clear line."""
+    _require(len(cfg.seeds) > 0, "seeds is empty; give at least one seed, e.g. --seeds [0,1,2]")
+    _require(len(cfg.deltas) > 0, "deltas is empty; give at least one δ in [0, 1], e.g. --deltas [1,0.5]")
+    for delta in cfg.deltas + [o.delta for o in cfg.heads.per_delta]:
+        _require(
+            math.isfinite(delta) and 0.0 <= delta <= 1.0,
+            f"delta={delta} is outside [0, 1]; δ is the probability that a positive shares the anchor's class",
+        )
+    heads = cfg.heads
+    _require(heads.r >= 1, f"heads.r={heads.r} must be at least 1")
+    _require(heads.epochs >= 1, f"heads.epochs={heads.epochs} must be at least 1")
+    _require(heads.batch_size >= 2, f"heads.batch_size={heads.batch_size} must be at least 2 (InfoNCE needs negatives)")
+    _require(heads.optimizer.lr > 0, f"heads.optimizer.lr={heads.optimizer.lr} must be positive")
+    for o in heads.per_delta:
+        _require(o.tau is None or o.tau > 0, f"heads.per_delta tau={o.tau} must be positive")
+        _require(o.epochs is None or o.epochs >= 1, f"heads.per_delta epochs={o.epochs} must be at least 1")
+    _require(heads.infonce.tau > 0, f"heads.infonce.tau={heads.infonce.tau} must be positive")
+    _require(heads.simsiam.xi >= 0, f"heads.simsiam.xi={heads.simsiam.xi} must be non-negative")
+    _require(heads.simsiam.predictor_lr_scale > 0, "heads.simsiam.predictor_lr_scale must be positive")
+    _require(cfg.score.kmeans.nredo >= 1, "score.kmeans.nredo must be at least 1")
+    _require(len(cfg.score.probe.l2_grid) > 0, "score.probe.l2_grid is empty; give at least one L2 strength")
+    data = cfg.data
+    _require(0.0 < data.val_fraction < 1.0, f"data.val_fraction={data.val_fraction} must be in (0, 1)")
+    if data.source == "synthetic":
+        gmm = data.synthetic
+        _require(gmm.k >= 2, f"data.synthetic.k={gmm.k}: need at least 2 classes (components)")
+        _require(gmm.d >= gmm.k, f"data.synthetic.d={gmm.d} must be at least k={gmm.k} (K-1 signal directions + nuisance)")
+        _require(min(gmm.n_train, gmm.n_val, gmm.n_test) >= 2 * gmm.k, "data.synthetic n_train/n_val/n_test must each be at least 2·k")
+        _require(gmm.signal_std > 0 and gmm.nuisance_std > 0, "data.synthetic signal_std and nuisance_std must be positive")
+        _require(heads.r <= gmm.d, f"heads.r={heads.r} exceeds the feature dimension d={gmm.d}; choose r ≤ d")
+    else:
+        _require(data.path is not None, "data.source is 'npz' but data.path is not set; give --data.path FILE.npz")

@@ -1,0 +1,106 @@
+"""Augmentation-enabled pairs with parameter δ (DESIGN.md, "Augmentation-enabled pairs").
+
+On labelled features the "component" is the class: with probability δ the positive is another sample of the
+anchor's class (never the anchor itself), otherwise a uniformly random sample. Sampling is vectorised over a
+whole epoch; a batch is a slice of index tensors, never a Python loop over samples.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class ClassIndex:
+    """Class layout of a label vector [N] for O(1) same-class draws: samples sorted by class, each class's
+    start and count, and each sample's position inside its class."""
+
+    def __init__(self, labels: Tensor) -> None:
+        labels = labels.long()
+        self.labels = labels
+        self.order = torch.argsort(labels, stable=True)
+        self.counts = torch.bincount(labels)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        self.position = torch.empty_like(labels)
+        self.position[self.order] = torch.arange(len(labels)) - self.starts[labels[self.order]]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def sample_delta_positives(index: ClassIndex, anchors: Tensor, delta: float, generator: torch.Generator) -> Tensor:
+    """Positives [B] for anchor indices [B]: with probability δ another sample of the anchor's class, else a
+    uniformly random sample. Every class must have at least 2 samples."""
+    classes = index.labels[anchors]
+    count = index.counts[classes]
+    draw = torch.floor(torch.rand(len(anchors), generator=generator) * (count - 1)).long()
+    draw += (draw >= index.position[anchors]).long()  # skip the anchor itself
+    same_class = index.order[index.starts[classes] + draw]
+    uniform = torch.randint(len(index), (len(anchors),), generator=generator)
+    keep_class = torch.rand(len(anchors), generator=generator) < delta
+    return torch.where(keep_class, same_class, uniform)
+
+
+class DeltaPairSampler(Sampler[Tensor]):
+    """Yields index pairs [2, B] (anchor, positive): each epoch is a seeded permutation of the anchors, split
+    into global batches of ``batch_size × world_size``; rank ``rank`` takes its slice of each.
+
+    The draw depends only on (seed, epoch), so every rank sees the same epoch and resuming is reproducible.
+    """
+
+    def __init__(self, labels: Tensor, delta: float, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.index = ClassIndex(labels)
+        self.delta = delta
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = min(batch_size, len(labels) // world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return max(1, len(self.index) // (self.batch_size * self.world_size))
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        anchors = torch.randperm(len(self.index), generator=generator)
+        positives = sample_delta_positives(self.index, anchors, self.delta, generator)
+        pairs = torch.stack([anchors, positives])
+        step = self.batch_size * self.world_size
+        for start in range(0, len(self) * step, step):
+            offset = start + self.rank * self.batch_size
+            yield pairs[:, offset : offset + self.batch_size]
+
+
+class PairFeatures(Dataset):
+    """Maps an index pair [2, B] to the feature batch (x [B, d], x⁺ [B, d])."""
+
+    def __init__(self, features: Tensor) -> None:
+        self.features = features
+
+    def __getitem__(self, pairs: Tensor) -> tuple[Tensor, Tensor]:
+        return self.features[pairs[0]], self.features[pairs[1]]
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+class DeltaPairDataModule(pl.LightningDataModule):
+    """Serves δ-pairs of in-memory features [N, d] with labels [N]; DDP-aware through the trainer's rank."""
+
+    def __init__(self, features: Tensor, labels: Tensor, delta: float, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.features = features
+        self.labels = labels
+        self.delta = delta
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = DeltaPairSampler(self.labels, self.delta, self.batch_size, self.seed, rank, world)
+        return DataLoader(PairFeatures(self.features), sampler=sampler, batch_size=None)

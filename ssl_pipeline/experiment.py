@@ -1,0 +1,175 @@
+"""Stages of an experiment on labelled features: fit heads → score heads and baselines → results.json.
+
+Stages talk through artifacts in the run directory: ``config.yaml``, ``heads/<tag>.safetensors`` and
+``results.json``; ``score`` can run alone on a directory that ``fit`` wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ssl_pipeline.config import DataConfig, ExperimentConfig, resolve_head_settings
+from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.errors import DataError
+from ssl_pipeline.heads.fit import FittedHead
+
+HEADS_DIR = "heads"
+
+
+def config_hash(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_features(cfg: DataConfig) -> LabelledFeatures:
+    """The labelled feature source of a config, validated, with its identity in ``features_key``."""
+    if cfg.source == "synthetic":
+        from ssl_pipeline.data.synthetic import make_synthetic
+
+        features = make_synthetic(cfg.synthetic)
+        features.features_key = "gmm-" + config_hash(asdict(cfg.synthetic))
+        features.validate()
+        return features
+    from ssl_pipeline.data.labelled import load_npz_features
+
+    features = load_npz_features(cfg.path, cfg.name, cfg.val_fraction, cfg.split_seed)
+    features.features_key = "npz-" + hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()[:16]
+    return features
+
+
+def resolve_run_dir(cfg: ExperimentConfig) -> Path:
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_config(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """``config.yaml``: the resolved config with its provenance (git commit, versions, device)."""
+    import yaml
+
+    from ssl_pipeline.reporting.provenance import provenance
+
+    payload = asdict(cfg)
+    payload["run_dir"] = str(run_dir)
+    payload["provenance"] = provenance(cfg.heads.trainer.accelerator)
+    tmp = run_dir / "config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True))
+    tmp.replace(run_dir / "config.yaml")
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"), console=console, transient=False,
+    )
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-fit banners and the few-workers hint (the data are in-memory tensors)."""
+    for name in ("pytorch_lightning", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+
+
+def fit_heads(cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, console: Console) -> list[FittedHead]:
+    """Fit every (method, δ, seed) head on train and save it under ``run_dir/heads``."""
+    from ssl_pipeline.heads.fit import fit_head
+
+    quiet_lightning()
+    jobs = [
+        resolve_head_settings(cfg.heads, method, delta, seed)
+        for method in cfg.heads.methods for delta in cfg.deltas for seed in cfg.seeds
+    ]
+    heads = []
+    with progress_bar(console) as progress:
+        task = progress.add_task("fitting heads", total=len(jobs), current="")
+        for settings in jobs:
+            progress.update(task, current=settings.tag)
+            head = fit_head(features, settings, cfg.heads.trainer)
+            head.save(run_dir / HEADS_DIR / f"{settings.tag}.safetensors")
+            heads.append(head)
+            progress.advance(task)
+    return heads
+
+
+def load_heads(run_dir: Path, features: LabelledFeatures) -> list[FittedHead]:
+    """The heads ``fit`` saved in ``run_dir``, checked against the features they will be scored on."""
+    paths = sorted((run_dir / HEADS_DIR).glob("*.safetensors"))
+    heads = [FittedHead.load(path) for path in paths]
+    for path, head in zip(paths, heads):
+        if head.features_key != features.features_key:
+            raise DataError(
+                f"{path} was fitted on features {head.features_key} but the config gives {features.features_key}; "
+                "score with the config used for fit (its config.yaml) or re-run `ssl-pipeline fit`"
+            )
+    return heads
+
+
+def score_run(
+    cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], run_dir: Path, console: Console
+) -> list[dict]:
+    """Score every head and every baseline (one record per seed) and write ``results.json``."""
+    from ssl_pipeline.reporting.results import make_record, write_json_atomic
+    from ssl_pipeline.scoring.projections import baseline_projection, head_projection
+    from ssl_pipeline.scoring.score import score_projection
+    from ssl_pipeline.theory.subspaces import estimate_fisher_subspace
+
+    fisher_basis = features.fisher_basis
+    if fisher_basis is None:
+        fisher_basis = estimate_fisher_subspace(
+            features.x_train, features.y_train, features.num_classes, cfg.score.lda_shrinkage
+        )
+    common = dict(
+        data=features.data_kind, dataset=features.dataset, backbone=features.backbone,
+        features=features.features_key, split="test", split_seed=features.split_seed,
+    )
+    records = []
+    total = len(heads) + len(cfg.score.baselines) * len(cfg.seeds)
+    with progress_bar(console) as progress:
+        task = progress.add_task("scoring", total=total, current="")
+        for head in heads:
+            s = head.settings
+            progress.update(task, current=s.tag)
+            projection = head_projection(head)
+            metrics = score_projection(projection, features, fisher_basis, cfg.score, s.seed)
+            records.append(make_record(
+                **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, similarity=s.similarity,
+                symmetric=s.symmetric, epochs=s.epochs, batch_size=s.batch_size, normalized=projection.normalized,
+                seed=s.seed, fit_seconds=head.fit_seconds, **metrics,
+            ))
+            progress.advance(task)
+        for method in cfg.score.baselines:
+            for seed in cfg.seeds:
+                progress.update(task, current=f"{method}_seed{seed}")
+                # Only the random projection depends on the seed; the others are fitted once.
+                if method == "random" or seed == cfg.seeds[0]:
+                    start = time.perf_counter()
+                    projection = baseline_projection(
+                        method, features.x_train, features.y_train, cfg.heads.r, seed, cfg.score.lda_shrinkage
+                    )
+                    fit_seconds = time.perf_counter() - start
+                metrics = score_projection(projection, features, fisher_basis, cfg.score, seed)
+                records.append(make_record(
+                    **common, method=method, r=projection.r, normalized=False, seed=seed,
+                    fit_seconds=fit_seconds, **metrics,
+                ))
+                progress.advance(task)
+    write_json_atomic(run_dir / "results.json", records)
+    return records
+
+
+def report(records: list[dict], run_dir: Path, console: Console, title: Optional[str] = None) -> None:
+    from ssl_pipeline.reporting.results import summary_table
+
+    console.print(summary_table(records, title or "results (mean ± std over seeds)"))
+    console.print(f"wrote {run_dir / 'results.json'} and {run_dir / 'config.yaml'}")

@@ -1,0 +1,113 @@
+"""Fit one head on δ-pairs of the training split; save and load fitted heads (safetensors, no pickle)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ssl_pipeline.config import HeadSettings, TrainerConfig
+from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.errors import DataError
+
+
+@dataclass
+class FittedHead:
+    """A trained head: A [G, d, r] in training coordinates, the training mean [d] and scale D^(−1/2) [d]."""
+
+    settings: HeadSettings
+    weight: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    fit_seconds: float
+    features_key: Optional[str] = None
+
+    def feature_space_weight(self, head: int = 0) -> np.ndarray:
+        """Ã = D^(−1/2) A [d, r] for head ``head`` of the stack."""
+        return self.scale[:, None] * self.weight[head]
+
+    def project(self, x: np.ndarray, head: int = 0) -> np.ndarray:
+        """z = Ãᵀ(x − x̄_train) → [N, r]."""
+        return (x - self.mean) @ self.feature_space_weight(head)
+
+    def save(self, path: Path) -> None:
+        """Write atomically (temp file + rename) as safetensors, settings in the metadata."""
+        from safetensors.numpy import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tensors = {"weight": self.weight, "mean": self.mean, "scale": self.scale}
+        metadata = {
+            "settings": json.dumps(asdict(self.settings)),
+            "fit_seconds": repr(self.fit_seconds),
+            "features_key": self.features_key or "",
+        }
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(tmp), metadata)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "FittedHead":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                metadata = f.metadata()
+                tensors = {k: f.get_tensor(k) for k in ("weight", "mean", "scale")}
+        except Exception as error:  # safetensors raises several types for corrupt files
+            raise DataError(f"cannot read head file {path} ({error}); re-run `ssl-pipeline fit`") from error
+        return cls(
+            settings=HeadSettings(**json.loads(metadata["settings"])),
+            fit_seconds=float(metadata["fit_seconds"]),
+            features_key=metadata["features_key"] or None,
+            **tensors,
+        )
+
+
+def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: TrainerConfig) -> FittedHead:
+    """Train one head (G = 1) with Lightning on δ-pairs of ``features``' training split."""
+    import pytorch_lightning as pl
+    import torch
+
+    from ssl_pipeline.data.pairs import DeltaPairDataModule
+    from ssl_pipeline.heads.modules import HEAD_CLASSES
+
+    if settings.r > features.dim:
+        raise DataError(f"heads.r={settings.r} exceeds the feature dimension d={features.dim}; choose r ≤ d")
+    x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
+    y = torch.from_numpy(features.y_train.astype(np.int64))
+    mean = x.mean(dim=0, dtype=torch.float64)
+    scale = torch.ones(features.dim, dtype=torch.float64)
+    if settings.standardize:
+        std = x.std(dim=0).double()
+        scale = 1.0 / torch.clamp(std, min=1e-12)
+    module = HEAD_CLASSES[settings.method].from_settings(settings, features.dim, mean.float(), scale.float())
+    datamodule = DeltaPairDataModule(x, y, settings.delta, settings.batch_size, settings.seed)
+    trainer = pl.Trainer(
+        max_epochs=settings.epochs,
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        strategy=trainer_cfg.strategy,
+        precision=trainer_cfg.precision,
+        log_every_n_steps=trainer_cfg.log_every_n_steps,
+        enable_progress_bar=trainer_cfg.progress_bar,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - start
+    return FittedHead(
+        settings=settings,
+        weight=module.weight.detach().cpu().numpy().astype(np.float32),
+        mean=mean.numpy().astype(np.float32),
+        scale=scale.numpy().astype(np.float32),
+        fit_seconds=fit_seconds,
+        features_key=features.features_key,
+    )

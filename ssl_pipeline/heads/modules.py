@@ -1,0 +1,120 @@
+"""Linear heads as LightningModules: f(x) = Aᵀ D^(−1/2)(x − x̄_train), weights held as a stack [G, d, r].
+
+Features are centred (and optionally standardised, D = per-feature variances) inside the module with
+statistics of the training split, so a saved head carries them; ``feature_space_weight`` is Ã = D^(−1/2) A,
+the matrix whose column space is compared with the Fisher subspace (DESIGN.md, "Coordinates").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from ssl_pipeline.config import HeadSettings
+from ssl_pipeline.heads.losses import info_nce_loss, orthogonality_penalty, simsiam_loss
+
+
+def gather_with_gradient(t: Tensor) -> tuple[Tensor, int]:
+    """All-gather [G, B, r] from every rank along dim 1 → ([G, W·B, r], this rank's offset).
+
+    Uses torch.distributed.nn's all_gather, whose backward sums gradients back to the owning rank, so the
+    gradient equals the single-process gradient over the global batch (DESIGN.md, "Under DDP").
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t, 0
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(t.contiguous()), dim=1), dist.get_rank() * t.shape[1]
+
+
+def orthonormal_init(num_heads: int, dim: int, r: int, seed: int) -> Tensor:
+    """G random matrices [G, d, r] with orthonormal columns (QR of a seeded Gaussian)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(num_heads, dim, r, generator=generator)).Q
+
+
+class LinearHead(pl.LightningModule):
+    """Base class: G stacked linear heads on centred (optionally standardised) features."""
+
+    def __init__(self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["mean", "scale"])
+        self.settings = HeadSettings(**settings)
+        self.weight = nn.Parameter(orthonormal_init(num_heads, dim, self.settings.r, self.settings.seed))
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("scale", scale.float())
+
+    @classmethod
+    def from_settings(cls, settings: HeadSettings, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1):
+        return cls(asdict(settings), dim, mean, scale, num_heads)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [B, d] → z [G, B, r]."""
+        return ((x - self.mean) * self.scale) @ self.weight
+
+    def feature_space_weight(self) -> Tensor:
+        """Ã = D^(−1/2) A [G, d, r], the head acting on centred, unscaled features."""
+        return self.scale[None, :, None] * self.weight
+
+    def head_losses(self, x: Tensor, x_positive: Tensor) -> Tensor:
+        """One loss per head, [G]."""
+        raise NotImplementedError
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        losses = self.head_losses(*batch)
+        self.log("train/loss", losses.mean(), prog_bar=True)
+        return losses.sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        s = self.settings
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        return optimizers[s.optimizer](self.parameter_groups(), lr=s.lr, weight_decay=s.weight_decay)
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": [self.weight]}]
+
+
+class InfoNCEHead(LinearHead):
+    """Linear InfoNCE head (DESIGN.md, "InfoNCE"); negatives are every rank's positives under DDP."""
+
+    def head_losses(self, x: Tensor, x_positive: Tensor) -> Tensor:
+        s = self.settings
+        z, z_positive = self(x), self(x_positive)
+        all_positive, offset = gather_with_gradient(z_positive)
+        targets = torch.arange(z.shape[1], device=z.device) + offset
+        loss = info_nce_loss(z, all_positive, targets, s.tau, s.similarity)
+        if s.symmetric:
+            all_anchors, _ = gather_with_gradient(z)
+            loss = 0.5 * (loss + info_nce_loss(z_positive, all_anchors, targets, s.tau, s.similarity))
+        return loss
+
+
+class SimSiamHead(LinearHead):
+    """Linear SimSiam head with a linear predictor P [G, r, r] (DESIGN.md, "SimSiam"), initialised at I."""
+
+    def __init__(self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1) -> None:
+        super().__init__(settings, dim, mean, scale, num_heads)
+        r = self.settings.r
+        self.predictor = nn.Parameter(torch.eye(r).repeat(num_heads, 1, 1))
+
+    def parameter_groups(self) -> list[dict]:
+        # A predictor as fast as the head learns to zero one output direction first; the head's column behind
+        # it then gets no gradient and stays in a nuisance direction (cos² 0.75 of 1 on pancakes for 2 of 4
+        # seeds at equal rates, ≥ 0.99 for all with the predictor 10× slower).
+        predictor_lr = self.settings.lr * self.settings.predictor_lr_scale
+        return [{"params": [self.weight]}, {"params": [self.predictor], "lr": predictor_lr}]
+
+    def head_losses(self, x: Tensor, x_positive: Tensor) -> Tensor:
+        z, z_positive = self(x), self(x_positive)
+        loss = simsiam_loss(z @ self.predictor, z_positive @ self.predictor, z, z_positive)
+        if self.settings.xi:
+            loss = loss + self.settings.xi * orthogonality_penalty(self.weight)
+        return loss
+
+
+HEAD_CLASSES: dict[str, type[LinearHead]] = {"infonce": InfoNCEHead, "simsiam": SimSiamHead}

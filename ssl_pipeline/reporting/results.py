@@ -1,0 +1,95 @@
+"""The results contract (DESIGN.md, "The results contract"): ``results.json`` records and the summary table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+SCHEMA = 1
+SETTING_FIELDS = (
+    "method", "data", "dataset", "backbone", "features", "split", "split_seed", "delta", "r", "tau", "xi",
+    "similarity", "symmetric", "epochs", "batch_size", "normalized", "seed",
+)
+METRIC_FIELDS = (
+    "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "effective_rank",
+    "fit_seconds",
+)
+TABLE_METRICS = ("nmi", "ari", "acc", "probe_acc", "fisher_cos2", "fisher_energy", "effective_rank")
+
+
+def make_record(**fields: Any) -> dict[str, Any]:
+    """A record with every contract field present (``None`` where it does not apply)."""
+    unknown = set(fields) - set(SETTING_FIELDS) - set(METRIC_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown record fields {sorted(unknown)}")
+    return {"schema": SCHEMA, **{k: fields.get(k) for k in SETTING_FIELDS + METRIC_FIELDS}}
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temp file and a rename, so readers never see a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def load_results(path: Path) -> list[dict[str, Any]]:
+    return json.loads(Path(path).read_text())
+
+
+def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Group records by their setting fields except ``seed``; per metric: mean, std (over seeds) and n."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for record in records:
+        groups[tuple(record.get(k) for k in SETTING_FIELDS if k != "seed")].append(record)
+    rows = []
+    for key, members in groups.items():
+        row: dict[str, Any] = dict(zip([k for k in SETTING_FIELDS if k != "seed"], key))
+        row["seeds"] = len(members)
+        for metric in METRIC_FIELDS:
+            values = [m[metric] for m in members if m.get(metric) is not None]
+            row[metric] = _mean_std(values)
+        rows.append(row)
+    return rows
+
+
+def _mean_std(values: list[float]) -> Optional[tuple[float, float]]:
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _method_order(row: dict) -> tuple:
+    order = ["infonce", "simsiam", "clip", "lda", "pca", "random", "raw", "zeroshot"]
+    method = row["method"]
+    delta = row.get("delta")
+    return (order.index(method) if method in order else len(order), method, -(delta if delta is not None else math.inf))
+
+
+def summary_table(records: list[dict[str, Any]], title: str = "results (mean ± std over seeds)"):
+    """A rich Table: one row per (method, δ) setting, one column per metric."""
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
+    table.add_column("method")
+    table.add_column("δ", justify="right")
+    table.add_column("seeds", justify="right")
+    for metric in TABLE_METRICS:
+        table.add_column(metric, justify="right")
+    for row in sorted(aggregate(records), key=_method_order):
+        cells = [_format(row[m], m) for m in TABLE_METRICS]
+        delta = "" if row.get("delta") is None else f"{row['delta']:g}"
+        table.add_row(row["method"], delta, str(row["seeds"]), *cells)
+    return table
+
+
+def _format(value: Optional[tuple[float, float]], metric: str) -> str:
+    if value is None:
+        return "–"
+    mean, std = value
+    digits = 1 if metric == "effective_rank" else 3
+    return f"{mean:.{digits}f}±{std:.{digits}f}"

@@ -1,0 +1,62 @@
+"""Projections to score: fitted heads and the baselines (DESIGN.md, "Clustering score").
+
+Every projection is fitted on train and maps centred, unscaled features x [N, d] to z [N, m]; ``subspace``
+[d, m] is the matrix whose column space is compared with the Fisher subspace (None for raw features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from ssl_pipeline.heads.fit import FittedHead
+
+
+@dataclass
+class Projection:
+    method: str
+    transform: Callable[[np.ndarray], np.ndarray]
+    subspace: Optional[np.ndarray]
+    normalized: bool
+    """Whether z is L2-normalised before clustering (cosine heads)."""
+    r: int
+    """The nominal output dimension (the denominator of ``fisher_cos2``)."""
+
+
+def head_projection(head: FittedHead) -> Projection:
+    """z = Ãᵀ(x − x̄_train); cosine heads (InfoNCE-cosine, SimSiam) are L2-normalised for clustering."""
+    normalized = head.settings.method == "simsiam" or head.settings.similarity == "cosine"
+    return Projection(head.settings.method, head.project, head.feature_space_weight(), normalized, head.settings.r)
+
+
+def baseline_projection(
+    method: str, x_train: np.ndarray, y_train: np.ndarray, r: int, seed: int, lda_shrinkage: Optional[float]
+) -> Projection:
+    """LDA (sklearn's within-class-whitened ``transform``, min(r, K−1) components), PCA(r), a random Gaussian
+    projection(r) or the raw centred features, all fitted on train."""
+    mean = x_train.mean(axis=0, dtype=np.float64).astype(np.float32)
+    if method == "lda":
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        from ssl_pipeline.theory.subspaces import auto_shrinkage, class_statistics
+
+        num_classes = int(y_train.max()) + 1
+        shrinkage = auto_shrinkage(class_statistics(x_train, y_train, num_classes), lda_shrinkage)
+        components = min(r, len(np.unique(y_train)) - 1)
+        # Unshrunk: the exact SVD solver; shrunk: scikit-learn's eigen solver (which shrinks standardised data).
+        solver = {"solver": "svd"} if shrinkage == 0 else {"solver": "eigen", "shrinkage": shrinkage}
+        lda = LinearDiscriminantAnalysis(n_components=components, **solver).fit(x_train, y_train)
+        return Projection("lda", lda.transform, lda.scalings_[:, :components], False, r)
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=r, svd_solver="covariance_eigh").fit(x_train)
+        return Projection("pca", pca.transform, pca.components_.T, False, r)
+    if method == "random":
+        matrix = np.random.default_rng([seed, 7]).standard_normal((x_train.shape[1], r)).astype(np.float32)
+        return Projection("random", lambda x: (x - mean) @ matrix, matrix, False, r)
+    if method == "raw":
+        return Projection("raw", lambda x: x - mean, None, False, x_train.shape[1])
+    raise ValueError(f"unknown baseline {method!r}")
