@@ -17,19 +17,39 @@ from ssl_pipeline.config import HeadSettings
 from ssl_pipeline.heads.losses import info_nce_loss, orthogonality_penalty, simsiam_loss
 
 
+class _GatherWithGradient(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for a piece back to the rank that owns it
+    (lightly's GatherLayer). With torch 2.14 + gloo, torch.distributed.nn's all_gather gave head gradients
+    that did not match the single-process ones (tests/test_losses.py checks this version does)."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> tuple[Tensor, ...]:
+        import torch.distributed as dist
+
+        pieces = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(pieces, t.contiguous())
+        return tuple(pieces)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        stacked = torch.stack([g.contiguous() for g in grads])
+        dist.all_reduce(stacked)
+        return stacked[dist.get_rank()]
+
+
 def gather_with_gradient(t: Tensor) -> tuple[Tensor, int]:
     """All-gather [G, B, r] from every rank along dim 1 → ([G, W·B, r], this rank's offset).
 
-    Uses torch.distributed.nn's all_gather, whose backward sums gradients back to the owning rank, so the
-    gradient equals the single-process gradient over the global batch (DESIGN.md, "Under DDP").
+    The backward sums gradients back to the owning rank, so with DDP's gradient averaging the update equals
+    the single-process gradient of the loss over the global batch (DESIGN.md, "Under DDP").
     """
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t, 0
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(t.contiguous()), dim=1), dist.get_rank() * t.shape[1]
+    return torch.cat(_GatherWithGradient.apply(t), dim=1), dist.get_rank() * t.shape[1]
 
 
 def orthonormal_init(num_heads: int, dim: int, r: int, seed: int) -> Tensor:

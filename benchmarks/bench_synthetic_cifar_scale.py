@@ -1,0 +1,141 @@
+"""The whole ``synthetic`` command at CIFAR-100 scale, in-process, timed stage by stage.
+
+Goal: ≤ 60 s after imports for 50k × 512 train (5k val, 10k test), K = 100, r = 99, δ = 1, one seed, InfoNCE +
+SimSiam heads and the lda / pca / random / raw baselines. Stages are the ones ``ssl-pipeline synthetic`` runs:
+data generation (``load_features``), ``write_config``, ``fit_heads``, ``score_run``. Inside ``score_run`` the
+scoring primitives (k-means, probe, baseline fits, subspace metrics) are wrapped with timers, so a miss names
+the stage that dominates; the rest of ``score_run`` (projections of the three splits, records) is "other".
+
+    .venv/bin/python benchmarks/bench_synthetic_cifar_scale.py
+    .venv/bin/python benchmarks/bench_synthetic_cifar_scale.py --quick    # 10k × 128, K=20
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import ssl_pipeline.scoring.projections as projections_module
+import ssl_pipeline.scoring.score as score_module
+from rich.console import Console
+
+from ssl_pipeline import experiment
+from ssl_pipeline.config import (
+    DataConfig, ExperimentConfig, GMMConfig, HeadsConfig, KMeansConfig, ScoreConfig, validate_experiment,
+)
+
+GOAL_SECONDS = 60.0
+SPENT: dict[str, float] = defaultdict(float)
+"""Seconds per scoring primitive, summed over every projection scored."""
+
+
+def timed(module: Any, name: str, label: str) -> None:
+    """Replace ``module.name`` with a wrapper that adds its run time to ``SPENT[label]``."""
+    fn: Callable = getattr(module, name)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            SPENT[label] += time.perf_counter() - start
+
+    setattr(module, name, wrapper)
+
+
+def build_config(args: argparse.Namespace, run_dir: str) -> ExperimentConfig:
+    gmm = GMMConfig(preset="random", d=128, k=20, n_train=10000, n_val=1000, n_test=2000) if args.quick else GMMConfig(
+        preset="random", d=512, k=100, n_train=50000, n_val=5000, n_test=10000
+    )
+    return ExperimentConfig(
+        name="cifar-scale", seeds=[0], deltas=[1.0], run_dir=run_dir,
+        data=DataConfig(source="synthetic", synthetic=gmm),
+        heads=HeadsConfig(methods=["infonce", "simsiam"], r=gmm.k - 1, epochs=args.epochs, batch_size=args.batch_size),
+        score=ScoreConfig(baselines=["lda", "pca", "random", "raw"], kmeans=KMeansConfig()),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10k × 128, K=20, r=19")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--run-dir", help="keep the run's artifacts here (default: a temporary directory)")
+    parser.add_argument("--out", type=Path, help="default benchmarks/results/synthetic_cifar_scale[_quick].json")
+    args = parser.parse_args()
+    args.out = args.out or Path(f"benchmarks/results/synthetic_cifar_scale{'_quick' if args.quick else ''}.json")
+
+    timed(score_module, "faiss_kmeans", "kmeans")
+    timed(score_module, "linear_probe", "probe")
+    timed(score_module, "effective_rank", "effective_rank")
+    timed(score_module, "fisher_cos2", "fisher_cos2+energy")
+    timed(score_module, "fisher_energy", "fisher_cos2+energy")
+    timed(score_module, "clustering_scores", "nmi/ari/acc")
+    timed(projections_module, "baseline_projection", "baseline fits")
+
+    console = Console(width=160)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = build_config(args, args.run_dir or tmp)
+        stages: dict[str, float] = {}
+        start = clock = time.perf_counter()
+
+        def stage(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            stages[name] = now - clock
+            clock = now
+
+        validate_experiment(cfg)
+        features = experiment.load_features(cfg.data)
+        stage("data generation")
+        run_dir = experiment.resolve_run_dir(cfg)
+        experiment.write_config(cfg, run_dir)
+        stage("write_config")
+        heads = experiment.fit_heads(cfg, features, run_dir, console)
+        stage("fit_heads")
+        records = experiment.score_run(cfg, features, heads, run_dir, console)
+        stage("score_run")
+        total = time.perf_counter() - start
+        experiment.report(records, run_dir, console, title=f"{cfg.name} ({features.dataset}, 1 seed)")
+
+    fit_seconds = {h.settings.method: h.fit_seconds for h in heads}
+    score_parts = dict(SPENT)
+    score_parts["other (projections, records)"] = stages["score_run"] - sum(SPENT.values())
+    print(f"\n{'stage':<34} {'seconds':>8}")
+    for name, seconds in stages.items():
+        print(f"{name:<34} {seconds:>8.2f}")
+        if name == "fit_heads":
+            for method, seconds in fit_seconds.items():
+                print(f"  {method + ' fit':<32} {seconds:>8.2f}")
+        if name == "score_run":
+            for part, seconds in sorted(score_parts.items(), key=lambda kv: -kv[1]):
+                print(f"  {part:<32} {seconds:>8.2f}")
+    met = total <= GOAL_SECONDS
+    print(f"{'total after imports':<34} {total:>8.2f}  (goal ≤ {GOAL_SECONDS:g} s: {'met' if met else 'MISSED'})")
+
+    metrics = {
+        r["method"]: {k: r[k] for k in ("nmi", "ari", "acc", "probe_acc", "fisher_cos2", "fisher_energy",
+                                        "effective_rank", "fit_seconds")}
+        for r in records
+    }
+    payload = {
+        "benchmark": "synthetic_cifar_scale", "goal": f"total after imports <= {GOAL_SECONDS} s", "quick": args.quick,
+        "config": asdict(cfg), "machine": platform.platform(), "stages_s": stages, "head_fit_seconds": fit_seconds,
+        "score_breakdown_s": score_parts, "total_s": total, "goal_met": met, "metrics": metrics,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
