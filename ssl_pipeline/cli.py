@@ -44,7 +44,7 @@ def bracket_lists(argv: Sequence[str]) -> list[str]:
         name, eq, value = arg.partition("=")
         if name in LIST_OPTIONS and eq and not value.startswith("["):
             out[i] = f"{name}=[{value}]"
-        elif arg in LIST_OPTIONS and i + 1 < len(out) and not out[i + 1].startswith(("[", "-")):
+        elif arg in LIST_OPTIONS and i + 1 < len(out) and not out[i + 1].startswith(("[", "--")):
             out[i + 1] = f"[{out[i + 1]}]"
     return out
 
@@ -61,13 +61,16 @@ def _dataclass_at(path: str) -> Optional[type]:
 
 def explain_parse_error(message: str) -> str:
     """One line from a jsonargparse error; unknown keys come with the valid keys of their section."""
-    unknown = re.search(r"Group '([\w.]+)' does not accept option '([\w.]+)'", message) or re.search(
-        r"()Option '([\w.]+)' is not accepted", message
+    unknown = (
+        re.search(r"Group '([\w.]+)' does not accept option '([\w.]+)'", message)
+        or re.search(r"Subcommand \S+ does not accept option '()([\w.]+)'", message)
+        or re.search(r"()Option '([\w.]+)' is not accepted", message)
+        or re.search(r"unrecognized arguments: --()([\w.]+)", message)
     )
     if unknown:
         section, key = unknown.group(1), unknown.group(2)
         full = f"{section}.{key}" if section else key
-        parent, _, leaf = full.rpartition(".")
+        parent = full.rpartition(".")[0]
         cls = _dataclass_at(parent)
         valid = ", ".join(f.name for f in dataclasses.fields(cls)) if cls else "see --print_config"
         where = f"section '{parent}'" if parent else "the top level"
@@ -112,22 +115,12 @@ def run_command(command: str, cfg: ExperimentConfig) -> int:
     from ssl_pipeline import experiment
 
     console = Console(width=None if sys.stdout.isatty() else 160)
-    if command == "synthetic" and cfg.data.source != "synthetic":
-        raise ConfigError(f"`synthetic` generates its data; data.source is {cfg.data.source!r} (use `fit`/`score`)")
-    if command == "score" and not cfg.run_dir:
-        raise ConfigError("`score` needs --run_dir, the directory where `fit` saved the heads")
-    features = experiment.load_features(cfg.data)
-    run_dir = experiment.resolve_run_dir(cfg)
-    experiment.write_config(cfg, run_dir)
-    if command in ("fit", "synthetic"):
-        heads = experiment.fit_heads(cfg, features, run_dir, console)
-        if command == "fit":
-            console.print(f"saved {len(heads)} heads in {run_dir / experiment.HEADS_DIR}")
-            return 0
+    records, run_dir = experiment.run(command, cfg, console)
+    if records is None:
+        console.print(f"saved the heads in {run_dir / experiment.HEADS_DIR}")
     else:
-        heads = experiment.load_heads(run_dir, features)
-    records = experiment.score_run(cfg, features, heads, run_dir, console)
-    experiment.report(records, run_dir, console, title=f"{cfg.name}: {features.dataset} (mean ± std over {len(cfg.seeds)} seeds)")
+        title = f"{cfg.name}: {records[0]['dataset']} (mean ± std over {len(cfg.seeds)} seeds)"
+        experiment.report(records, run_dir, console, title)
     return 0
 
 

@@ -127,11 +127,13 @@ class HeadsConfig:
 class KMeansConfig:
     """FAISS k-means (DESIGN.md, "Clustering score"); k is the number of classes.
 
+    ``init``: k-means++ seeding of every restart (scikit-learn's ``kmeans_plusplus``) or FAISS's random points.
     ``max_points_per_centroid`` None means every point is used (no silent subsampling).
     """
 
     niter: int = 50
     nredo: int = 3
+    init: Literal["kmeans++", "random"] = "kmeans++"
     max_points_per_centroid: Optional[int] = None
 
 

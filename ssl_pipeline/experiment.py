@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ssl_pipeline.config import DataConfig, ExperimentConfig, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
-from ssl_pipeline.errors import DataError
+from ssl_pipeline.errors import ConfigError, DataError
 from ssl_pipeline.heads.fit import FittedHead
 
 HEADS_DIR = "heads"
@@ -105,6 +105,8 @@ def fit_heads(cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, 
 def load_heads(run_dir: Path, features: LabelledFeatures) -> list[FittedHead]:
     """The heads ``fit`` saved in ``run_dir``, checked against the features they will be scored on."""
     paths = sorted((run_dir / HEADS_DIR).glob("*.safetensors"))
+    if not paths:
+        raise DataError(f"no fitted heads in {run_dir / HEADS_DIR}; run `ssl-pipeline fit` with this --run_dir first")
     heads = [FittedHead.load(path) for path in paths]
     for path, head in zip(paths, heads):
         if head.features_key != features.features_key:
@@ -173,3 +175,23 @@ def report(records: list[dict], run_dir: Path, console: Console, title: Optional
 
     console.print(summary_table(records, title or "results (mean ± std over seeds)"))
     console.print(f"wrote {run_dir / 'results.json'} and {run_dir / 'config.yaml'}")
+
+
+def run(command: str, cfg: ExperimentConfig, console: Console) -> tuple[Optional[list[dict]], Path]:
+    """``fit`` (heads only), ``score`` (heads saved in the run dir) or ``synthetic`` (fit + score)."""
+    if command == "synthetic" and cfg.data.source != "synthetic":
+        raise ConfigError(f"`synthetic` generates its data; data.source is {cfg.data.source!r} (use `fit`/`score`)")
+    if command == "score" and not cfg.run_dir:
+        raise ConfigError("`score` needs --run_dir, the directory where `fit` saved the heads")
+    features = load_features(cfg.data)
+    if cfg.heads.r > features.dim:
+        raise ConfigError(f"heads.r={cfg.heads.r} exceeds the feature dimension d={features.dim}; choose r ≤ d")
+    run_dir = resolve_run_dir(cfg)
+    write_config(cfg, run_dir)
+    if command == "score":
+        heads = load_heads(run_dir, features)
+    else:
+        heads = fit_heads(cfg, features, run_dir, console)
+        if command == "fit":
+            return None, run_dir
+    return score_run(cfg, features, heads, run_dir, console), run_dir

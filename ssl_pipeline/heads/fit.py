@@ -75,8 +75,6 @@ def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: Tr
     from ssl_pipeline.data.pairs import DeltaPairDataModule
     from ssl_pipeline.heads.modules import HEAD_CLASSES
 
-    if settings.r > features.dim:
-        raise DataError(f"heads.r={settings.r} exceeds the feature dimension d={features.dim}; choose r ≤ d")
     x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
     y = torch.from_numpy(features.y_train.astype(np.int64))
     mean = x.mean(dim=0, dtype=torch.float64)

@@ -1,0 +1,126 @@
+"""The command line: fit → score through artifacts, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssl_pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PANCAKES = str(ROOT / "configs" / "synthetic" / "pancakes.yaml")
+FAST = ["--seeds", "0", "--heads.epochs", "2", "--score.kmeans.nredo", "1"]
+
+
+def write_features(path: Path, rng: np.random.Generator, classes: int = 3, d: int = 6, n: int = 300) -> Path:
+    centres = rng.standard_normal((classes, d)) * 4
+    arrays = {}
+    for split, size in (("train", n), ("test", n // 2)):
+        y = np.arange(size) % classes
+        arrays[f"x_{split}"] = (centres[y] + rng.standard_normal((size, d))).astype(np.float32)
+        arrays[f"y_{split}"] = y
+    np.savez(path, **arrays)
+    return path
+
+
+def error_line(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, f"expected one line, got:\n{err}"
+    assert err.startswith("ssl-pipeline: error: ") and "Traceback" not in err
+    return err
+
+
+def test_help_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "ssl_pipeline.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert all(command in result.stdout for command in ("fit", "score", "synthetic"))
+
+
+def test_delta_outside_unit_interval(capsys):
+    assert "delta=1.5 is outside [0, 1]" in error_line(capsys, ["synthetic", "--config", PANCAKES, "--deltas", "1,1.5"])
+
+
+def test_r_larger_than_d(capsys, tmp_path):
+    err = error_line(capsys, ["synthetic", "--config", PANCAKES, "--heads.r", "101", "--run_dir", str(tmp_path)])
+    assert "heads.r=101 exceeds the feature dimension d=100" in err
+    features = write_features(tmp_path / "f.npz", np.random.default_rng(0), d=3)
+    err = error_line(capsys, ["fit", "--data.source", "npz", "--data.path", str(features), "--heads.r", "4"])
+    assert "heads.r=4 exceeds the feature dimension d=3" in err
+
+
+def test_fewer_than_two_classes(capsys, tmp_path):
+    features = write_features(tmp_path / "one.npz", np.random.default_rng(0), classes=1)
+    err = error_line(capsys, ["fit", "--data.source", "npz", "--data.path", str(features), "--heads.r", "2"])
+    assert "1 class(es)" in err and "at least 2 classes" in err
+
+
+def test_nan_features(capsys, tmp_path):
+    path = write_features(tmp_path / "nan.npz", np.random.default_rng(0))
+    arrays = dict(np.load(path))
+    arrays["x_test"][5, 2] = np.nan
+    arrays["x_test"][7, 0] = np.inf
+    np.savez(path, **arrays)
+    err = error_line(capsys, ["fit", "--data.source", "npz", "--data.path", str(path), "--heads.r", "2"])
+    assert "test split has 2 feature rows with NaN or inf" in err
+
+
+def test_unknown_config_key_lists_the_valid_keys(capsys, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("heads:\n  r: 3\n  temperature: 0.1\n")
+    err = error_line(capsys, ["synthetic", "--config", str(config)])
+    assert "unknown config key 'heads.temperature'" in err
+    assert "methods, r, epochs, batch_size" in err
+    config.write_text("data:\n  synthetic:\n    dims: 3\n")
+    assert "valid keys in section 'data.synthetic': preset, d, k" in error_line(capsys, ["synthetic", "--config", str(config)])
+    config.write_text("sedes: [0]\n")
+    assert "'sedes'; valid keys in the top level: name, seeds" in error_line(capsys, ["synthetic", "--config", str(config)])
+
+
+def test_missing_config_file(capsys, tmp_path):
+    err = error_line(capsys, ["synthetic", "--config", str(tmp_path / "nope.yaml")])
+    assert f"config file {tmp_path / 'nope.yaml'} does not exist" in err
+
+
+def test_score_without_heads(capsys, tmp_path):
+    err = error_line(capsys, ["score", "--config", PANCAKES, "--run_dir", str(tmp_path)])
+    assert "no fitted heads" in err
+
+
+def test_fit_then_score_through_the_run_directory(capsys, tmp_path):
+    features = write_features(tmp_path / "f.npz", np.random.default_rng(1))
+    run_dir = tmp_path / "run"
+    common = ["--data.source", "npz", "--data.path", str(features), "--heads.r", "2", "--deltas", "1,0", "--run_dir", str(run_dir), *FAST]
+    assert main(["fit", *common]) == 0
+    heads = sorted(p.name for p in (run_dir / "heads").glob("*.safetensors"))
+    assert heads == [f"{m}_delta{d}_seed0.safetensors" for m in ("infonce", "simsiam") for d in ("0", "1")]
+    assert not (run_dir / "results.json").exists()
+    assert main(["score", *common]) == 0
+    records = json.loads((run_dir / "results.json").read_text())
+    assert {(r["method"], r["delta"]) for r in records} == {
+        ("infonce", 1.0), ("infonce", 0.0), ("simsiam", 1.0), ("simsiam", 0.0),
+        ("lda", None), ("pca", None), ("random", None), ("raw", None),
+    }
+    assert all(r["data"] == "real" and r["dataset"] == "f" and r["features"].startswith("npz-") for r in records)
+    assert "infonce" in capsys.readouterr().out
+    # heads fitted on other features are refused, not silently scored
+    other = write_features(tmp_path / "other.npz", np.random.default_rng(2))
+    common[common.index(str(features))] = str(other)
+    err = error_line(capsys, ["score", *common])
+    assert "was fitted on features npz-" in err and "re-run `ssl-pipeline fit`" in err
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ssl-pipeline"), "synthetic", "--config", PANCAKES, "--deltas", "-0.1"],
+        capture_output=True, text=True, env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["ssl-pipeline: error: delta=-0.1 is outside [0, 1]; δ is the probability that a positive shares the anchor's class"]

@@ -1,0 +1,68 @@
+"""Linear heads: coordinates (DESIGN.md, "Coordinates"), stacked weights, saving without pickle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
+from ssl_pipeline.data.synthetic import make_synthetic
+from ssl_pipeline.experiment import quiet_lightning
+from ssl_pipeline.heads.fit import FittedHead, fit_head
+from ssl_pipeline.heads.modules import InfoNCEHead, SimSiamHead
+from ssl_pipeline.theory.subspaces import fisher_cos2, fisher_subspace
+from ssl_pipeline.data.synthetic import gmm_parameters
+
+
+def test_heads_are_stacks_and_feature_space_weight_undoes_standardisation():
+    settings = resolve_head_settings(HeadsConfig(r=3), "simsiam", 1.0, 0)
+    mean, scale = torch.randn(7), torch.rand(7) + 0.5
+    head = SimSiamHead.from_settings(settings, 7, mean, scale, num_heads=4)
+    assert head.weight.shape == (4, 7, 3) and head.predictor.shape == (4, 3, 3)
+    x = torch.randn(11, 7)
+    z = head(x)
+    assert z.shape == (4, 11, 3)
+    torch.testing.assert_close(z, (x - mean) @ head.feature_space_weight())
+    losses = head.head_losses(x, x + 0.1)
+    assert losses.shape == (4,)
+
+
+def test_fitted_head_round_trips_through_safetensors(tmp_path):
+    settings = resolve_head_settings(HeadsConfig(r=2), "infonce", 0.5, 3)
+    head = FittedHead(settings, np.random.rand(1, 5, 2).astype(np.float32), np.random.rand(5).astype(np.float32),
+                      np.random.rand(5).astype(np.float32), fit_seconds=1.5, features_key="gmm-abc")
+    path = tmp_path / "heads" / f"{settings.tag}.safetensors"
+    head.save(path)
+    loaded = FittedHead.load(path)
+    assert loaded.settings == settings and loaded.features_key == "gmm-abc" and loaded.fit_seconds == 1.5
+    for name in ("weight", "mean", "scale"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(head, name))
+    x = np.random.rand(4, 5).astype(np.float32)
+    np.testing.assert_allclose(loaded.project(x), (x - head.mean) @ (head.scale[:, None] * head.weight[0]), rtol=1e-6)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_corrupt_head_file_gives_a_clear_error(tmp_path):
+    from ssl_pipeline.errors import DataError
+
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(DataError, match="re-run `ssl-pipeline fit`"):
+        FittedHead.load(path)
+
+
+def test_standardised_head_is_compared_in_feature_coordinates():
+    """A head trained on z = D^(-1/2)(x − x̄) recovers S_F only as Ã = D^(-1/2) A, not as A."""
+    quiet_lightning()
+    cfg = GMMConfig(preset="pancakes", d=20, k=3, n_train=6000, rotate=True, seed=1)
+    features = make_synthetic(cfg)
+    scales = np.geomspace(0.05, 20, cfg.d).astype(np.float32)  # very unequal feature scales
+    for split in ("train", "val", "test"):
+        setattr(features, f"x_{split}", getattr(features, f"x_{split}") * scales)
+    params = gmm_parameters(cfg)
+    fisher = fisher_subspace(params.means * scales, params.covariance * np.outer(scales, scales), params.weights)
+    heads = HeadsConfig(r=2, epochs=15, batch_size=512, standardize=True)
+    head = fit_head(features, resolve_head_settings(heads, "infonce", 1.0, 0), TrainerConfig())
+    assert fisher_cos2(head.feature_space_weight(), fisher) >= 0.95
+    assert fisher_cos2(head.weight[0], fisher) < 0.5
