@@ -30,9 +30,9 @@ class GMMConfig:
     """
 
     preset: Literal["pancakes", "random"] = "pancakes"
-    d: int = 50
+    d: int = 100
     k: int = 5
-    n_train: int = 20000
+    n_train: int = 10000
     n_val: int = 2000
     n_test: int = 5000
     separation: float = 6.0
@@ -109,7 +109,12 @@ class TrainerConfig:
 
 @dataclass
 class HeadsConfig:
-    """Linear heads f(x) = Aᵀ(x − x̄_train), A ∈ R^{d×r}, trained on δ-pairs."""
+    """Linear heads f(x) = Aᵀ(x − x̄_train), A ∈ R^{d×r}, trained on δ-pairs.
+
+    ``batch_size`` is per device: under DDP the global batch (and InfoNCE's set of negatives) is
+    ``batch_size × devices``. ``standardize`` trains on per-feature standardised inputs; the head is mapped
+    back to feature coordinates before any subspace is compared.
+    """
 
     methods: list[HeadMethod] = field(default_factory=lambda: ["infonce", "simsiam"])
     r: int = 4
