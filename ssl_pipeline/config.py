@@ -172,6 +172,9 @@ class ExperimentConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     run_dir: Optional[str] = None
     """Defaults to ``runs/<timestamp>-<name>``."""
+    provenance: Optional[dict] = None
+    """Written into a run's config.yaml (git commit, versions, device); ignored on input, so that file can be
+    passed back as ``--config``."""
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,15 @@ def test_fit_then_score_through_the_run_directory(capsys, tmp_path):
     }
     assert all(r["data"] == "real" and r["dataset"] == "f" and r["features"].startswith("npz-") for r in records)
     assert "infonce" in capsys.readouterr().out
+    # the run's config.yaml (with its provenance) is a valid config: re-scoring from it gives the same numbers
+    (run_dir / "results.json").unlink()
+    assert main(["score", "--config", str(run_dir / "config.yaml")]) == 0
+    rescored = json.loads((run_dir / "results.json").read_text())
+
+    def untimed(rows: list[dict]) -> list[dict]:  # baselines are re-fitted, so only their timing differs
+        return [{k: v for k, v in row.items() if k != "fit_seconds"} for row in rows]
+
+    assert untimed(rescored) == untimed(records)
     # heads fitted on other features are refused, not silently scored
     other = write_features(tmp_path / "other.npz", np.random.default_rng(2))
     common[common.index(str(features))] = str(other)
