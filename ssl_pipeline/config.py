@@ -249,6 +249,10 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
         _require(o.tau is None or o.tau > 0, f"heads.per_delta tau={o.tau} must be positive")
         _require(o.epochs is None or o.epochs >= 1, f"heads.per_delta epochs={o.epochs} must be at least 1")
     _require(heads.infonce.tau > 0, f"heads.infonce.tau={heads.infonce.tau} must be positive")
+    _require(
+        heads.infonce.similarity != "dot" or heads.optimizer.weight_decay > 0,
+        "heads.infonce.similarity=dot lets ‖A‖ grow without bound; set heads.optimizer.weight_decay > 0",
+    )
     _require(heads.simsiam.xi >= 0, f"heads.simsiam.xi={heads.simsiam.xi} must be non-negative")
     _require(heads.simsiam.predictor_lr_scale > 0, "heads.simsiam.predictor_lr_scale must be positive")
     _require(cfg.score.kmeans.nredo >= 1, "score.kmeans.nredo must be at least 1")

@@ -47,6 +47,11 @@ def test_delta_outside_unit_interval(capsys):
     assert "delta=1.5 is outside [0, 1]" in error_line(capsys, ["synthetic", "--config", PANCAKES, "--deltas", "1,1.5"])
 
 
+def test_dot_similarity_needs_a_bound_on_the_head(capsys):
+    err = error_line(capsys, ["synthetic", "--config", PANCAKES, "--heads.infonce.similarity", "dot"])
+    assert "set heads.optimizer.weight_decay > 0" in err
+
+
 def test_r_larger_than_d(capsys, tmp_path):
     err = error_line(capsys, ["synthetic", "--config", PANCAKES, "--heads.r", "101", "--run_dir", str(tmp_path)])
     assert "heads.r=101 exceeds the feature dimension d=100" in err
