@@ -125,6 +125,9 @@ class HeadsConfig:
     infonce: InfoNCEConfig = field(default_factory=InfoNCEConfig)
     simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
     per_delta: list[DeltaSetting] = field(default_factory=list)
+    early_stopping_patience: Optional[int] = None
+    """Label-free stopping: stop when the loss on held-out δ-pairs of the val split has not improved for this
+    many epochs and keep the weights of its best epoch (``epochs`` is then the maximum). None: train all epochs."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
@@ -196,6 +199,7 @@ class HeadSettings:
     symmetric: Optional[bool]
     xi: Optional[float]
     predictor_lr_scale: Optional[float] = None
+    early_stopping_patience: Optional[int] = None
 
     @property
     def tag(self) -> str:
@@ -223,6 +227,7 @@ def resolve_head_settings(heads: HeadsConfig, method: HeadMethod, delta: float, 
         symmetric=heads.infonce.symmetric if infonce else None,
         xi=heads.simsiam.xi if method == "simsiam" else None,
         predictor_lr_scale=heads.simsiam.predictor_lr_scale if method == "simsiam" else None,
+        early_stopping_patience=heads.early_stopping_patience,
     )
 
 
@@ -245,6 +250,10 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     _require(heads.epochs >= 1, f"heads.epochs={heads.epochs} must be at least 1")
     _require(heads.batch_size >= 2, f"heads.batch_size={heads.batch_size} must be at least 2 (InfoNCE needs negatives)")
     _require(heads.optimizer.lr > 0, f"heads.optimizer.lr={heads.optimizer.lr} must be positive")
+    _require(
+        heads.early_stopping_patience is None or heads.early_stopping_patience >= 1,
+        "heads.early_stopping_patience must be at least 1 (or null to train every epoch)",
+    )
     for o in heads.per_delta:
         _require(o.tau is None or o.tau > 0, f"heads.per_delta tau={o.tau} must be positive")
         _require(o.epochs is None or o.epochs >= 1, f"heads.per_delta epochs={o.epochs} must be at least 1")

@@ -66,3 +66,12 @@ def test_standardised_head_is_compared_in_feature_coordinates():
     head = fit_head(features, resolve_head_settings(heads, "infonce", 1.0, 0), TrainerConfig())
     assert fisher_cos2(head.feature_space_weight(), fisher) >= 0.95
     assert fisher_cos2(head.weight[0], fisher) < 0.5
+
+
+def test_early_stopping_on_held_out_pairs_keeps_the_best_epoch():
+    quiet_lightning()
+    features = make_synthetic(GMMConfig(d=20, k=3, n_train=3000, n_val=600, seed=2))
+    heads = HeadsConfig(r=2, epochs=60, batch_size=256, early_stopping_patience=2)
+    head = fit_head(features, resolve_head_settings(heads, "infonce", 1.0, 0), TrainerConfig())
+    assert head.epochs_trained is not None and 1 <= head.epochs_trained < 60 - 2
+    assert fisher_cos2(head.feature_space_weight(), features.fisher_basis) >= 0.95

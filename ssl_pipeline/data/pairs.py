@@ -7,6 +7,8 @@ whole epoch; a batch is a slice of index tensors, never a Python loop over sampl
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -89,18 +91,41 @@ class PairFeatures(Dataset):
         return len(self.features)
 
 
-class DeltaPairDataModule(pl.LightningDataModule):
-    """Serves δ-pairs of in-memory features [N, d] with labels [N]; DDP-aware through the trainer's rank."""
+class HeldOutPairSampler(DeltaPairSampler):
+    """The same pairs every epoch: a fixed held-out set whose loss is a label-free stopping signal."""
 
-    def __init__(self, features: Tensor, labels: Tensor, delta: float, batch_size: int, seed: int) -> None:
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+class DeltaPairDataModule(pl.LightningDataModule):
+    """Serves δ-pairs of in-memory features [N, d] with labels [N]; DDP-aware through the trainer's rank.
+
+    With ``val_features``/``val_labels``, also a fixed set of held-out δ-pairs for the validation loss.
+    """
+
+    def __init__(
+        self, features: Tensor, labels: Tensor, delta: float, batch_size: int, seed: int,
+        val_features: Optional[Tensor] = None, val_labels: Optional[Tensor] = None,
+    ) -> None:
         super().__init__()
         self.features = features
         self.labels = labels
         self.delta = delta
         self.batch_size = batch_size
         self.seed = seed
+        self.val_features = val_features
+        self.val_labels = val_labels
+
+    def _rank(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = DeltaPairSampler(self.labels, self.delta, self.batch_size, self.seed, rank, world)
+        sampler = DeltaPairSampler(self.labels, self.delta, self.batch_size, self.seed, *self._rank())
         return DataLoader(PairFeatures(self.features), sampler=sampler, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_features is None or self.val_labels is None:
+            return []
+        sampler = HeldOutPairSampler(self.val_labels, self.delta, self.batch_size, self.seed + 1, *self._rank())
+        return DataLoader(PairFeatures(self.val_features), sampler=sampler, batch_size=None)

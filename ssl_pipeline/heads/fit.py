@@ -25,6 +25,8 @@ class FittedHead:
     scale: np.ndarray
     fit_seconds: float
     features_key: Optional[str] = None
+    epochs_trained: Optional[int] = None
+    """Epochs behind the kept weights (fewer than configured when early stopping kept an earlier epoch)."""
 
     def feature_space_weight(self, head: int = 0) -> np.ndarray:
         """Ã = D^(−1/2) A [d, r] for head ``head`` of the stack."""
@@ -45,6 +47,7 @@ class FittedHead:
             "settings": json.dumps(asdict(self.settings)),
             "fit_seconds": repr(self.fit_seconds),
             "features_key": self.features_key or "",
+            "epochs_trained": str(self.epochs_trained or ""),
         }
         save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(tmp), metadata)
         tmp.replace(path)
@@ -63,16 +66,20 @@ class FittedHead:
             settings=HeadSettings(**json.loads(metadata["settings"])),
             fit_seconds=float(metadata["fit_seconds"]),
             features_key=metadata["features_key"] or None,
+            epochs_trained=int(metadata["epochs_trained"]) if metadata.get("epochs_trained") else None,
             **tensors,
         )
 
 
 def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: TrainerConfig) -> FittedHead:
-    """Train one head (G = 1) with Lightning on δ-pairs of ``features``' training split."""
+    """Train one head (G = 1) with Lightning on δ-pairs of ``features``' training split; with
+    ``early_stopping_patience``, stop on the loss of held-out δ-pairs of the val split."""
     import pytorch_lightning as pl
     import torch
+    from pytorch_lightning.callbacks import EarlyStopping
 
     from ssl_pipeline.data.pairs import DeltaPairDataModule
+    from ssl_pipeline.heads.callbacks import KeepBestWeights
     from ssl_pipeline.heads.modules import HEAD_CLASSES
 
     x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
@@ -83,7 +90,21 @@ def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: Tr
         std = x.std(dim=0).double()
         scale = 1.0 / torch.clamp(std, min=1e-12)
     module = HEAD_CLASSES[settings.method].from_settings(settings, features.dim, mean.float(), scale.float())
-    datamodule = DeltaPairDataModule(x, y, settings.delta, settings.batch_size, settings.seed)
+    stopping = settings.early_stopping_patience is not None
+    held_out = {}
+    callbacks = []
+    if stopping:
+        if np.bincount(features.y_val).max() < 2 or len(features.y_val) < 2:
+            raise DataError("early stopping needs held-out δ-pairs: the val split needs at least 2 samples of a class")
+        held_out = dict(
+            val_features=torch.from_numpy(np.ascontiguousarray(features.x_val, dtype=np.float32)),
+            val_labels=torch.from_numpy(features.y_val.astype(np.int64)),
+        )
+        callbacks = [
+            EarlyStopping("val/loss", patience=settings.early_stopping_patience, mode="min"),
+            KeepBestWeights("val/loss"),
+        ]
+    datamodule = DeltaPairDataModule(x, y, settings.delta, settings.batch_size, settings.seed, **held_out)
     trainer = pl.Trainer(
         max_epochs=settings.epochs,
         accelerator=trainer_cfg.accelerator,
@@ -97,6 +118,8 @@ def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: Tr
         enable_model_summary=False,
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
+        limit_val_batches=None if stopping else 0,
+        callbacks=callbacks,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
@@ -108,4 +131,5 @@ def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: Tr
         scale=scale.numpy().astype(np.float32),
         fit_seconds=fit_seconds,
         features_key=features.features_key,
+        epochs_trained=callbacks[-1].best_epoch if stopping else settings.epochs,
     )

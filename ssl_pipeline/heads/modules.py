@@ -90,6 +90,9 @@ class LinearHead(pl.LightningModule):
         self.log("train/loss", losses.mean(), prog_bar=True)
         return losses.sum()
 
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.log("val/loss", self.head_losses(*batch).mean(), prog_bar=True, sync_dist=True)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         s = self.settings
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
