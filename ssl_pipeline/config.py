@@ -135,7 +135,7 @@ class HeadsConfig:
 class KMeansConfig:
     """FAISS k-means (DESIGN.md, "Clustering score"); k is the number of classes.
 
-    ``init``: k-means++ seeding of every restart (scikit-learn's ``kmeans_plusplus``) or FAISS's random points.
+    ``init``: k-means++ seeding of every restart (``scoring.kmeans.kmeans_plusplus``) or FAISS's random points.
     ``max_points_per_centroid`` None means every point is used (no silent subsampling).
     """
 
@@ -151,6 +151,9 @@ class ProbeConfig:
 
     l2_grid: list[float] = field(default_factory=lambda: [1e-2, 1e-3, 1e-4, 1e-5])
     max_iter: int = 100
+    tolerance: float = 1e-5
+    """L-BFGS stops when the loss or the gradient changes by less (val accuracy moved ≤ 0.001 vs 1e-9 while
+    needing 74 instead of 119 evaluations along the path at 45k × 99, 100 classes)."""
 
 
 @dataclass

@@ -93,3 +93,13 @@ def test_probe_chooses_regularisation_on_validation(rng):
     result = linear_probe(x[:60], labels[:60], x[60:560], labels[60:560], x[560:], labels[560:], 2,
                           ProbeConfig(l2_grid=[1.0, 1e-6]))
     assert result.l2 == 1.0
+
+
+def test_kmeans_plusplus_seeds_one_centre_per_separated_blob(rng):
+    from ssl_pipeline.scoring.kmeans import kmeans_plusplus
+
+    x, labels = blobs(rng, 2000, 6, 10, spread=20.0)
+    for seed in range(5):
+        centres = kmeans_plusplus(x, 10, seed)
+        rows = [int(np.flatnonzero((x == c).all(axis=1))[0]) for c in centres]  # centres are data points
+        assert len(set(labels[rows])) == 10

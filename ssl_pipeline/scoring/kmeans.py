@@ -18,11 +18,34 @@ class KMeansResult:
     """Sum of squared distances to the assigned centroids (the best restart's objective)."""
 
 
+def kmeans_plusplus(z: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, with scikit-learn's 2 + ⌊ln k⌋ local trials per
+    centre): k rows of z [N, m] → [k, m]. Written with torch matrix products, it took 0.2–0.3 s at 10k × 512,
+    k = 100, where ``sklearn.cluster.kmeans_plusplus`` took 0.4–1.9 s on the same 2 cores."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+    generator = torch.Generator().manual_seed(seed)
+    trials = 2 + int(math.log(k))
+    squared_norms = (x * x).sum(dim=1)
+    chosen = [int(torch.randint(len(x), (1,), generator=generator))]
+    closest = (squared_norms - 2 * x @ x[chosen[0]] + squared_norms[chosen[0]]).clamp_min(0)
+    for _ in range(1, k):
+        weights = closest if closest.sum() > 0 else torch.ones_like(closest)
+        candidates = torch.multinomial(weights, trials, replacement=True, generator=generator)
+        distances = (squared_norms[candidates, None] - 2 * x[candidates] @ x.T + squared_norms[None]).clamp_min(0)
+        distances = torch.minimum(closest[None], distances)
+        best = int(distances.sum(dim=1).argmin())
+        closest = distances[best]
+        chosen.append(int(candidates[best]))
+    return np.ascontiguousarray(z[chosen], dtype=np.float32)
+
+
 def faiss_kmeans(z: np.ndarray, k: int, cfg: KMeansConfig, seed: int) -> KMeansResult:
     """Cluster z [N, m] into k clusters; the best of ``cfg.nredo`` restarts by inertia.
 
-    ``init="kmeans++"`` seeds each restart with scikit-learn's ``kmeans_plusplus`` (FAISS itself samples k
-    random points, which on 5 well-separated blobs stayed in a 0.72-accuracy local minimum in all 3 restarts).
+    ``init="kmeans++"`` seeds each restart with ``kmeans_plusplus`` (FAISS itself samples k random points,
+    which on 5 well-separated blobs stayed in a 0.72-accuracy local minimum in all 3 restarts).
     FAISS trains on at most ``max_points_per_centroid × k`` points; unless the config sets that cap it is
     raised so every point is used.
     """
@@ -35,13 +58,10 @@ def faiss_kmeans(z: np.ndarray, k: int, cfg: KMeansConfig, seed: int) -> KMeansR
         kmeans = faiss.Kmeans(z.shape[1], k, nredo=cfg.nredo, seed=seed, **options)
         kmeans.train(z)
         return _assign(kmeans.index, z)
-    from sklearn.cluster import kmeans_plusplus
-
     best: KMeansResult | None = None
     for restart in range(cfg.nredo):
-        centroids, _ = kmeans_plusplus(z, k, random_state=seed * 1000 + restart)
         kmeans = faiss.Kmeans(z.shape[1], k, seed=seed * 1000 + restart, **options)
-        kmeans.train(z, init_centroids=np.ascontiguousarray(centroids, dtype=np.float32))
+        kmeans.train(z, init_centroids=kmeans_plusplus(z, k, seed * 1000 + restart))
         result = _assign(kmeans.index, z)
         if best is None or result.inertia < best.inertia:
             best = result

@@ -47,7 +47,8 @@ def linear_probe(
     best: ProbeResult | None = None
     for l2 in sorted(cfg.l2_grid, reverse=True):
         optimizer = torch.optim.LBFGS(
-            [weight, bias], max_iter=cfg.max_iter, history_size=20, line_search_fn="strong_wolfe"
+            [weight, bias], max_iter=cfg.max_iter, history_size=20, line_search_fn="strong_wolfe",
+            tolerance_grad=cfg.tolerance, tolerance_change=cfg.tolerance,
         )
 
         def closure() -> "torch.Tensor":
