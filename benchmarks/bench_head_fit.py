@@ -29,6 +29,7 @@ from typing import Iterator
 import pytorch_lightning as pl
 import torch
 
+from _machine import LoadMeter  # benchmarks/_machine.py (this script's folder is on sys.path)
 from ssl_pipeline.config import GMMConfig, HeadMethod, HeadSettings, HeadsConfig, TrainerConfig, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.data.pairs import DeltaPairSampler, PairFeatures
@@ -92,7 +93,8 @@ def with_callback(callback: pl.Callback) -> Iterator[None]:
 
     class Patched(original):  # type: ignore[misc, valid-type]
         def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, callbacks=[callback], **kwargs)
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), callback]
+            super().__init__(*args, **kwargs)
 
     pl.Trainer = Patched
     try:
@@ -133,6 +135,7 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     method: HeadMethod
+    load = LoadMeter().start()
     for method in ("infonce", "simsiam"):
         settings = resolve_head_settings(heads, method, 1.0, 0)
         runs = [measure(features, settings, trainer_cfg) for _ in range(args.repeats)]
@@ -148,6 +151,7 @@ def main() -> None:
             "lightning_fit_s": min(run["lightning_fit_s"] for run in runs),
             "runs": runs,
         }
+    load.stop()
 
     print(f"\n{'method':<9} {'ratio':>6} {'goal':>6} {'lightning s/ep':>15} {'bare s/ep':>10} "
           f"{'min ratio':>10} {'lightning min':>14} {'bare min':>9} {'lightning fit s':>16}")
@@ -157,12 +161,13 @@ def main() -> None:
               f"{res['lightning_min_epoch_s']:>14.3f} {res['bare_min_epoch_s']:>9.3f} {res['lightning_fit_s']:>16.2f}")
     print("ratio: median over epochs of lightning/bare (paired, warm-up epoch dropped); s/ep: median epoch; "
           "min: fastest epoch; fit s: whole fit_head incl. Trainer start-up, bare epochs subtracted")
+    print(load.line())
 
     payload = {
         "benchmark": "head_fit", "goal": f"lightning/bare time per epoch <= {GOAL}", "quick": args.quick,
         "data": {"n_train": len(features.x_train), "d": gmm.d, "k": gmm.k}, "r": r, "epochs": args.epochs,
         "batch_size": args.batch_size, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
-        "machine": platform.platform(), "goal_met": all(res["ratio"] <= GOAL for res in results.values()),
+        "machine": platform.platform(), "load": load.summary(), "goal_met": all(res["ratio"] <= GOAL for res in results.values()),
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

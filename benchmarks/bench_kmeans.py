@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 from sklearn.cluster import KMeans
 
+from _machine import LoadMeter  # benchmarks/_machine.py (this script's folder is on sys.path)
 from ssl_pipeline.config import GMMConfig
 from ssl_pipeline.data.synthetic import make_synthetic
 
@@ -117,6 +118,7 @@ def main() -> None:
     faiss_centroids(small, small[:10].copy(), 2)
     sklearn_centroids(small, small[:10].copy(), 2)
 
+    load = LoadMeter().start()
     sides = {
         "faiss": timed(lambda: faiss_centroids(x, init.copy(), args.niter), args.repeats),
         "sklearn": timed(lambda: sklearn_centroids(x, init.copy(), args.niter), args.repeats),
@@ -132,6 +134,7 @@ def main() -> None:
             "best_s": times[0], "median_s": times[0], "times_s": times, "iterations": iterations,
             "inertia": inertia(x, centroids),
         }
+    load.stop()
     speedup = results["sklearn"]["best_s"] / results["faiss"]["best_s"]
     gap = results["faiss"]["inertia"] / results["sklearn"]["inertia"] - 1
     met = speedup >= SPEEDUP_GOAL and abs(gap) <= INERTIA_TOLERANCE
@@ -142,12 +145,14 @@ def main() -> None:
     print(f"speedup sklearn/faiss {speedup:.1f}× (goal ≥ {SPEEDUP_GOAL:g}×), inertia faiss/sklearn − 1 = {gap:+.3%} "
           f"(goal within ±{INERTIA_TOLERANCE:.0%}): {'met' if met else 'MISSED'}")
 
+    print(load.line())
+
     payload = {
         "benchmark": "kmeans", "goal": f"speedup >= {SPEEDUP_GOAL}, |inertia gap| <= {INERTIA_TOLERANCE}",
         "quick": args.quick, "data": {"n": x.shape[0], "d": x.shape[1], "k": gmm.k}, "niter": args.niter,
         "repeats": args.repeats, "faiss_threads": faiss.omp_get_max_threads(), "faiss_blas": blas,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"), "machine": platform.platform(),
-        "speedup": speedup, "inertia_relative_gap": gap, "goal_met": met, "results": results,
+        "load": load.summary(), "speedup": speedup, "inertia_relative_gap": gap, "goal_met": met, "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
