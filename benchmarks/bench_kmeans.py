@@ -95,14 +95,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10k × 128, K=20")
     parser.add_argument("--niter", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--openblas-coretype", help="set OPENBLAS_CORETYPE (e.g. SkylakeX) before importing faiss")
+    parser.add_argument("--openblas-coretype", help="OPENBLAS_CORETYPE for faiss's BLAS (e.g. Prescott, the generic "
+                        "kernels of the plain wheel); default: what the pipeline picks (scoring.kmeans.import_faiss)")
     parser.add_argument("--no-kmeanspp", action="store_true", help="skip the informational k-means++ row")
     parser.add_argument("--out", type=Path, help="default benchmarks/results/kmeans[_quick].json")
     args = parser.parse_args()
     args.out = args.out or Path(f"benchmarks/results/kmeans{'_quick' if args.quick else ''}.json")
     if args.openblas_coretype:
         os.environ["OPENBLAS_CORETYPE"] = args.openblas_coretype
-    import faiss  # after OPENBLAS_CORETYPE: OpenBLAS reads it when the library loads
+    from ssl_pipeline.scoring.kmeans import import_faiss
+
+    faiss = import_faiss()  # after OPENBLAS_CORETYPE: OpenBLAS reads it when the library loads
 
     gmm = GMMConfig(preset="random", d=128, k=20, n_train=10000, n_val=100, n_test=100) if args.quick else GMMConfig(
         preset="random", d=512, k=100, n_train=50000, n_val=200, n_test=200
@@ -151,7 +154,7 @@ def main() -> None:
         "benchmark": "kmeans", "goal": f"speedup >= {SPEEDUP_GOAL}, |inertia gap| <= {INERTIA_TOLERANCE}",
         "quick": args.quick, "data": {"n": x.shape[0], "d": x.shape[1], "k": gmm.k}, "niter": args.niter,
         "repeats": args.repeats, "faiss_threads": faiss.omp_get_max_threads(), "faiss_blas": blas,
-        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"), "machine": platform.platform(),
+        "openblas_coretype": args.openblas_coretype or "pipeline default", "machine": platform.platform(),
         "load": load.summary(), "speedup": speedup, "inertia_relative_gap": gap, "goal_met": met, "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,8 @@ def progress_bar(console: Console) -> Progress:
 
 def quiet_lightning() -> None:
     """Silence Lightning's per-fit banners and the few-workers hint (the data are in-memory tensors)."""
+    import pytorch_lightning  # noqa: F401  (its import sets its logger to INFO; set the levels after it)
+
     for name in ("pytorch_lightning", "lightning.fabric", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -124,7 +126,7 @@ def score_run(
     """Score every head and every baseline (one record per seed) and write ``results.json``."""
     from ssl_pipeline.reporting.results import make_record, write_json_atomic
     from ssl_pipeline.scoring.projections import baseline_projection, head_projection
-    from ssl_pipeline.scoring.score import score_projection
+    from ssl_pipeline.scoring.score import ProjectionScorer, score_projection
     from ssl_pipeline.theory.subspaces import estimate_fisher_subspace
 
     fisher_basis = features.fisher_basis
@@ -154,17 +156,18 @@ def score_run(
         for method in cfg.score.baselines:
             for seed in cfg.seeds:
                 progress.update(task, current=f"{method}_seed{seed}")
-                # Only the random projection depends on the seed; the others are fitted once.
+                # Only the random projection depends on the seed; the others are fitted and probed once and
+                # only their k-means is seeded.
                 if method == "random" or seed == cfg.seeds[0]:
                     start = time.perf_counter()
                     projection = baseline_projection(
                         method, features.x_train, features.y_train, cfg.heads.r, seed, cfg.score.lda_shrinkage
                     )
                     fit_seconds = time.perf_counter() - start
-                metrics = score_projection(projection, features, fisher_basis, cfg.score, seed)
+                    scorer = ProjectionScorer(projection, features, fisher_basis, cfg.score)
                 records.append(make_record(
                     **common, method=method, r=projection.r, normalized=False, seed=seed,
-                    fit_seconds=fit_seconds, **metrics,
+                    fit_seconds=fit_seconds, **scorer.scores(seed),
                 ))
                 progress.advance(task)
     write_json_atomic(run_dir / "results.json", records)

@@ -68,6 +68,22 @@ def test_faiss_kmeans_recovers_separated_clusters_with_sklearn_level_inertia(rng
     assert result.inertia <= sklearn_inertia * 1.01
 
 
+def test_faiss_lloyd_iterations_equal_sklearn_from_the_same_start(rng):
+    """FAISS runs on the BLAS kernels ``import_faiss`` selects for this CPU: its Lloyd iterations must give
+    scikit-learn's result from the same initial centroids."""
+    from ssl_pipeline.scoring.kmeans import import_faiss, kmeans_plusplus
+
+    faiss = import_faiss()
+    x, _ = blobs(rng, 6000, 256, 20, spread=0.5)
+    start = kmeans_plusplus(x, 20, seed=0)
+    kmeans = faiss.Kmeans(256, 20, niter=10, max_points_per_centroid=10_000, min_points_per_centroid=1)
+    kmeans.train(x, init_centroids=start)
+    reference = KMeans(20, init=start, n_init=1, max_iter=10, tol=0, algorithm="lloyd").fit(x)
+    assignments = kmeans.index.search(x, 1)[1][:, 0]
+    assert np.mean(assignments == reference.predict(x)) > 0.999
+    np.testing.assert_allclose(kmeans.centroids, reference.cluster_centers_, rtol=1e-3, atol=1e-3)
+
+
 def test_faiss_kmeans_is_seeded(rng):
     x, _ = blobs(rng, 2000, 4, 8, spread=1.0)
     cfg = KMeansConfig(niter=10, nredo=1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 import subprocess
 from importlib import metadata
+
+from ssl_pipeline.scoring.kmeans import faiss_openblas_coretype
 from pathlib import Path
 
 PACKAGES = ("ssl-pipeline", "torch", "torchvision", "pytorch-lightning", "open-clip-torch", "faiss-cpu", "scikit-learn", "numpy")
@@ -50,4 +52,5 @@ def provenance(accelerator: str) -> dict:
         "python": platform.python_version(),
         "packages": package_versions(),
         "device": device_description(accelerator),
+        "faiss_openblas_coretype": faiss_openblas_coretype(),
     }
