@@ -175,10 +175,13 @@ def score_run(
 
 
 def report(records: list[dict], run_dir: Path, console: Console, title: Optional[str] = None) -> None:
+    """Print the summary table and plot the metrics against δ (``delta_sweep.png``)."""
+    from ssl_pipeline.reporting.plots import plot_delta_sweep
     from ssl_pipeline.reporting.results import summary_table
 
     console.print(summary_table(records, title or "results (mean ± std over seeds)"))
-    console.print(f"wrote {run_dir / 'results.json'} and {run_dir / 'config.yaml'}")
+    figure = plot_delta_sweep(records, run_dir / "delta_sweep.png")
+    console.print(f"wrote {run_dir / 'results.json'}, {run_dir / 'config.yaml'} and {figure}")
 
 
 def run(command: str, cfg: ExperimentConfig, console: Console) -> tuple[Optional[list[dict]], Path]:

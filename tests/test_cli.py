@@ -114,6 +114,11 @@ def test_fit_then_score_through_the_run_directory(capsys, tmp_path):
     }
     assert all(r["data"] == "real" and r["dataset"] == "f" and r["features"].startswith("npz-") for r in records)
     assert "infonce" in capsys.readouterr().out
+    import matplotlib.pyplot as plt
+
+    figure = plt.imread(run_dir / "delta_sweep.png")  # three panels side by side: fisher_cos2, nmi, probe_acc
+    assert figure.ndim == 3 and figure.shape[1] > 2.5 * figure.shape[0]
+    assert not list(run_dir.glob("*.tmp*"))
     # the run's config.yaml (with its provenance) is a valid config: re-scoring from it gives the same numbers
     (run_dir / "results.json").unlink()
     assert main(["score", "--config", str(run_dir / "config.yaml")]) == 0
