@@ -6,13 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
-from ssl_pipeline.data.synthetic import make_synthetic
+from ssl_pipeline.config import (
+    GMMConfig,
+    HeadsConfig,
+    TrainerConfig,
+    resolve_head_settings,
+)
+from ssl_pipeline.data.synthetic import gmm_parameters, make_synthetic
 from ssl_pipeline.experiment import quiet_lightning
 from ssl_pipeline.heads.fit import FittedHead, fit_head
-from ssl_pipeline.heads.modules import InfoNCEHead, SimSiamHead
+from ssl_pipeline.heads.modules import SimSiamHead
 from ssl_pipeline.theory.subspaces import fisher_cos2, fisher_subspace
-from ssl_pipeline.data.synthetic import gmm_parameters
 
 
 def test_heads_are_stacks_and_feature_space_weight_undoes_standardisation():
