@@ -154,6 +154,8 @@ class ProbeConfig:
     tolerance: float = 1e-5
     """L-BFGS stops when the loss or the gradient changes by less (val accuracy moved ≤ 0.001 vs 1e-9 while
     needing 74 instead of 119 evaluations along the path at 45k × 99, 100 classes)."""
+    device: str = "auto"
+    """Where the probe is fitted: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1``…"""
 
 
 @dataclass

@@ -184,12 +184,25 @@ def report(records: list[dict], run_dir: Path, console: Console, title: Optional
     console.print(f"wrote {run_dir / 'results.json'}, {run_dir / 'config.yaml'} and {figure}")
 
 
+def check_devices(cfg: ExperimentConfig) -> None:
+    """Refuse a CUDA request on a machine without CUDA before any work is done."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if cfg.heads.trainer.accelerator in ("gpu", "cuda"):
+        raise ConfigError(f"heads.trainer.accelerator={cfg.heads.trainer.accelerator} but no CUDA device is visible; use auto or cpu")
+    if cfg.score.probe.device.startswith("cuda"):
+        raise ConfigError(f"score.probe.device={cfg.score.probe.device} but no CUDA device is visible; use auto or cpu")
+
+
 def run(command: str, cfg: ExperimentConfig, console: Console) -> tuple[Optional[list[dict]], Path]:
     """``fit`` (heads only), ``score`` (heads saved in the run dir) or ``synthetic`` (fit + score)."""
     if command == "synthetic" and cfg.data.source != "synthetic":
         raise ConfigError(f"`synthetic` generates its data; data.source is {cfg.data.source!r} (use `fit`/`score`)")
     if command == "score" and not cfg.run_dir:
         raise ConfigError("`score` needs --run_dir, the directory where `fit` saved the heads")
+    check_devices(cfg)
     features = load_features(cfg.data)
     if cfg.heads.r > features.dim:
         raise ConfigError(f"heads.r={cfg.heads.r} exceeds the feature dimension d={features.dim}; choose r ≤ d")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ssl_pipeline.cli import main
 
@@ -90,6 +91,19 @@ def test_unknown_config_key_lists_the_valid_keys(capsys, tmp_path):
 def test_missing_config_file(capsys, tmp_path):
     err = error_line(capsys, ["synthetic", "--config", str(tmp_path / "nope.yaml")])
     assert f"config file {tmp_path / 'nope.yaml'} does not exist" in err
+
+
+def test_cuda_requested_on_a_machine_without_cuda(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    common = ["synthetic", "--config", PANCAKES, "--run_dir", str(tmp_path)]
+    err = error_line(capsys, [*common, "--score.probe.device", "cuda"])
+    assert "score.probe.device=cuda but no CUDA device is visible" in err
+    err = error_line(capsys, [*common, "--heads.trainer.accelerator", "gpu"])
+    assert "heads.trainer.accelerator=gpu but no CUDA device is visible" in err
+    assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_score_without_heads(capsys, tmp_path):

@@ -30,19 +30,21 @@ def linear_probe(
     import torch
     import torch.nn.functional as F
 
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
     mean, std = z_train.mean(axis=0), z_train.std(axis=0) + 1e-8
 
     def tensor(z: np.ndarray) -> "torch.Tensor":
-        return torch.from_numpy(((z - mean) / std).astype(np.float32))
+        return torch.from_numpy(((z - mean) / std).astype(np.float32)).to(device)
 
     x_train, x_val, x_test = tensor(z_train), tensor(z_val), tensor(z_test)
-    t_train = torch.from_numpy(y_train.astype(np.int64))
-    weight = torch.zeros(x_train.shape[1], num_classes, requires_grad=True)
-    bias = torch.zeros(num_classes, requires_grad=True)
+    t_train = torch.from_numpy(y_train.astype(np.int64)).to(device)
+    weight = torch.zeros(x_train.shape[1], num_classes, device=device, requires_grad=True)
+    bias = torch.zeros(num_classes, device=device, requires_grad=True)
 
     def accuracy(x: "torch.Tensor", y: np.ndarray) -> float:
         with torch.no_grad():
-            return float(((x @ weight + bias).argmax(1).numpy() == y).mean())
+            return float(((x @ weight + bias).argmax(1).cpu().numpy() == y).mean())
 
     best: ProbeResult | None = None
     for l2 in sorted(cfg.l2_grid, reverse=True):
