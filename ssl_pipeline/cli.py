@@ -80,6 +80,10 @@ def explain_parse_error(message: str) -> str:
         valid = ", ".join(f.name for f in dataclasses.fields(cls)) if cls else "see --print_config"
         where = f"section '{parent}'" if parent else "the top level"
         return f"unknown config key '{full}'; valid keys in {where}: {valid}"
+    choice = re.search(r'Parser key "([\w.]+)":\s*Expected a typing\.Literal\[(.+?)\]\. Got value: (.+)', message)
+    if choice:
+        options = choice.group(2).replace("'", "")
+        return f"{choice.group(1)}: {choice.group(3).strip()!r} is not one of {options}"
     missing = re.search(r"File does not exist: '?([^'\n]+)'?", message)
     if missing:
         return f"config file {missing.group(1)} does not exist; give a path such as configs/synthetic/pancakes.yaml"

@@ -88,6 +88,11 @@ def test_unknown_config_key_lists_the_valid_keys(capsys, tmp_path):
     assert "'sedes'; valid keys in the top level: name, seeds" in error_line(capsys, ["synthetic", "--config", str(config)])
 
 
+def test_unknown_choice_lists_the_valid_ones(capsys):
+    err = error_line(capsys, ["synthetic", "--config", PANCAKES, "--heads.methods", "[infonce,byol]"])
+    assert "heads.methods: 'byol' is not one of infonce, simsiam" in err
+
+
 def test_missing_config_file(capsys, tmp_path):
     err = error_line(capsys, ["synthetic", "--config", str(tmp_path / "nope.yaml")])
     assert f"config file {tmp_path / 'nope.yaml'} does not exist" in err
