@@ -18,7 +18,7 @@ from typing import Optional
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ssl_pipeline.config import DataConfig, ExperimentConfig, resolve_head_settings
+from ssl_pipeline.config import DataConfig, ExperimentConfig, HeadSettings, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.errors import ConfigError, DataError
 from ssl_pipeline.heads.fit import FittedHead
@@ -84,15 +84,20 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
+def head_jobs(cfg: ExperimentConfig) -> list[HeadSettings]:
+    """Every (method, δ, seed) head a config asks for, with its resolved settings."""
+    return [
+        resolve_head_settings(cfg.heads, method, delta, seed)
+        for method in cfg.heads.methods for delta in cfg.deltas for seed in cfg.seeds
+    ]
+
+
 def fit_heads(cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, console: Console) -> list[FittedHead]:
     """Fit every (method, δ, seed) head on train and save it under ``run_dir/heads``."""
     from ssl_pipeline.heads.fit import fit_head
 
     quiet_lightning()
-    jobs = [
-        resolve_head_settings(cfg.heads, method, delta, seed)
-        for method in cfg.heads.methods for delta in cfg.deltas for seed in cfg.seeds
-    ]
+    jobs = head_jobs(cfg)
     heads = []
     with progress_bar(console) as progress:
         task = progress.add_task("fitting heads", total=len(jobs), current="")
@@ -105,18 +110,26 @@ def fit_heads(cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, 
     return heads
 
 
-def load_heads(run_dir: Path, features: LabelledFeatures) -> list[FittedHead]:
-    """The heads ``fit`` saved in ``run_dir``, checked against the features they will be scored on."""
-    paths = sorted((run_dir / HEADS_DIR).glob("*.safetensors"))
-    if not paths:
-        raise DataError(f"no fitted heads in {run_dir / HEADS_DIR}; run `ssl-pipeline fit` with this --run_dir first")
+def load_heads(cfg: ExperimentConfig, run_dir: Path, features: LabelledFeatures) -> list[FittedHead]:
+    """The heads the config asks for, as ``fit`` saved them in ``run_dir`` (other files there are ignored),
+    checked against the settings and the features they will be scored on."""
+    jobs = head_jobs(cfg)
+    paths = [run_dir / HEADS_DIR / f"{settings.tag}.safetensors" for settings in jobs]
+    missing = [path.stem for path in paths if not path.is_file()]
+    if missing:
+        raise DataError(
+            f"missing fitted head(s) {', '.join(missing)} in {run_dir / HEADS_DIR}; "
+            "run `ssl-pipeline fit` with this config and --run_dir first"
+        )
     heads = [FittedHead.load(path) for path in paths]
-    for path, head in zip(paths, heads):
+    for path, head, settings in zip(paths, heads, jobs):
         if head.features_key != features.features_key:
             raise DataError(
                 f"{path} was fitted on features {head.features_key} but the config gives {features.features_key}; "
                 "score with the config used for fit (its config.yaml) or re-run `ssl-pipeline fit`"
             )
+        if head.settings != settings:
+            raise DataError(f"{path} was fitted with other settings than this config's; re-run `ssl-pipeline fit`")
     return heads
 
 
@@ -209,7 +222,7 @@ def run(command: str, cfg: ExperimentConfig, console: Console) -> tuple[Optional
     run_dir = resolve_run_dir(cfg)
     write_config(cfg, run_dir)
     if command == "score":
-        heads = load_heads(run_dir, features)
+        heads = load_heads(cfg, run_dir, features)
     else:
         heads = fit_heads(cfg, features, run_dir, console)
         if command == "fit":

@@ -113,7 +113,7 @@ def test_cuda_requested_on_a_machine_without_cuda(capsys, tmp_path):
 
 def test_score_without_heads(capsys, tmp_path):
     err = error_line(capsys, ["score", "--config", PANCAKES, "--run_dir", str(tmp_path)])
-    assert "no fitted heads" in err
+    assert "missing fitted head(s) infonce_delta1_seed0, infonce_delta1_seed1" in err
 
 
 def test_fit_then_score_through_the_run_directory(capsys, tmp_path):
@@ -146,6 +146,10 @@ def test_fit_then_score_through_the_run_directory(capsys, tmp_path):
         return [{k: v for k, v in row.items() if k != "fit_seconds"} for row in rows]
 
     assert untimed(rescored) == untimed(records)
+    # scoring a subset of the fitted heads reads just those; heads fitted with other settings are refused
+    assert main(["score", *common, "--deltas", "1"]) == 0
+    assert {r["delta"] for r in json.loads((run_dir / "results.json").read_text())} == {1.0, None}
+    assert "fitted with other settings" in error_line(capsys, ["score", *common, "--heads.epochs", "3"])
     # heads fitted on other features are refused, not silently scored
     other = write_features(tmp_path / "other.npz", np.random.default_rng(2))
     common[common.index(str(features))] = str(other)
