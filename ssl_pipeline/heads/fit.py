@@ -93,17 +93,16 @@ def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: Tr
     stopping = settings.early_stopping_patience is not None
     held_out = {}
     callbacks = []
+    best_weights: Optional[KeepBestWeights] = None
     if stopping:
-        if np.bincount(features.y_val).max() < 2 or len(features.y_val) < 2:
+        if len(features.y_val) < 2 or np.bincount(features.y_val).max() < 2:
             raise DataError("early stopping needs held-out δ-pairs: the val split needs at least 2 samples of a class")
         held_out = dict(
             val_features=torch.from_numpy(np.ascontiguousarray(features.x_val, dtype=np.float32)),
             val_labels=torch.from_numpy(features.y_val.astype(np.int64)),
         )
-        callbacks = [
-            EarlyStopping("val/loss", patience=settings.early_stopping_patience, mode="min"),
-            KeepBestWeights("val/loss"),
-        ]
+        best_weights = KeepBestWeights("val/loss")
+        callbacks = [EarlyStopping("val/loss", patience=settings.early_stopping_patience, mode="min"), best_weights]
     datamodule = DeltaPairDataModule(x, y, settings.delta, settings.batch_size, settings.seed, **held_out)
     trainer = pl.Trainer(
         max_epochs=settings.epochs,
@@ -131,5 +130,5 @@ def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: Tr
         scale=scale.numpy().astype(np.float32),
         fit_seconds=fit_seconds,
         features_key=features.features_key,
-        epochs_trained=callbacks[-1].best_epoch if stopping else settings.epochs,
+        epochs_trained=best_weights.best_epoch if best_weights else settings.epochs,
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import platform
 import subprocess
 from importlib import metadata
+from pathlib import Path
 
 from ssl_pipeline.scoring.kmeans import faiss_openblas_coretype
-from pathlib import Path
 
 PACKAGES = ("ssl-pipeline", "torch", "torchvision", "pytorch-lightning", "open-clip-torch", "faiss-cpu", "scikit-learn", "numpy")
 

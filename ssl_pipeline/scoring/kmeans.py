@@ -66,17 +66,15 @@ def faiss_openblas_coretype() -> Optional[str]:
 def import_faiss():
     """Import faiss with ``faiss_openblas_coretype()`` in effect while its BLAS loads, and only then: the
     variable is removed again so no other library or subprocess inherits it."""
-    if "faiss" in sys.modules or "OPENBLAS_CORETYPE" in os.environ:
-        import faiss
-
-        return faiss
-    coretype = faiss_openblas_coretype()
+    loading = "faiss" not in sys.modules and "OPENBLAS_CORETYPE" not in os.environ
+    coretype = faiss_openblas_coretype() if loading else None
     if coretype:
         os.environ["OPENBLAS_CORETYPE"] = coretype
     try:
         import faiss
     finally:
-        os.environ.pop("OPENBLAS_CORETYPE", None)
+        if coretype:
+            os.environ.pop("OPENBLAS_CORETYPE")
     return faiss
 
 
