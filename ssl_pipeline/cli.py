@@ -1,4 +1,4 @@
-"""The ``ssl-pipeline`` command: ``fit | score | synthetic``.
+"""The ``ssl-pipeline`` command: ``run | extract | fit | score | synthetic | cache``.
 
 Every sub-command takes the same experiment config (``--config FILE.yaml``, dotted overrides such as
 ``--heads.r 8``, ``--print_config``). Heavy libraries are imported only inside the commands, so ``--help``
@@ -17,9 +17,16 @@ from ssl_pipeline.config import ExperimentConfig, validate_experiment
 from ssl_pipeline.errors import ConfigError, PipelineError
 
 COMMANDS = {
+    "run": "extract (or reuse cached) features → fit heads → score heads and baselines (e.g. configs/default.yaml)",
+    "extract": "encode a dataset's train/test images with a frozen backbone into the feature cache (data.source: images)",
     "fit": "fit linear heads (every method × δ × seed) on a labelled feature source; saves them in the run dir",
     "score": "score the heads saved in --run_dir and the baselines; writes results.json and prints the table",
     "synthetic": "fit + score on a generated Gaussian mixture (e.g. configs/synthetic/pancakes.yaml)",
+}
+CACHE_COMMANDS = {
+    "list": "list cache entries (complete and partial) with dataset, split, backbone, shape and size",
+    "verify": "recompute the checksums of complete entries (all, or the KEYS given)",
+    "clean": "remove entries (the KEYS given, all partial ones with --partial, or all)",
 }
 LIST_OPTIONS = ("--deltas", "--seeds")
 DESCRIPTION = (
@@ -39,6 +46,17 @@ def build_parser():
         sub.add_argument("--config", action=ActionConfigFile, help="YAML experiment config")
         sub.add_class_arguments(ExperimentConfig, None, fail_untyped=True, sub_configs=True)
         subcommands.add_subcommand(name, sub, help=help_text)
+    cache = ArgumentParser(description="inspect and maintain the feature cache", exit_on_error=False)
+    subcommands.add_subcommand("cache", cache, help="list | verify | clean the feature cache")
+    cache_commands = cache.add_subcommands(dest="action", required=True)
+    for name, help_text in CACHE_COMMANDS.items():
+        sub = ArgumentParser(description=help_text, exit_on_error=False)
+        sub.add_argument("--root", default="data/features", help="cache root (data.extract.cache_root)")
+        if name != "list":
+            sub.add_argument("key", nargs="*", default=[], help="cache keys (default: all)")
+        if name == "clean":
+            sub.add_argument("--partial", action="store_true", help="remove only partial (interrupted) entries")
+        cache_commands.add_subcommand(name, sub, help=help_text)
     return parser
 
 
@@ -90,18 +108,23 @@ def explain_parse_error(message: str) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
-def parse_config(argv: Sequence[str]) -> tuple[str, ExperimentConfig]:
-    """Parse and validate; every problem becomes a ConfigError with one line."""
+def parse_config(argv: Sequence[str]):
+    """Parse and validate; every problem becomes a ConfigError with one line. Returns (command, config), where
+    the config of ``cache`` is its namespace (action, root, keys)."""
     from argparse import ArgumentError
 
     parser = build_parser()
     try:
         namespace = parser.parse_args(bracket_lists(argv))
+        if namespace.command == "cache":
+            return "cache", namespace.cache
         parsed = parser.instantiate_classes(namespace)[namespace.command]
     except ArgumentError as error:
         raise ConfigError(explain_parse_error(str(error))) from None
     cfg = ExperimentConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(ExperimentConfig)})
     validate_experiment(cfg)
+    if namespace.command == "extract" and cfg.data.source != "images":
+        raise ConfigError("`extract` encodes images; set data.source: images (see configs/default.yaml)")
     return namespace.command, cfg
 
 
@@ -118,18 +141,48 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
-def run_command(command: str, cfg: ExperimentConfig) -> int:
+def run_command(command: str, cfg) -> int:
     from rich.console import Console
 
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if command == "cache":
+        return cache_command(cfg, console)
+    if command == "extract":
+        from ssl_pipeline.features.source import extract_all
+
+        extract_all(cfg.data, console)
+        return 0
     from ssl_pipeline import experiment
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
     records, run_dir = experiment.run(command, cfg, console)
     if records is None:
         console.print(f"saved the heads in {run_dir / experiment.HEADS_DIR}")
     else:
         title = f"{cfg.name}: {records[0]['dataset']} (mean ± std over {len(cfg.seeds)} seeds)"
         experiment.report(records, run_dir, console, title)
+    return 0
+
+
+def cache_command(args, console) -> int:
+    """``cache list | verify | clean``; verify returns 1 when an entry is corrupt."""
+    from ssl_pipeline.features.cache import FeatureCache, render_entries
+
+    action = args.action
+    sub = getattr(args, action)
+    cache = FeatureCache(sub.root)
+    if action == "list":
+        console.print(render_entries(cache.entries()))
+        return 0
+    keys = sub.key or None
+    if action == "verify":
+        results = cache.verify(keys)
+        for key, ok, message in results:
+            console.print(f"{'ok ' if ok else '[red]BAD[/red]'} {key} {message}")
+        bad = [key for key, ok, _ in results if not ok]
+        console.print(f"{len(results) - len(bad)} of {len(results)} entries verified")
+        return 1 if bad else 0
+    removed = cache.clean(keys, partial_only=sub.partial)
+    console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}: {' '.join(removed)}")
     return 0
 
 

@@ -30,7 +30,7 @@ def config_hash(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_features(cfg: DataConfig) -> LabelledFeatures:
+def load_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
     """The labelled feature source of a config, validated, with its identity in ``features_key``."""
     if cfg.source == "synthetic":
         from ssl_pipeline.data.synthetic import make_synthetic
@@ -39,6 +39,10 @@ def load_features(cfg: DataConfig) -> LabelledFeatures:
         features.features_key = "gmm-" + config_hash(asdict(cfg.synthetic))
         features.validate()
         return features
+    if cfg.source == "images":
+        from ssl_pipeline.features.source import load_image_features
+
+        return load_image_features(cfg, console)
     from ssl_pipeline.data.labelled import load_npz_features
 
     features = load_npz_features(cfg.path, cfg.name, cfg.val_fraction, cfg.split_seed)
@@ -183,8 +187,19 @@ def score_run(
                     fit_seconds=fit_seconds, **scorer.scores(seed),
                 ))
                 progress.advance(task)
+    if features.text_features is not None:
+        records.append(zeroshot_record(features, common))
     write_json_atomic(run_dir / "results.json", records)
     return records
+
+
+def zeroshot_record(features: LabelledFeatures, common: dict) -> dict:
+    """The text-prompt classifier of a CLIP backbone on test (method ``zeroshot``; no head, no seed)."""
+    from ssl_pipeline.features.extract import zeroshot_accuracy, zeroshot_classifier
+    from ssl_pipeline.reporting.results import make_record
+
+    classifier = zeroshot_classifier(features.text_features, features.num_classes)
+    return make_record(**common, method="zeroshot", zeroshot_acc=zeroshot_accuracy(features.x_test, features.y_test, classifier))
 
 
 def report(records: list[dict], run_dir: Path, console: Console, title: Optional[str] = None) -> None:
@@ -210,13 +225,13 @@ def check_devices(cfg: ExperimentConfig) -> None:
 
 
 def run(command: str, cfg: ExperimentConfig, console: Console) -> tuple[Optional[list[dict]], Path]:
-    """``fit`` (heads only), ``score`` (heads saved in the run dir) or ``synthetic`` (fit + score)."""
+    """``fit`` (heads only), ``score`` (heads saved in the run dir), or ``run``/``synthetic`` (fit + score)."""
     if command == "synthetic" and cfg.data.source != "synthetic":
-        raise ConfigError(f"`synthetic` generates its data; data.source is {cfg.data.source!r} (use `fit`/`score`)")
+        raise ConfigError(f"`synthetic` generates its data; data.source is {cfg.data.source!r} (use `run`)")
     if command == "score" and not cfg.run_dir:
         raise ConfigError("`score` needs --run_dir, the directory where `fit` saved the heads")
     check_devices(cfg)
-    features = load_features(cfg.data)
+    features = load_features(cfg.data, console)
     if cfg.heads.r > features.dim:
         raise ConfigError(f"heads.r={cfg.heads.r} exceeds the feature dimension d={features.dim}; choose r ≤ d")
     run_dir = resolve_run_dir(cfg)

@@ -15,7 +15,7 @@ class LabelledFeatures:
     """Train/val/test features [N, d] (float32) with integer labels [N] in 0..K−1.
 
     ``fisher_basis`` is the true Fisher subspace [d, q] when it is known (synthetic data); otherwise scores use
-    the one estimated by LDA on train.
+    the one estimated by LDA on train. ``text_features`` (CLIP backbones) give the zero-shot classifier.
     """
 
     x_train: np.ndarray
@@ -31,6 +31,8 @@ class LabelledFeatures:
     backbone: Optional[str] = None
     features_key: Optional[str] = None
     fisher_basis: Optional[np.ndarray] = None
+    text_features: Optional[np.ndarray] = None
+    """Text-tower embeddings of the class-name prompts [T·K, D] (template-major), for CLIP backbones."""
 
     @property
     def dim(self) -> int:

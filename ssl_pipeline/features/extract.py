@@ -1,0 +1,176 @@
+"""Extraction: an image split through a frozen backbone into the feature cache, streamed shard by shard.
+
+Memory stays at one shard whatever the dataset size. Shards cover whole batches (``shard_size`` is rounded up
+to a multiple of ``batch_size``), so a resumed run sees exactly the batches an uninterrupted run would and
+yields bit-identical features. A complete cache entry is reused without building the backbone at all.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+from rich.console import Console
+
+from ssl_pipeline.backbones import Backbone, BackboneInfo
+from ssl_pipeline.config import ExtractConfig
+from ssl_pipeline.data.images import ImageSplit
+from ssl_pipeline.errors import DataError
+from ssl_pipeline.features.cache import CacheEntry, FeatureCache, cache_key
+
+
+def split_identity(info: BackboneInfo, split: ImageSplit) -> dict:
+    """Everything that determines a split's features: backbone (weights), preprocessing, dataset split."""
+    return {"kind": "images", "backbone": info.identity, "preprocess": info.preprocess.as_dict(),
+            "dataset": split.identity}
+
+
+def text_identity(info: BackboneInfo, class_names: list[str], prompts: list[str]) -> dict:
+    return {"kind": "text", "backbone": info.identity, "class_names": list(class_names), "prompts": list(prompts)}
+
+
+def resolve_workers(num_workers: int) -> int:
+    return num_workers if num_workers >= 0 else min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+def _collate(batch):
+    """Stack uint8 images; unreadable ones (label −1, a placeholder) become zeros of the batch's shape. The third
+    field is the item's position in the split (``ImageSplit.indices`` maps it to the dataset's own index)."""
+    import torch
+
+    shape = next((image.shape for image, label, _ in batch if label >= 0), batch[0][0].shape)
+    images = torch.stack([image if label >= 0 else torch.zeros(shape, dtype=torch.uint8) for image, label, _ in batch])
+    labels = torch.tensor([label for _, label, _ in batch], dtype=torch.int64)
+    indices = torch.tensor([index for _, _, index in batch], dtype=torch.int64)
+    return images, labels, indices
+
+
+def rate_progress(console: Console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+
+
+def extract_split(
+    split: ImageSplit,
+    info: BackboneInfo,
+    get_backbone: Callable[[], Backbone],
+    cache: FeatureCache,
+    cfg: ExtractConfig,
+    console: Console,
+    skip_corrupt: bool = False,
+) -> CacheEntry:
+    """The cache entry of ``split`` encoded by the backbone ``info`` describes; extracted (or resumed) if missing.
+
+    ``get_backbone`` builds the model on first call only, so a cache hit never loads weights.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    identity = split_identity(info, split)
+    key = cache_key(identity)
+    entry = None if cfg.force else cache.get(key)
+    if entry is not None:
+        return entry
+    shard_size = math.ceil(cfg.shard_size / cfg.batch_size) * cfg.batch_size
+    with cache.writer(key, identity, len(split), shard_size, force=cfg.force) as writer:
+        pending = writer.pending()
+        ranges = [writer.shard_range(i) for i in pending]
+        backbone = get_backbone()
+        skipped: list[str] = []
+        start = time.perf_counter()
+        done = 0
+        if pending:
+            split.transform = info.preprocess.geometry()
+            positions = np.concatenate([np.arange(a, b) for a, b in ranges])
+            workers = resolve_workers(cfg.num_workers)
+            loader = DataLoader(
+                Subset(split, positions.tolist()), batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
+                collate_fn=_collate, pin_memory=backbone.device.type == "cuda", persistent_workers=False,
+            )
+            batches = iter(loader)
+            description = f"extracting {split.name}/{split.split}"
+            with rate_progress(console) as progress:
+                task = progress.add_task(description, total=len(positions), rate="")
+                for shard, (a, b) in zip(pending, ranges):
+                    parts_x, parts_y, parts_i = [], [], []
+                    need = b - a
+                    while need > 0:
+                        images, labels, indices = next(batches)
+                        need -= len(labels)
+                        features = backbone.encode_images(
+                            info.preprocess.normalize(images.to(backbone.device, non_blocking=True))
+                        ).cpu().numpy()
+                        keep = labels.numpy() >= 0
+                        items = indices.numpy()
+                        if not keep.all():
+                            bad = [split.describe(int(i)) for i in items[~keep]]
+                            if not skip_corrupt:
+                                raise DataError(
+                                    f"cannot read image {bad[0]}; fix or remove it, or set "
+                                    "data.dataset.skip_corrupt=true to skip unreadable images"
+                                )
+                            for name in bad:
+                                warnings.warn(f"skipped unreadable image {name}", stacklevel=1)
+                            skipped.extend(bad)
+                        parts_x.append(features[keep])
+                        parts_y.append(labels.numpy()[keep])
+                        parts_i.append(split.indices[items[keep]])
+                        done += len(labels)
+                        elapsed = time.perf_counter() - start
+                        progress.update(task, completed=done, rate=f"{done / max(elapsed, 1e-9):.0f} img/s")
+                    writer.write_shard(
+                        shard, np.concatenate(parts_x).astype(np.float32, copy=False),
+                        np.concatenate(parts_y).astype(np.int64), np.concatenate(parts_i).astype(np.int64),
+                    )
+        seconds = time.perf_counter() - start
+        return writer.finalize({
+            "dataset": split.name, "split": split.split, "backbone": info.identity,
+            "preprocess": info.preprocess.as_dict(), "class_names": split.class_names,
+            "num_source_items": len(split), "skipped_this_run": skipped,
+            "timing": {"seconds": round(seconds, 3), "images": done,
+                       "images_per_second": round(done / seconds, 2) if done and seconds > 0 else None,
+                       "device": str(backbone.device), "batch_size": cfg.batch_size},
+        })
+
+
+def extract_text(
+    info: BackboneInfo, get_backbone: Callable[[], Backbone], class_names: list[str], prompts: list[str],
+    cache: FeatureCache, force: bool = False,
+) -> CacheEntry:
+    """Text-tower embeddings of every (template, class) prompt: row t·K + k is template t filled with class k
+    (label k). Cached like image features, keyed by backbone, class names and templates."""
+    identity = text_identity(info, class_names, prompts)
+    key = cache_key(identity)
+    entry = None if force else cache.get(key)
+    if entry is not None:
+        return entry
+    texts = [template.format(name) for template in prompts for name in class_names]
+    with cache.writer(key, identity, len(texts), len(texts), force=force) as writer:
+        backbone = get_backbone()
+        start = time.perf_counter()
+        features = backbone.encode_text(texts).cpu().numpy().astype(np.float32)
+        k = len(class_names)
+        writer.write_shard(0, features, np.tile(np.arange(k), len(prompts)), np.arange(len(texts)))
+        return writer.finalize({"backbone": info.identity, "class_names": list(class_names), "prompts": list(prompts),
+                                "timing": {"seconds": round(time.perf_counter() - start, 3)}})
+
+
+def zeroshot_classifier(text_features: np.ndarray, num_classes: int) -> np.ndarray:
+    """CLIP's zero-shot classifier [K, D]: per class, the mean of its L2-normalised template embeddings,
+    normalised again (rows of ``text_features`` are ordered template-major, as ``extract_text`` writes them)."""
+    t = text_features.reshape(-1, num_classes, text_features.shape[1]).astype(np.float64)
+    t /= np.linalg.norm(t, axis=2, keepdims=True)
+    w = t.mean(axis=0)
+    return (w / np.linalg.norm(w, axis=1, keepdims=True)).astype(np.float32)
+
+
+def zeroshot_accuracy(x: np.ndarray, y: np.ndarray, classifier: np.ndarray) -> float:
+    """Accuracy of argmax_k cos(x, w_k) — the text-prompt classifier CLIP users compare against."""
+    return float(np.mean(np.argmax(x @ classifier.T, axis=1) == y))

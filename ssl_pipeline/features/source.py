@@ -1,0 +1,77 @@
+"""Labelled features of an image dataset under a frozen backbone: the ``images`` feature source.
+
+Order of work, so that mistakes cost nothing: validate the dataset's presence and the backbone's name, tag and
+weights' reachability (one clear line each), then reuse complete cache entries — building the backbone only
+if some split still has to be extracted — and finally carve val from train (seeded, stratified).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Optional
+
+import numpy as np
+from rich.console import Console
+
+from ssl_pipeline.config import DataConfig
+from ssl_pipeline.data.labelled import LabelledFeatures, stratified_split
+from ssl_pipeline.features.cache import CacheEntry, FeatureCache
+
+
+def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
+    """Cache entries of the train and test splits (and of the class-name prompts for a text tower)."""
+    from ssl_pipeline.backbones import describe_backbone, load_backbone
+    from ssl_pipeline.data.images import check_available, load_split
+    from ssl_pipeline.features.extract import extract_split, extract_text
+
+    check_available(cfg.dataset)
+    info = describe_backbone(cfg.backbone)
+    built = []
+
+    def get_backbone():
+        if not built:
+            console.print(f"loading backbone {info.identity}")
+            built.append(load_backbone(cfg.backbone, info))
+        return built[0]
+
+    cache = FeatureCache(cfg.extract.cache_root)
+    entries = {}
+    for split_name in ("train", "test"):
+        split = load_split(cfg.dataset, split_name, cfg.split_seed)
+        entries[split_name] = extract_split(split, info, get_backbone, cache, cfg.extract, console,
+                                            cfg.dataset.skip_corrupt)
+    if info.has_text:
+        class_names = entries["train"].manifest["class_names"]
+        entries["text"] = extract_text(info, get_backbone, class_names, cfg.backbone.prompts, cache, cfg.extract.force)
+    for name, entry in entries.items():
+        timing = entry.manifest.get("timing", {})
+        console.print(f"{name}: cache {entry.key} ({entry.manifest['num_items']} × {entry.manifest['dim']})"
+                      + (f", {timing['images_per_second']:.0f} img/s" if timing.get("images_per_second") else ""))
+    return entries
+
+
+def load_image_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
+    """Train/val/test features of ``cfg.dataset`` under ``cfg.backbone`` (extracted on first use); val is a
+    stratified ``val_fraction`` of train carved with ``split_seed``."""
+    console = console or Console()
+    entries = extract_all(cfg, console)
+    verify = cfg.extract.verify
+    x_train, y_train, _ = entries["train"].load(verify=verify)
+    x_test, y_test, _ = entries["test"].load(verify=verify)
+    keep, carved = stratified_split(y_train, cfg.val_fraction, cfg.split_seed)
+    manifest = entries["train"].manifest
+    key_payload = {"train": entries["train"].key, "test": entries["test"].key,
+                   "val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed}
+    features = LabelledFeatures(
+        np.asarray(x_train[keep], dtype=np.float32), y_train[keep],
+        np.asarray(x_train[carved], dtype=np.float32), y_train[carved],
+        np.asarray(x_test, dtype=np.float32), np.asarray(y_test),
+        dataset=cfg.dataset.name, data_kind="real", split_seed=cfg.split_seed,
+        class_names=list(manifest["class_names"]), backbone=manifest["backbone"],
+        features_key="img-" + hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:16],
+    )
+    if "text" in entries:
+        features.text_features = np.asarray(entries["text"].load(verify=verify)[0])
+    features.validate()
+    return features

@@ -1,0 +1,271 @@
+"""Feature cache: sharded atomic writes, bit-identical resume, checksummed memory-mapped loads, locking."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssl_pipeline.errors import DataError
+from ssl_pipeline.features.cache import FeatureCache, ShardWriter, cache_key, render_entries
+
+IDENTITY = {
+    "backbone": {"name": "resnet18", "weights": "IMAGENET1K_V1"},
+    "dataset": {"name": "cifar10", "split": "train", "num_items": 10},
+    "preprocess": {"resize": 224, "crop": 224, "mean": [0.5, 0.5, 0.5]},
+}
+N, DIM, SHARD = 10, 6, 3  # shards cover [0,3) [3,6) [6,9) [9,10)
+
+
+def _shard_arrays(writer: ShardWriter, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    start, stop = writer.shard_range(i)
+    positions = np.arange(start, stop)
+    features = (positions[:, None] * 10 + np.arange(DIM)).astype(np.float32) / 7
+    return features, (positions % 3).astype(np.int64), positions.astype(np.int64)
+
+
+def _write(writer: ShardWriter, shards: list[int]) -> None:
+    for i in shards:
+        writer.write_shard(i, *_shard_arrays(writer, i))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _complete(root: Path, identity: dict = IDENTITY) -> FeatureCache:
+    cache = FeatureCache(root)
+    with cache.writer(cache_key(identity), identity, N, SHARD) as writer:
+        _write(writer, writer.pending())
+        writer.finalize({"images_per_s": 12.5, "backbone": "torchvision:resnet18@IMAGENET1K_V1"})
+    return cache
+
+
+def test_finalized_entry_loads_exactly_the_written_arrays_memory_mapped(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    key = cache_key(IDENTITY)
+    assert cache.get(key) is None
+    with cache.writer(key, IDENTITY, N, SHARD) as writer:
+        assert writer.num_shards == 4 and writer.shard_range(3) == (9, 10)
+        written = [_shard_arrays(writer, i) for i in range(writer.num_shards)]
+        for i in reversed(range(writer.num_shards)):
+            writer.write_shard(i, *written[i])
+        writer.finalize({"images_per_s": 12.5, "class_names": ["a", "b", "c"]})
+    entry = cache.get(key)
+    assert entry is not None
+    features, labels, indices = entry.load()
+    assert isinstance(features, np.memmap) and features.dtype == np.float32 and not features.flags.writeable
+    assert np.array_equal(features, np.concatenate([w[0] for w in written]))
+    assert np.array_equal(labels, np.concatenate([w[1] for w in written])) and labels.dtype == np.int64
+    assert np.array_equal(indices, np.arange(N))
+    manifest = json.loads((entry.path / "manifest.json").read_text())
+    assert manifest["num_items"] == N and manifest["dim"] == DIM and manifest["identity"] == IDENTITY
+    assert manifest["images_per_s"] == 12.5 and manifest["class_names"] == ["a", "b", "c"]
+    for name, info in manifest["files"].items():
+        assert info["sha256"] == _sha(entry.path / name)
+    assert not (entry.path / "shards").exists() and not (entry.path / "progress.json").exists()
+
+
+def test_resume_after_kill_keeps_finished_shards_and_is_bit_identical(tmp_path: Path) -> None:
+    reference = _complete(tmp_path / "uninterrupted").get(cache_key(IDENTITY))
+    cache = FeatureCache(tmp_path / "resumed")
+    key = cache_key(IDENTITY)
+    writer = cache.writer(key, IDENTITY, N, SHARD)
+    _write(writer, [0, 1])
+    writer.close()  # killed: never finalized
+    shard0 = cache.root / key / "shards" / "shard-00000.npz"
+    mtime = shard0.stat().st_mtime_ns
+    (shard0.parent / "shard-00002.npz.tmp").write_bytes(b"half a shard")
+    with cache.writer(key, IDENTITY, N, SHARD) as writer:
+        assert writer.pending() == [2, 3]
+        assert not list(shard0.parent.glob("*.tmp")) and shard0.stat().st_mtime_ns == mtime
+        _write(writer, writer.pending())
+        entry = writer.finalize({"images_per_s": 12.5})
+    for name in ("features.npy", "labels.npy", "indices.npy"):
+        assert _sha(entry.path / name) == _sha(reference.path / name)
+
+
+def test_sigkilled_writer_releases_lock_and_leaves_finished_shards(tmp_path: Path) -> None:
+    script = f"""
+import json, os, signal
+import numpy as np
+from ssl_pipeline.features.cache import FeatureCache, cache_key
+identity = json.loads({json.dumps(IDENTITY)!r})
+writer = FeatureCache({str(tmp_path)!r}).writer(cache_key(identity), identity, {N}, {SHARD})
+for i in (0, 2):
+    writer.write_shard(i, np.ones(({SHARD}, {DIM}), np.float32), np.zeros({SHARD}, np.int64), np.arange({SHARD}))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    assert subprocess.run([sys.executable, "-c", script], check=False).returncode == -9
+    with FeatureCache(tmp_path).writer(cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
+        assert writer.pending() == [1, 3]
+
+
+def test_recorded_shard_corrupted_on_disk_is_pending_again(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    key = cache_key(IDENTITY)
+    with cache.writer(key, IDENTITY, N, SHARD) as writer:
+        _write(writer, [0, 1, 2])
+        shard1 = cache.root / key / "shards" / "shard-00001.npz"
+        shard1.write_bytes(shard1.read_bytes()[:-5] + b"XXXXX")
+        (cache.root / key / "shards" / "shard-00002.npz").unlink()
+        assert writer.pending() == [1, 2, 3]
+        assert not shard1.exists()
+        with pytest.raises(ValueError, match=r"shards \[1, 2, 3\] are not written"):
+            writer.finalize({})
+
+
+def test_flipped_byte_fails_checksum_and_truncation_fails_even_without_verify(tmp_path: Path) -> None:
+    entry = _complete(tmp_path).get(cache_key(IDENTITY))
+    features_path = entry.path / "features.npy"
+    data = bytearray(features_path.read_bytes())
+    data[-3] ^= 0x01
+    features_path.write_bytes(bytes(data))
+    entry.load(verify=False)  # same size and shape: only the checksum can tell
+    with pytest.raises(DataError) as error:
+        entry.load(verify=True)
+    message = str(error.value)
+    assert str(features_path) in message and "--data.extract.force true" in message and "\n" not in message
+    assert f"ssl-pipeline cache clean {entry.key}" in message
+
+    labels_path = entry.path / "labels.npy"
+    labels_path.write_bytes(labels_path.read_bytes()[:-8])
+    with pytest.raises(DataError, match=r"labels\.npy is corrupt or truncated"):
+        entry.load(verify=False)
+
+
+def test_cache_key_changes_with_any_identity_field_and_ignores_dict_order() -> None:
+    reordered = dict(reversed(list(IDENTITY.items())))
+    assert cache_key(reordered) == cache_key(IDENTITY)
+    assert len(cache_key(IDENTITY)) == 20
+    variants = [
+        {**IDENTITY, "dataset": {**IDENTITY["dataset"], "split": "test"}},
+        {**IDENTITY, "backbone": {"name": "resnet18", "weights": "IMAGENET1K_V2"}},
+        {**IDENTITY, "preprocess": {**IDENTITY["preprocess"], "resize": 256}},
+    ]
+    assert len({cache_key(v) for v in variants} | {cache_key(IDENTITY)}) == 4
+
+
+def test_resume_works_when_identity_holds_tuples(tmp_path: Path) -> None:
+    identity = {**IDENTITY, "preprocess": {"mean": (0.5, 0.5, 0.5)}}
+    cache = FeatureCache(tmp_path)
+    with cache.writer(cache_key(identity), identity, N, SHARD) as writer:
+        _write(writer, [0])
+    with cache.writer(cache_key(identity), identity, N, SHARD) as writer:
+        assert writer.pending() == [1, 2, 3]
+
+
+def test_partial_entry_with_other_layout_starts_over(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    key = cache_key(IDENTITY)
+    with cache.writer(key, IDENTITY, N, SHARD) as writer:
+        _write(writer, [0, 1])
+    with cache.writer(key, {**IDENTITY, "note": "other"}, N, SHARD) as writer:
+        assert writer.pending() == [0, 1, 2, 3]
+    with cache.writer(key, {**IDENTITY, "note": "other"}, N, 5) as writer:
+        assert writer.pending() == [0, 1]
+
+
+def test_force_rebuilds_complete_entry_and_get_ignores_partial(tmp_path: Path) -> None:
+    cache = _complete(tmp_path)
+    key = cache_key(IDENTITY)
+    with pytest.raises(DataError, match="already complete"):
+        cache.writer(key, IDENTITY, N, SHARD)
+    with cache.writer(key, IDENTITY, N, SHARD, force=True) as writer:
+        assert writer.pending() == [0, 1, 2, 3]
+        assert cache.get(key) is None
+        _write(writer, [0])
+        assert cache.get(key) is None
+        _write(writer, [1, 2, 3])
+        writer.finalize({})
+    assert cache.get(key).manifest["num_items"] == N
+
+
+def test_second_writer_for_same_key_is_refused_while_first_holds_lock(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    key = cache_key(IDENTITY)
+    with cache.writer(key, IDENTITY, N, SHARD):
+        with pytest.raises(DataError, match=f"cache entry {key} is being written by another process"):
+            cache.writer(key, IDENTITY, N, SHARD)
+        assert cache.clean() == []  # locked entries are not removed
+    with cache.writer(key, IDENTITY, N, SHARD) as writer:
+        assert writer.num_shards == 4
+
+
+def test_entries_verify_and_clean(tmp_path: Path) -> None:
+    cache = _complete(tmp_path)
+    done = cache_key(IDENTITY)
+    partial_identity = {**IDENTITY, "dataset": {**IDENTITY["dataset"], "split": "test"}}
+    partial = cache_key(partial_identity)
+    with cache.writer(partial, partial_identity, N, SHARD) as writer:
+        _write(writer, [0])
+    rows = {row["key"]: row for row in cache.entries()}
+    assert rows[done]["complete"] and rows[done]["n"] == N and rows[done]["dim"] == DIM
+    assert rows[done]["backbone"] == "torchvision:resnet18@IMAGENET1K_V1" and rows[done]["dataset"] == "cifar10"
+    assert rows[done]["bytes"] == sum(f.stat().st_size for f in (cache.root / done).iterdir())
+    assert not rows[partial]["complete"] and (rows[partial]["shards_done"], rows[partial]["num_shards"]) == (1, 4)
+    assert (rows[partial]["split"], rows[partial]["backbone"]) == ("test", "resnet18")
+    assert render_entries(cache.entries()).row_count == 2
+
+    assert cache.verify() == [(done, True, "3 files ok")]
+    (cache.root / done / "indices.npy").write_bytes(b"\x93NUMPY garbage")
+    [(key, ok, message)] = cache.verify([done])
+    assert key == done and not ok and "indices.npy" in message
+    assert cache.verify([partial])[0][1] is False
+
+    assert cache.clean(partial_only=True) == [partial]
+    assert [row["key"] for row in cache.entries()] == [done]
+    with pytest.raises(DataError, match="no cache entry"):
+        cache.clean([partial])
+    assert cache.clean() == [done] and cache.entries() == []
+
+
+def test_finalize_streams_shards_instead_of_holding_them_all(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    num_shards, rows, dim = 16, 512, 1024  # 2 MiB of features per shard, 32 MiB in all
+    identity = {**IDENTITY, "dataset": {"name": "big"}}
+    with cache.writer(cache_key(identity), identity, num_shards * rows, rows) as writer:
+        block = np.ones((rows, dim), dtype=np.float32)
+        for i in range(num_shards):
+            writer.write_shard(i, block * i, np.zeros(rows, np.int64), np.arange(*writer.shard_range(i)))
+        tracemalloc.start()
+        entry = writer.finalize({})
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 16 << 20  # one shard plus the 8 MiB hashing buffer, well under the 32 MiB total
+    features, _, indices = entry.load(verify=False)
+    assert features[rows * 5, 0] == 5 and np.array_equal(indices, np.arange(num_shards * rows))
+
+
+def test_extra_arrays_round_trip_and_are_checksummed(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    text = np.linspace(0, 1, 3 * DIM, dtype=np.float32).reshape(3, DIM)
+    with cache.writer(cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
+        _write(writer, writer.pending())
+        writer.add_extra("text_features", text)
+        entry = writer.finalize({})
+    loaded = cache.get(entry.key).load_extra("text_features")
+    assert np.array_equal(loaded, text) and loaded.dtype == np.float32
+    assert entry.manifest["files"]["text_features.npy"]["shape"] == [3, DIM]
+    with pytest.raises(DataError, match="has no image_captions.npy"):
+        entry.load_extra("image_captions")
+
+
+def test_write_shard_rejects_wrong_shapes_and_dimension_changes(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    with cache.writer(cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
+        features, labels, indices = _shard_arrays(writer, 0)
+        with pytest.raises(ValueError, match="float32"):
+            writer.write_shard(0, features.astype(np.float64), labels, indices)
+        with pytest.raises(ValueError, match="got 4 rows"):
+            writer.write_shard(0, np.zeros((4, DIM), np.float32), np.zeros(4, np.int64), np.zeros(4, np.int64))
+        writer.write_shard(0, features[:2], labels[:2], indices[:2])  # one item skipped as unreadable
+        with pytest.raises(ValueError, match="dimension 5"):
+            writer.write_shard(1, np.zeros((3, 5), np.float32), labels, indices)
+        assert writer.pending() == [1, 2, 3]
