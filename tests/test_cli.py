@@ -40,7 +40,7 @@ def error_line(capsys, argv: list[str]) -> str:
 def test_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "ssl_pipeline.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    assert all(command in result.stdout for command in ("fit", "score", "synthetic"))
+    assert all(command in result.stdout for command in ("run", "extract", "fit", "score", "synthetic", "cache"))
 
 
 def test_delta_outside_unit_interval(capsys):
@@ -165,3 +165,62 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["ssl-pipeline: error: delta=-0.1 is outside [0, 1]; δ is the probability that a positive shares the anchor's class"]
+
+
+def test_every_shipped_config_parses_and_validates():
+    from ssl_pipeline.cli import parse_config
+
+    configs = sorted(ROOT.glob("configs/**/*.yaml"))
+    assert len(configs) >= 7
+    for config in configs:
+        command, cfg = parse_config(["run", "--config", str(config)])
+        assert cfg.name and cfg.heads.r >= 1
+
+
+def test_missing_cifar_names_the_path_and_the_download_option_before_any_model(capsys, tmp_path, monkeypatch):
+    from ssl_pipeline import backbones
+
+    monkeypatch.setattr(backbones, "describe_backbone", lambda *a: pytest.fail("the dataset is checked first"))
+    err = error_line(capsys, ["extract", "--config", str(ROOT / "configs" / "cifar100_clip_vitb32.yaml"),
+                              "--data.dataset.download", "false", "--data.dataset.root", str(tmp_path)])
+    assert str(tmp_path / "cifar-100-python") in err and "data.dataset.download=true" in err
+
+
+def test_unreachable_clip_weights_fail_fast_suggesting_a_local_checkpoint(capsys, tmp_path, monkeypatch):
+    from fake_datasets import register_cifar100_md5, write_cifar100
+
+    register_cifar100_md5(monkeypatch, write_cifar100(tmp_path, 100, 100, seed=0))
+    err = error_line(capsys, ["run", "--config", str(ROOT / "configs" / "cifar100_clip_vitb32.yaml"), "--data.dataset.download", "false",
+                              "--data.dataset.root", str(tmp_path), "--data.extract.cache_root", str(tmp_path / "c")])
+    assert "open_clip weights ViT-B-32:openai" in err and "data.backbone.checkpoint=PATH" in err
+    assert not (tmp_path / "c").exists(), "nothing is written before the weights are known to be reachable"
+
+
+def test_unknown_backbone_lists_the_valid_names(capsys):
+    err = error_line(capsys, ["extract", "--config", str(ROOT / "configs" / "default.yaml"), "--data.backbone.kind", "torchvision",
+                              "--data.backbone.name", "resnet5"])
+    assert "unknown torchvision model 'resnet5'" in err and "resnet50" in err
+
+
+def test_extract_refuses_a_source_without_images(capsys):
+    err = error_line(capsys, ["extract", "--config", PANCAKES])
+    assert "data.source: images" in err
+
+
+def test_cache_commands_list_verify_and_clean(capsys, tmp_path):
+    import numpy as np
+
+    from ssl_pipeline.features.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path)
+    with cache.writer("a" * 20, {"dataset": {"name": "digits", "split": "train"}}, 4, 4) as writer:
+        writer.write_shard(0, np.ones((4, 3), np.float32), np.arange(4), np.arange(4))
+        writer.finalize({"dataset": "digits", "split": "train", "backbone": "b"})
+    with cache.writer("b" * 20, {"dataset": {"name": "digits", "split": "test"}}, 8, 4) as writer:
+        writer.write_shard(0, np.ones((4, 3), np.float32), np.arange(4), np.arange(4))
+    assert main(["cache", "list", "--root", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out
+    assert "aaaaaaaa" in listing and "bbbbbbbb" in listing and "digits" in listing
+    assert main(["cache", "verify", "--root", str(tmp_path), "a" * 20]) == 0
+    assert main(["cache", "clean", "--root", str(tmp_path), "--partial"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["a" * 20]

@@ -79,3 +79,10 @@ def test_early_stopping_on_held_out_pairs_keeps_the_best_epoch():
     head = fit_head(features, resolve_head_settings(heads, "infonce", 1.0, 0), TrainerConfig())
     assert head.epochs_trained is not None and 1 <= head.epochs_trained < 60 - 2
     assert fisher_cos2(head.feature_space_weight(), features.fisher_basis) >= 0.95
+
+
+def test_constant_features_get_zero_scale_so_they_cannot_dominate_the_head():
+    from ssl_pipeline.heads.fit import standardization_scale
+
+    std = torch.tensor([2.0, 0.5, 0.0, 1e-9], dtype=torch.float64)
+    assert standardization_scale(std).tolist() == [0.5, 2.0, 0.0, 0.0]

@@ -71,6 +71,19 @@ class FittedHead:
         )
 
 
+def standardization_scale(std: torch.Tensor, relative_floor: float = 1e-6) -> torch.Tensor:
+    """D^(−1/2) [d]: 1/σ per feature, and 0 for features constant on train (σ ≤ floor · max σ).
+
+    Real backbones have dead channels (120 of EfficientNet-Lite0's 1280 on digits). They carry no information,
+    and 1/σ there would blow Ã = D^(−1/2) A up along directions the data never moves in, so every subspace
+    score would see only them.
+    """
+    import torch
+
+    keep = std > relative_floor * std.max()
+    return torch.where(keep, 1.0 / torch.where(keep, std, torch.ones_like(std)), torch.zeros_like(std))
+
+
 def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: TrainerConfig) -> FittedHead:
     """Train one head (G = 1) with Lightning on δ-pairs of ``features``' training split; with
     ``early_stopping_patience``, stop on the loss of held-out δ-pairs of the val split."""
@@ -87,8 +100,7 @@ def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: Tr
     mean = x.mean(dim=0, dtype=torch.float64)
     scale = torch.ones(features.dim, dtype=torch.float64)
     if settings.standardize:
-        std = x.std(dim=0).double()
-        scale = 1.0 / torch.clamp(std, min=1e-12)
+        scale = standardization_scale(x.std(dim=0).double())
     module = HEAD_CLASSES[settings.method].from_settings(settings, features.dim, mean.float(), scale.float())
     stopping = settings.early_stopping_patience is not None
     held_out = {}
