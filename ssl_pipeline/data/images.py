@@ -114,7 +114,6 @@ def load_split(
     if cfg.name == "digits":
         return _digits(cfg, split, split_seed, transform)
     if cfg.name in _CIFAR:
-        check_available(cfg)
         return _cifar(cfg, split, transform)
     if cfg.name == "imagefolder":
         return _image_folder(cfg, split, split_seed, transform)
@@ -146,7 +145,11 @@ def _cifar(cfg: DatasetConfig, split: Split, transform: Optional[ImageTransform]
     """torchvision's CIFAR loader (md5 checks on); images straight from its [N, 32, 32, 3] array."""
     _, dataset_class = _CIFAR[cfg.name]
     # check_available has already downloaded it when cfg.download is set.
-    dataset = dataset_class(root=cfg.root, train=split == "train", download=False)
+    try:  # torchvision checks the md5 sums itself; check_available turns a failure into the precise line
+        dataset = dataset_class(root=cfg.root, train=split == "train", download=False)
+    except RuntimeError:
+        check_available(cfg)
+        raise
     files = dataset_class.train_list if split == "train" else dataset_class.test_list
     identity = _identity(cfg.name, split, len(dataset.data))
     identity["files_md5"] = {filename: md5 for filename, md5 in files}

@@ -49,6 +49,18 @@ def _collate(batch):
     return images, labels, indices
 
 
+def _array_batches(split: ImageSplit, positions: np.ndarray, batch_size: int, geometry: Callable, device):
+    """Batches of an in-memory dataset (CIFAR, digits: equal-sized images): one gather per batch and the resize
+    applied to the whole batch on the model's device — no per-image work, no worker processes."""
+    import torch
+
+    for start in range(0, len(positions), batch_size):
+        items = positions[start:start + batch_size]
+        pixels = torch.from_numpy(split.pixels[split.indices[items]]).to(device, non_blocking=True)
+        images = geometry(pixels.permute(0, 3, 1, 2))
+        yield images, torch.from_numpy(split.labels[items]), torch.from_numpy(items)
+
+
 def rate_progress(console: Console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -87,14 +99,17 @@ def extract_split(
         start = time.perf_counter()
         done = 0
         if pending:
-            split.transform = info.preprocess.geometry()
             positions = np.concatenate([np.arange(a, b) for a, b in ranges])
-            workers = resolve_workers(cfg.num_workers)
-            loader = DataLoader(
-                Subset(split, positions.tolist()), batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
-                collate_fn=_collate, pin_memory=backbone.device.type == "cuda", persistent_workers=False,
-            )
-            batches = iter(loader)
+            geometry = info.preprocess.geometry()
+            if split.pixels is not None:
+                batches = _array_batches(split, positions, cfg.batch_size, geometry, backbone.device)
+            else:
+                split.transform = geometry
+                batches = iter(DataLoader(
+                    Subset(split, positions.tolist()), batch_size=cfg.batch_size, shuffle=False,
+                    num_workers=resolve_workers(cfg.num_workers), collate_fn=_collate,
+                    pin_memory=backbone.device.type == "cuda", persistent_workers=False,
+                ))
             description = f"extracting {split.name}/{split.split}"
             with rate_progress(console) as progress:
                 task = progress.add_task(description, total=len(positions), rate="")
@@ -119,6 +134,8 @@ def extract_split(
                             for name in bad:
                                 warnings.warn(f"skipped unreadable image {name}", stacklevel=1)
                             skipped.extend(bad)
+                        if keep.all():  # the usual case: no copies
+                            keep = slice(None)
                         parts_x.append(features[keep])
                         parts_y.append(labels.numpy()[keep])
                         parts_i.append(split.indices[items[keep]])
