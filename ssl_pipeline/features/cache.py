@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Self
+from typing import IO
 
 import numpy as np
 from rich.table import Table
@@ -165,7 +166,7 @@ class ShardWriter:
             _write_json(path / "progress.json", self._progress)
         self._shards.mkdir(exist_ok=True)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -230,23 +231,44 @@ class ShardWriter:
         self._extras[name] = np.ascontiguousarray(array)
 
     def finalize(self, manifest_extra: dict) -> CacheEntry:
-        """Stream the shards in order into features/labels/indices.npy, then write manifest.json last."""
-        missing = self.pending()
+        """Stream the shards in order into features/labels/indices.npy, then write manifest.json last.
+
+        One pass: each shard file is read once, checked against its recorded checksum and copied into the
+        memory-mapped outputs, so memory stays at one shard.
+        """
+        done = self._progress["shards"]
+        missing = [i for i in range(self.num_shards) if str(i) not in done]
         if missing:
             raise ValueError(f"cannot finalize cache entry {self.key}: shards {missing} are not written yet")
-        total, dim = sum(shard["rows"] for shard in self._progress["shards"].values()), self._progress["dim"]
+        total, dim = sum(shard["rows"] for shard in done.values()), self._progress["dim"]
         shapes = {"features": (total, dim), "labels": (total,), "indices": (total,)}
+        outputs = {
+            name: np.lib.format.open_memmap(
+                self.path / f"{name}.npy.tmp", mode="w+", dtype=np.float32 if name == "features" else np.int64,
+                shape=shapes[name],
+            )
+            for name in _ARRAYS
+        }
+        row = 0
+        for i in range(self.num_shards):
+            path = self._shard_path(i)
+            raw = path.read_bytes() if path.is_file() else b""
+            if hashlib.sha256(raw).hexdigest() != done[str(i)]["sha256"]:
+                path.unlink(missing_ok=True)
+                del done[str(i)]
+                _write_json(self.path / "progress.json", self._progress)
+                raise DataError(f"cache shard {path} changed on disk during extraction; run the same command again "
+                                "to redo that shard")
+            with np.load(io.BytesIO(raw), allow_pickle=False) as shard:
+                block = {name: shard[name] for name in _ARRAYS}
+            n = len(block["labels"])
+            for name in _ARRAYS:
+                outputs[name][row : row + n] = block[name]
+            row += n
         for name in _ARRAYS:
+            outputs[name].flush()
+            del outputs[name]
             tmp = self.path / f"{name}.npy.tmp"
-            dtype = np.float32 if name == "features" else np.int64
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shapes[name])
-            row = 0
-            for i in range(self.num_shards):  # one shard in memory at a time, copied into the memmap
-                with np.load(self._shard_path(i), allow_pickle=False) as shard:
-                    block = shard[name]
-                out[row : row + len(block)], row = block, row + len(block)
-            out.flush()
-            del out
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path / f"{name}.npy")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 import time
 import warnings
 from typing import Callable
@@ -111,7 +112,8 @@ def extract_split(
                     pin_memory=backbone.device.type == "cuda", persistent_workers=False,
                 ))
             description = f"extracting {split.name}/{split.split}"
-            with rate_progress(console) as progress:
+            writing = None
+            with rate_progress(console) as progress, ThreadPoolExecutor(max_workers=1) as background:
                 task = progress.add_task(description, total=len(positions), rate="")
                 for shard, (a, b) in zip(pending, ranges):
                     parts_x, parts_y, parts_i = [], [], []
@@ -142,10 +144,15 @@ def extract_split(
                         done += len(labels)
                         elapsed = time.perf_counter() - start
                         progress.update(task, completed=done, rate=f"{done / max(elapsed, 1e-9):.0f} img/s")
-                    writer.write_shard(
-                        shard, np.concatenate(parts_x).astype(np.float32, copy=False),
+                    if writing is not None:
+                        writing.result()
+                    # Written and checksummed in the background while the next shard is encoded.
+                    writing = background.submit(
+                        writer.write_shard, shard, np.concatenate(parts_x).astype(np.float32, copy=False),
                         np.concatenate(parts_y).astype(np.int64), np.concatenate(parts_i).astype(np.int64),
                     )
+                if writing is not None:
+                    writing.result()
         seconds = time.perf_counter() - start
         return writer.finalize({
             "dataset": split.name, "split": split.split, "backbone": info.identity,
