@@ -249,6 +249,25 @@ class ScoreConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases logging of every command (``reporting/wandb_logging.py``).
+
+    ``mode``: ``offline`` (default: runs are written under ``<run_dir>/wandb`` and can be synced later with
+    ``wandb sync``), ``online`` (needs ``WANDB_API_KEY`` or ``wandb login``; the key is never logged), ``disabled``.
+    The ``WANDB_MODE`` environment variable, when set, wins. Runs are grouped by ``group`` (default: the
+    experiment name) and tagged by backbone, dataset and methods; ``resume_id`` continues an existing run.
+    """
+
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "ssl_pipeline"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    resume_id: Optional[str] = None
+    log_every_n_steps: int = 10
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: a labelled feature source, heads for every (method, δ, seed), scores, a run directory."""
 
@@ -258,6 +277,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     run_dir: Optional[str] = None
     """Defaults to ``runs/<timestamp>-<name>``."""
     provenance: Optional[dict] = None
