@@ -1,4 +1,4 @@
-"""The ``ssl-pipeline`` command: ``run | extract | fit | score | synthetic | cache``.
+"""The ``ssl-pipeline`` command: ``run | extract | fit | score | synthetic | check | report | cache``.
 
 Every sub-command takes the same experiment config (``--config FILE.yaml``, dotted overrides such as
 ``--heads.r 8``, ``--print_config``). Heavy libraries are imported only inside the commands, so ``--help``
@@ -8,12 +8,13 @@ and config errors answer at once. User errors print one line and exit 2.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import typing
 from typing import Optional, Sequence
 
-from ssl_pipeline.config import ExperimentConfig, validate_experiment
+from ssl_pipeline.config import ExperimentConfig, WandbConfig, validate_experiment
 from ssl_pipeline.errors import ConfigError, PipelineError
 
 COMMANDS = {
@@ -22,7 +23,10 @@ COMMANDS = {
     "fit": "fit linear heads (every method × δ × seed) on a labelled feature source; saves them in the run dir",
     "score": "score the heads saved in --run_dir and the baselines; writes results.json and prints the table",
     "synthetic": "fit + score on a generated Gaussian mixture (e.g. configs/synthetic/pancakes.yaml)",
+    "check": "GMM checks: how well a tied-covariance Gaussian mixture fits the features, calibrated against "
+             "surrogates sampled from it, and the surrogate gap of every head metric → checks.json",
 }
+REPORT_HELP = "a static, self-contained HTML comparison of many runs (tables + figures), e.g. --runs 'runs/*' --out report/"
 CACHE_COMMANDS = {
     "list": "list cache entries (complete and partial) with dataset, split, backbone, shape and size",
     "verify": "recompute the checksums of complete entries (all, or the KEYS given)",
@@ -46,6 +50,14 @@ def build_parser():
         sub.add_argument("--config", action=ActionConfigFile, help="YAML experiment config")
         sub.add_class_arguments(ExperimentConfig, None, fail_untyped=True, sub_configs=True)
         subcommands.add_subcommand(name, sub, help=help_text)
+    report = ArgumentParser(description=REPORT_HELP, exit_on_error=False)
+    report.add_argument("--runs", nargs="+", default=["runs/*"], help="run directories or glob patterns (quote them)")
+    report.add_argument("--out", default="report", help="output directory for index.html and figures/")
+    report.add_argument("--title", default=None, help="page title")
+    report.add_argument("--wandb_report", "--wandb-report", action="store_true",
+                        help="also build a W&B Report over the project's runs (saved when wandb.mode=online)")
+    report.add_class_arguments(WandbConfig, "wandb")
+    subcommands.add_subcommand("report", report, help=REPORT_HELP)
     cache = ArgumentParser(description="inspect and maintain the feature cache", exit_on_error=False)
     subcommands.add_subcommand("cache", cache, help="list | verify | clean the feature cache")
     cache_commands = cache.add_subcommands(dest="action", required=True)
@@ -116,8 +128,8 @@ def parse_config(argv: Sequence[str]):
     parser = build_parser()
     try:
         namespace = parser.parse_args(bracket_lists(argv))
-        if namespace.command == "cache":
-            return "cache", namespace.cache
+        if namespace.command in ("cache", "report"):
+            return namespace.command, namespace[namespace.command]
         parsed = parser.instantiate_classes(namespace)[namespace.command]
     except ArgumentError as error:
         raise ConfigError(explain_parse_error(str(error))) from None
@@ -147,19 +159,64 @@ def run_command(command: str, cfg) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     if command == "cache":
         return cache_command(cfg, console)
+    if command == "report":
+        return report_command(cfg, console)
     if command == "extract":
         from ssl_pipeline.features.source import extract_all
+        from ssl_pipeline.reporting.wandb_logging import wandb_run
 
-        extract_all(cfg.data, console)
+        with wandb_run(cfg, "extract", None) as logger:
+            entries = extract_all(cfg.data, console)
+            if logger is not None:
+                logger.log_metrics(extraction_metrics(entries))
+        return 0
+    if command == "check":
+        from ssl_pipeline.checks import run_check
+
+        run_check(cfg, console)
         return 0
     from ssl_pipeline import experiment
 
-    records, run_dir = experiment.run(command, cfg, console)
-    if records is None:
-        console.print(f"saved the heads in {run_dir / experiment.HEADS_DIR}")
-    else:
-        title = f"{cfg.name}: {records[0]['dataset']} (mean ± std over {len(cfg.seeds)} seeds)"
-        experiment.report(records, run_dir, console, title)
+    experiment.run(command, cfg, console)
+    return 0
+
+
+def extraction_metrics(entries: dict) -> dict:
+    """Per cache entry: items, dimension, seconds and images/s of the extraction that wrote it."""
+    metrics = {}
+    for split, entry in entries.items():
+        timing = entry.manifest.get("timing", {})
+        metrics |= {f"extract/{split}/items": entry.manifest["num_items"], f"extract/{split}/dim": entry.manifest["dim"],
+                    f"extract/{split}/seconds": timing.get("seconds"),
+                    f"extract/{split}/images_per_second": timing.get("images_per_second")}
+    return {k: v for k, v in metrics.items() if v is not None}
+
+
+def report_command(args, console) -> int:
+    """``report``: the HTML comparison of many runs (and, online, a W&B Report over the project's runs)."""
+    import dataclasses
+    from pathlib import Path
+
+    from ssl_pipeline.config import ExperimentConfig, WandbConfig
+    from ssl_pipeline.reporting.html import build_report, resolve_runs
+    from ssl_pipeline.reporting.wandb_logging import wandb_run
+
+    run_dirs = resolve_runs(args.runs)
+    wandb_cfg = WandbConfig(**{f.name: getattr(args.wandb, f.name) for f in dataclasses.fields(WandbConfig)})
+    artifacts = build_report(run_dirs, Path(args.out), args.title)
+    console.print(f"wrote {artifacts.html} ({len(run_dirs)} runs, {len(artifacts.figures)} figures)")
+    with wandb_run(ExperimentConfig(name=args.title or "report", wandb=wandb_cfg), "report", Path(args.out)) as logger:
+        if logger is not None:
+            logger.log_figures(artifacts.figures)
+    if args.wandb_report:
+        import yaml
+
+        from ssl_pipeline.reporting.wandb_report import build_wandb_report
+
+        groups = sorted({yaml.safe_load((d / "config.yaml").read_text()).get("name", d.name) for d in run_dirs})
+        online = (wandb_cfg.mode == "online") and os.environ.get("WANDB_MODE", "online") == "online"
+        built = build_wandb_report(wandb_cfg.project, wandb_cfg.entity, groups, save=online)
+        console.print(f"W&B Report {'saved: ' + str(getattr(built, 'url', '')) if online else 'built (offline: not saved)'}")
     return 0
 
 

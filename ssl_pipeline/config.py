@@ -249,6 +249,30 @@ class ScoreConfig:
 
 
 @dataclass
+class CheckConfig:
+    """GMM checks on labelled features (``ssl-pipeline check``; DESIGN.md, "GMM checks on real features").
+
+    Gaussians are fitted on train and scored on the test split (held out). Full and per-class diagonal
+    covariances are compared with the tied one in one PCA space of ``pca_dim`` dimensions fitted on train: 100
+    full 512×512 covariances from 500 samples per class are ill-posed, so ``pca_dim`` must stay below the
+    smallest class size minus one (checked). Every statistic is calibrated against ``surrogates`` datasets drawn
+    from the fitted tied GMM with the same class sizes.
+    """
+
+    pca_dim: int = 32
+    surrogates: int = 3
+    shrinkage: Optional[float] = None
+    """Tied-covariance shrinkage toward (tr Σ/d)·I in the surrogate; None: Ledoit–Wolf (``theory.subspaces``)."""
+    em_max_iter: int = 100
+    em_n_init: int = 1
+    alpha: float = 0.05
+    """Family-wise level of the per-class Gaussianity tests (Holm correction across classes)."""
+    surrogate_heads: bool = True
+    """Refit and score every head and baseline on each surrogate (results.json records with ``data: surrogate``)."""
+    seed: int = 0
+
+
+@dataclass
 class WandbConfig:
     """Weights & Biases logging of every command (``reporting/wandb_logging.py``).
 
@@ -264,7 +288,6 @@ class WandbConfig:
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
     resume_id: Optional[str] = None
-    log_every_n_steps: int = 10
 
 
 @dataclass
@@ -277,6 +300,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     run_dir: Optional[str] = None
     """Defaults to ``runs/<timestamp>-<name>``."""
@@ -371,6 +395,12 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     _require(heads.simsiam.predictor_lr_scale > 0, "heads.simsiam.predictor_lr_scale must be positive")
     _require(cfg.score.kmeans.nredo >= 1, "score.kmeans.nredo must be at least 1")
     _require(len(cfg.score.probe.l2_grid) > 0, "score.probe.l2_grid is empty; give at least one L2 strength")
+    check = cfg.check
+    _require(check.surrogates >= 2, f"check.surrogates={check.surrogates}: calibration needs at least 2 surrogates")
+    _require(check.pca_dim >= 1, f"check.pca_dim={check.pca_dim} must be at least 1")
+    _require(0.0 < check.alpha < 1.0, f"check.alpha={check.alpha} must be in (0, 1)")
+    _require(check.em_max_iter >= 1 and check.em_n_init >= 1, "check.em_max_iter and check.em_n_init must be at least 1")
+    _require(check.shrinkage is None or 0.0 <= check.shrinkage <= 1.0, "check.shrinkage must be in [0, 1] or null")
     data = cfg.data
     _require(0.0 < data.val_fraction < 1.0, f"data.val_fraction={data.val_fraction} must be in (0, 1)")
     if data.source == "synthetic":

@@ -85,6 +85,7 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
@@ -96,8 +97,12 @@ def head_jobs(cfg: ExperimentConfig) -> list[HeadSettings]:
     ]
 
 
-def fit_heads(cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, console: Console) -> list[FittedHead]:
-    """Fit every (method, δ, seed) head on train and save it under ``run_dir/heads``."""
+def fit_heads(
+    cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, console: Console, wandb_run=None
+) -> list[FittedHead]:
+    """Fit every (method, δ, seed) head on train and save it under ``run_dir/heads``; with a W&B run, each fit's
+    loss curve is logged under its tag (``infonce_delta0_5_seed1/train/loss_step`` and ``…/train/loss_epoch``;
+    the interval is ``heads.trainer.log_every_n_steps``)."""
     from ssl_pipeline.heads.fit import fit_head
 
     quiet_lightning()
@@ -107,7 +112,8 @@ def fit_heads(cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, 
         task = progress.add_task("fitting heads", total=len(jobs), current="")
         for settings in jobs:
             progress.update(task, current=settings.tag)
-            head = fit_head(features, settings, cfg.heads.trainer)
+            logger = wandb_run.fit_logger(settings.tag) if wandb_run is not None else None
+            head = fit_head(features, settings, cfg.heads.trainer, logger=logger)
             head.save(run_dir / HEADS_DIR / f"{settings.tag}.safetensors")
             heads.append(head)
             progress.advance(task)
@@ -140,8 +146,37 @@ def load_heads(cfg: ExperimentConfig, run_dir: Path, features: LabelledFeatures)
 def score_run(
     cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], run_dir: Path, console: Console
 ) -> list[dict]:
-    """Score every head and every baseline (one record per seed) and write ``results.json``."""
-    from ssl_pipeline.reporting.results import make_record, write_json_atomic
+    """Score every head and every baseline (one record per seed), write ``results.json`` and a 2-D sample of the
+    main projections (``projections.npz``, for the report's scatter plots)."""
+    from ssl_pipeline.reporting.results import write_json_atomic
+
+    records = _score(cfg, features, heads, console)
+    write_json_atomic(run_dir / "results.json", records)
+    write_projection_sample(cfg, features, heads, run_dir)
+    return records
+
+
+def write_projection_sample(cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], run_dir: Path) -> None:
+    """First two coordinates of PCA, LDA and each head method (first seed, largest δ) on a test subsample."""
+    from ssl_pipeline.reporting.scatter import save_projection_sample
+    from ssl_pipeline.scoring.projections import baseline_projection, head_projection
+
+    projections = {
+        method: baseline_projection(method, features.x_train, features.y_train, cfg.heads.r, cfg.seeds[0],
+                                    cfg.score.lda_shrinkage)
+        for method in ("pca", "lda")
+    }
+    top = max(cfg.deltas)
+    for head in heads:
+        s = head.settings
+        if s.seed == cfg.seeds[0] and s.delta == top and s.method not in projections:
+            projections[s.method] = head_projection(head)
+    save_projection_sample(run_dir / "projections.npz", features.x_test, features.y_test, projections,
+                           features.class_names, seed=cfg.seeds[0])
+
+
+def _score(cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], console: Console) -> list[dict]:
+    from ssl_pipeline.reporting.results import make_record
     from ssl_pipeline.scoring.projections import baseline_projection, head_projection
     from ssl_pipeline.scoring.score import ProjectionScorer, score_projection
     from ssl_pipeline.theory.subspaces import estimate_fisher_subspace
@@ -189,7 +224,6 @@ def score_run(
                 progress.advance(task)
     if features.text_features is not None:
         records.append(zeroshot_record(features, common))
-    write_json_atomic(run_dir / "results.json", records)
     return records
 
 
@@ -202,13 +236,16 @@ def zeroshot_record(features: LabelledFeatures, common: dict) -> dict:
     return make_record(**common, method="zeroshot", zeroshot_acc=zeroshot_accuracy(features.x_test, features.y_test, classifier))
 
 
-def report(records: list[dict], run_dir: Path, console: Console, title: Optional[str] = None) -> None:
-    """Print the summary table and plot the metrics against δ (``delta_sweep.png``)."""
+def report(records: list[dict], run_dir: Path, console: Console, title: Optional[str] = None, wandb_run=None) -> None:
+    """Print the summary table and plot the metrics against δ (``delta_sweep.png``); log both to W&B."""
     from ssl_pipeline.reporting.plots import plot_delta_sweep
     from ssl_pipeline.reporting.results import summary_table
 
     console.print(summary_table(records, title or "results (mean ± std over seeds)"))
     figure = plot_delta_sweep(records, run_dir / "delta_sweep.png")
+    if wandb_run is not None:
+        wandb_run.log_records(records)
+        wandb_run.log_figures({"delta_sweep": figure})
     console.print(f"wrote {run_dir / 'results.json'}, {run_dir / 'config.yaml'} and {figure}")
 
 
@@ -236,10 +273,17 @@ def run(command: str, cfg: ExperimentConfig, console: Console) -> tuple[Optional
         raise ConfigError(f"heads.r={cfg.heads.r} exceeds the feature dimension d={features.dim}; choose r ≤ d")
     run_dir = resolve_run_dir(cfg)
     write_config(cfg, run_dir)
-    if command == "score":
-        heads = load_heads(cfg, run_dir, features)
-    else:
-        heads = fit_heads(cfg, features, run_dir, console)
-        if command == "fit":
-            return None, run_dir
-    return score_run(cfg, features, heads, run_dir, console), run_dir
+    from ssl_pipeline.reporting.wandb_logging import wandb_run
+
+    with wandb_run(cfg, command, run_dir) as logger:
+        if command == "score":
+            heads = load_heads(cfg, run_dir, features)
+        else:
+            heads = fit_heads(cfg, features, run_dir, console, logger)
+            if command == "fit":
+                console.print(f"saved the heads in {run_dir / HEADS_DIR}")
+                return None, run_dir
+        records = score_run(cfg, features, heads, run_dir, console)
+        title = f"{cfg.name}: {records[0]['dataset']} (mean ± std over {len(cfg.seeds)} seeds)"
+        report(records, run_dir, console, title, logger)
+    return records, run_dir

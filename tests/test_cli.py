@@ -170,7 +170,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 def test_every_shipped_config_parses_and_validates():
     from ssl_pipeline.cli import parse_config
 
-    configs = sorted(ROOT.glob("configs/**/*.yaml"))
+    configs = sorted(p for p in ROOT.glob("configs/**/*.yaml") if "wandb_sweeps" not in p.parts)
     assert len(configs) >= 7
     for config in configs:
         command, cfg = parse_config(["run", "--config", str(config)])

@@ -6,13 +6,16 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ssl_pipeline.config import HeadSettings, TrainerConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    from pytorch_lightning.loggers import Logger
 
 
 @dataclass
@@ -84,9 +87,12 @@ def standardization_scale(std: torch.Tensor, relative_floor: float = 1e-6) -> to
     return torch.where(keep, 1.0 / torch.where(keep, std, torch.ones_like(std)), torch.zeros_like(std))
 
 
-def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: TrainerConfig) -> FittedHead:
+def fit_head(
+    features: LabelledFeatures, settings: HeadSettings, trainer_cfg: TrainerConfig, logger: Optional[Logger] = None
+) -> FittedHead:
     """Train one head (G = 1) with Lightning on δ-pairs of ``features``' training split; with
-    ``early_stopping_patience``, stop on the loss of held-out δ-pairs of the val split."""
+    ``early_stopping_patience``, stop on the loss of held-out δ-pairs of the val split. ``logger`` (e.g.
+    ``WandbRun.fit_logger``) receives the loss curves; None logs nothing."""
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import EarlyStopping
@@ -124,7 +130,7 @@ def fit_head(features: LabelledFeatures, settings: HeadSettings, trainer_cfg: Tr
         precision=trainer_cfg.precision,
         log_every_n_steps=trainer_cfg.log_every_n_steps,
         enable_progress_bar=trainer_cfg.progress_bar,
-        logger=False,
+        logger=logger if logger is not None else False,
         enable_checkpointing=False,
         enable_model_summary=False,
         use_distributed_sampler=False,

@@ -63,7 +63,9 @@ class LinearHead(pl.LightningModule):
 
     def __init__(self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["mean", "scale"])
+        # The per-head settings are kept with the module but not sent to a logger: one W&B run holds many fits,
+        # and its config is the experiment's (each head's settings are in the results table).
+        self.save_hyperparameters(ignore=["mean", "scale"], logger=False)
         self.settings = HeadSettings(**settings)
         self.weight = nn.Parameter(orthonormal_init(num_heads, dim, self.settings.r, self.settings.seed))
         self.register_buffer("mean", mean.float())
@@ -87,7 +89,7 @@ class LinearHead(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         losses = self.head_losses(*batch)
-        self.log("train/loss", losses.mean(), prog_bar=True)
+        self.log("train/loss", losses.mean(), prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         return losses.sum()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -1,6 +1,7 @@
 """Projections to score: fitted heads and the baselines (DESIGN.md, "Clustering score").
 
-Every projection is fitted on train and maps centred, unscaled features x [N, d] to z [N, m]; ``subspace``
+Every projection is fitted on train and maps features x [N, d] as stored (it centres them with the training
+mean itself) to z [N, m]; ``subspace``
 [d, m] is the matrix whose column space is compared with the Fisher subspace (None for raw features).
 """
 

@@ -1,0 +1,187 @@
+"""Figure builders of runs and reports (matplotlib, Agg, no pyplot state); each returns a ``Figure`` that the
+caller saves (``write_png``), embeds or logs.
+
+``rows`` are the aggregates of ``results.aggregate``: one per setting, each metric as (mean, std) over seeds or
+None. Head methods are the rows with a δ; LDA, PCA and the random projection are drawn as horizontal lines.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from ssl_pipeline.reporting.results import _method_order
+from ssl_pipeline.reporting.scatter import ProjectionSample
+
+BASELINE_STYLES = {"lda": ("black", "-"), "pca": ("tab:red", ":"), "random": ("grey", "--")}
+SERIES_FIELDS = ("r", "features")
+"""Settings that split one method into several curves (runs on other features or with another r); the per-δ
+overrides (τ, epochs) do not."""
+DELTA_LABEL = "δ (probability that a positive shares the class)"
+MAX_LEGEND_CLASSES = 12
+DPI = 110
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write through a temp file and a rename, so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """``figure`` rendered as PNG."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def write_png(figure: Figure, path: Path) -> Path:
+    """Render ``figure`` as PNG and write it atomically; returns ``path``."""
+    write_bytes_atomic(path, png_bytes(figure))
+    return Path(path)
+
+
+def has_head_curve(rows: list[dict], metric: str) -> bool:
+    """Whether some head method has ``metric`` at one δ or more (else there is no curve to draw)."""
+    return any(row.get("delta") is not None and row.get(metric) is not None for row in rows)
+
+
+def _labelled_series(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows of each method split by ``SERIES_FIELDS``; a label names the fields that differ within a method."""
+    series: dict[tuple, list[dict]] = defaultdict(list)
+    for row in sorted(rows, key=_method_order):
+        series[(row["method"], *(row.get(f) for f in SERIES_FIELDS))].append(row)
+    labelled = {}
+    for key, members in series.items():
+        siblings = [k for k in series if k[0] == key[0]]
+        varying = [i for i, _ in enumerate(SERIES_FIELDS, 1) if len({k[i] for k in siblings}) > 1]
+        detail = ", ".join(f"{SERIES_FIELDS[i - 1]}={str(key[i])[:10]}" for i in varying)
+        labelled[f"{key[0]} ({detail})" if detail else key[0]] = members
+    return labelled
+
+
+def _draw_metric_vs_delta(axis: Axes, rows: list[dict], metric: str) -> None:
+    heads = [row for row in rows if row.get("delta") is not None and row.get(metric) is not None]
+    for label, members in _labelled_series(heads).items():
+        members = sorted(members, key=lambda row: row["delta"])
+        axis.errorbar(
+            [row["delta"] for row in members], [row[metric][0] for row in members],
+            yerr=[row[metric][1] for row in members], marker="o", capsize=3, label=label,
+        )
+    baselines = [row for row in rows if row["method"] in BASELINE_STYLES and row.get(metric) is not None]
+    for label, members in _labelled_series(baselines).items():
+        color, style = BASELINE_STYLES[members[0]["method"]]
+        axis.axhline(members[0][metric][0], color=color, linestyle=style, linewidth=1.2, label=label)
+    axis.set_xlabel(DELTA_LABEL)
+    axis.set_ylabel(f"{metric} (mean ± std over seeds)")
+    axis.set_xlim(-0.05, 1.05)
+    axis.grid(alpha=0.3)
+
+
+def metric_vs_delta(rows: list[dict], metric: str, title: str) -> Figure:
+    """``metric`` against δ for every head method (mean ± std error bars), LDA (solid black), PCA and the
+    random projection as horizontal lines."""
+    figure = Figure(figsize=(5.2, 3.8), layout="constrained")
+    axis = figure.subplots()
+    _draw_metric_vs_delta(axis, rows, metric)
+    low, high = axis.get_ylim()  # keep baseline lines off the frame
+    axis.set_ylim(low - 0.04 * (high - low), high + 0.04 * (high - low))
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=8)
+    return figure
+
+
+def delta_sweep(rows: list[dict], metrics: Sequence[str] = ("fisher_cos2", "nmi", "probe_acc")) -> Figure:
+    """One ``metric_vs_delta`` panel per metric, side by side (a run's ``delta_sweep.png``)."""
+    figure = Figure(figsize=(4.2 * len(metrics), 3.6), layout="constrained")
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    for axis, metric in zip(axes, metrics):
+        _draw_metric_vs_delta(axis, rows, metric)
+        axis.set_title(metric)
+        axis.set_ylabel("")
+    axes[0].legend(fontsize=8)
+    return figure
+
+
+def _bar_values(rows: list[dict], metric: str) -> dict[str, tuple[float, float]]:
+    """Per bar label: baselines, and each head at its largest δ (the first row of a label is kept)."""
+    largest: dict[str, float] = {}
+    for row in rows:
+        if row.get("delta") is not None:
+            largest[row["method"]] = max(row["delta"], largest.get(row["method"], row["delta"]))
+    values: dict[str, tuple[float, float]] = {}
+    for row in sorted(rows, key=_method_order):
+        delta = row.get("delta")
+        if row.get(metric) is None or (delta is not None and delta != largest[row["method"]]):
+            continue
+        values.setdefault(row["method"] if delta is None else f"{row['method']} δ={delta:g}", row[metric])
+    return values
+
+
+def method_bars(rows_by_backbone: dict[str, list[dict]], metric: str) -> Figure:
+    """Grouped bars: one group per backbone (x), one bar per method (colour) with its std over seeds as an
+    error bar; heads at their largest δ."""
+    values = {backbone: _bar_values(rows, metric) for backbone, rows in rows_by_backbone.items()}
+    labels = list(dict.fromkeys(label for per_backbone in values.values() for label in per_backbone))
+    figure = Figure(figsize=(max(5.2, 2.4 + 0.3 * len(labels) * len(values)), 3.8), layout="constrained")
+    axis = figure.subplots()
+    width = 0.8 / max(1, len(labels))
+    colors = [f"C{i % 10}" for i in range(len(labels))]
+    for index, label in enumerate(labels):
+        positions = [x for x, per_backbone in enumerate(values.values()) if label in per_backbone]
+        bars = [per_backbone[label] for per_backbone in values.values() if label in per_backbone]
+        offsets = np.asarray(positions) - 0.4 + width * (index + 0.5)
+        axis.bar(offsets, [b[0] for b in bars], width, yerr=[b[1] for b in bars], capsize=2, color=colors[index], label=label)
+    ticks = ["\n".join(textwrap.wrap(backbone.replace(" / ", "\n"), 24, replace_whitespace=False)) for backbone in values]
+    axis.set_xticks(range(len(values)), ticks, fontsize=8)
+    axis.set_ylabel(f"{metric} (mean ± std over seeds)")
+    axis.set_title(f"{metric} per backbone (heads at their largest δ)")
+    axis.grid(axis="y", alpha=0.3)
+    if labels:
+        figure.legend(loc="outside right upper", fontsize=8)
+    return figure
+
+
+def projection_scatter(sample: ProjectionSample) -> Figure:
+    """One panel per projection: the first two coordinates of the sampled test points, coloured by class (a
+    legend with the class names when there are at most 12 classes)."""
+    methods = list(sample["projections"])
+    columns = min(4, max(1, len(methods)))
+    rows = -(-len(methods) // columns)
+    figure = Figure(figsize=(3.4 * columns, 3.3 * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    labels = sample["labels"]
+    classes = max(len(sample["class_names"]), int(labels.max()) + 1 if len(labels) else 0)
+    palette = "tab10" if classes <= 10 else "tab20" if classes <= 20 else "turbo"
+    colormap = colormaps[palette].resampled(max(classes, 1))
+    for axis, method in zip(axes, methods):
+        z = sample["projections"][method]
+        y = z[:, 1] if z.shape[1] > 1 else np.zeros(len(z))
+        axis.scatter(z[:, 0], y, c=colormap(labels), s=5, alpha=0.7, linewidths=0)
+        suffix = " (L2-normalised)" if sample["normalized"][method] else ""
+        axis.set_title(f"{method}{suffix}", fontsize=10)
+        axis.set_xlabel("z₁")
+        axis.set_ylabel("z₂" if z.shape[1] > 1 else "(1-d projection)")
+        axis.tick_params(labelsize=7)
+    for axis in axes[len(methods):]:
+        axis.set_visible(False)
+    if 0 < len(sample["class_names"]) <= MAX_LEGEND_CLASSES:
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color=colormap(k), label=name)
+            for k, name in enumerate(sample["class_names"])
+        ]
+        figure.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), fontsize=8)
+    return figure

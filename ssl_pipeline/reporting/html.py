@@ -1,0 +1,268 @@
+"""A static, self-contained HTML comparison of run directories (``ssl-pipeline report``).
+
+One page (``index.html``, written atomically) that works offline from ``file://``: inline CSS, figures embedded
+as base64 PNG, no script and no external URL. Per (dataset, backbone): a method × metric table (mean ± std over
+seeds of every record of its runs, ``results.aggregate``) and the metrics against δ; then method bars across
+backbones, the projection scatters of runs with ``projections.npz`` and the GMM checks of runs with
+``checks.json`` / ``checks/*.png``. Every figure is also saved in ``figures/`` (for W&B), every table returned.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from ssl_pipeline.errors import DataError
+from ssl_pipeline.reporting import figures
+from ssl_pipeline.reporting.results import SETTING_FIELDS, _method_order, aggregate, load_results
+from ssl_pipeline.reporting.scatter import load_projection_sample
+
+FIGURE_METRICS = ("nmi", "probe_acc", "fisher_cos2")
+REPORT_METRICS = ("nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "effective_rank")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1280px;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;white-space:nowrap}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+figure{display:inline-block;margin:1rem 1rem 1rem 0}img{max-width:100%}
+figcaption{font-size:.8rem;color:#555;max-width:640px}.note{color:#a33}
+"""
+
+
+@dataclass
+class ReportArtifacts:
+    """The page, its figures as PNG files (by figure key) and its tables as flat rows (by table id)."""
+
+    html: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    tables: dict[str, list[dict]] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """A run directory's records, with the name and git commit its ``config.yaml`` gives ("–" without one)."""
+
+    path: Path
+    records: list[dict]
+    name: str
+    commit: str
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+
+def resolve_runs(patterns: list[str]) -> list[Path]:
+    """The run directories (those holding ``results.json``) that the glob patterns match, sorted, once each."""
+    matches = (Path(m) for pattern in patterns for m in glob.glob(str(Path(pattern).expanduser()), recursive=True))
+    runs = {match.resolve() for match in matches if (match / "results.json").is_file()}
+    if not runs:
+        raise DataError(
+            f"no run directory matches {' '.join(patterns) or '(no pattern)'}; a run dir needs a results.json, "
+            "e.g. from `ssl-pipeline run`"
+        )
+    return sorted(runs)
+
+
+def load_run(path: Path) -> Run:
+    """A run directory's records and its config (empty when ``config.yaml`` is missing); DataError if unreadable."""
+    import yaml
+
+    try:
+        records = load_results(path / "results.json")
+        config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise DataError(f"cannot read run {path} ({error}); re-run `ssl-pipeline score --run_dir {path}`") from error
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "method" in r for r in records):
+        raise DataError(f"{path / 'results.json'} is not a list of result records; re-run `ssl-pipeline score`")
+    config = config if isinstance(config, dict) else {}
+    provenance = config.get("provenance") or {}
+    return Run(path, records, str(config.get("name", "–")), str(provenance.get("git_commit", "–")))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-") or "x"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, tuple):
+        mean, std = value
+        return f'<td data-mean="{mean!r}" data-std="{std!r}">{mean:.3f} ± {std:.3f}</td>'
+    if isinstance(value, float):
+        value = f"{value:.4g}"
+    return f"<td>{html.escape('–' if value is None else str(value))}</td>"
+
+
+def _setting_key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in SETTING_FIELDS if k != "seed")
+
+
+class Page:
+    """The page under construction: HTML parts, figures written to ``out_dir/figures``, tables."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.parts: list[str] = []
+        self.artifacts = ReportArtifacts(out_dir / "index.html")
+        self.keys: set[str] = set()
+
+    def key(self, text: str) -> str:
+        """A stable, unique, file-name-safe id for ``text``."""
+        base = key = _slug(text)
+        index = 2
+        while key in self.keys:
+            key, index = f"{base}-{index}", index + 1
+        self.keys.add(key)
+        return key
+
+    def png(self, key: str, data: bytes, caption: str) -> None:
+        path = self.out_dir / "figures" / f"{key}.png"
+        figures.write_bytes_atomic(path, data)
+        self.artifacts.figures[key] = path
+        text = html.escape(caption)
+        self.parts.append(
+            f'<figure id="figure-{key}" data-figure="{key}"><img alt="{text}" '
+            f'src="data:image/png;base64,{base64.b64encode(data).decode()}"><figcaption>{text}</figcaption></figure>'
+        )
+
+    def figure(self, key: str, figure: Figure, caption: str) -> None:
+        self.png(key, figures.png_bytes(figure), caption)
+
+    def table(self, key: str, header: list[str], rows: list[list[Any]], flat: list[dict]) -> None:
+        self.artifacts.tables[key] = flat
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+        self.parts.append(
+            f'<table id="{key}" data-table="{key}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        )
+
+    def text(self, markup: str) -> None:
+        self.parts.append(markup)
+
+
+def _group_label(record: dict) -> str:
+    backbone = record.get("backbone")
+    return f"{record.get('dataset')} / {backbone}" if backbone else str(record.get("dataset"))
+
+
+def _runs_table(page: Page, runs: list[Run]) -> None:
+    """One row per run: directory, config name, datasets, backbones, git commit, number of records."""
+    header = ["run", "name", "dataset", "backbone", "git commit", "records"]
+    listing = []
+    for run in runs:
+        groups = sorted({(str(r.get("dataset")), str(r.get("backbone") or "–")) for r in run.records})
+        datasets, backbones = (", ".join(dict.fromkeys(g[i] for g in groups)) for i in (0, 1))
+        listing.append([run.label, run.name, datasets, backbones, run.commit, len(run.records)])
+    page.table("runs", header, listing, [dict(zip(header, row)) for row in listing])
+
+
+def _group_section(page: Page, label: str, members: list[tuple[Run, dict]]) -> list[dict]:
+    """Table and metric-vs-δ figures of one (dataset, backbone); returns its aggregate rows."""
+    runs_of: dict[tuple, set[str]] = {}
+    for run, record in members:
+        runs_of.setdefault(_setting_key(record), set()).add(run.label)
+    rows = sorted(aggregate(record for _, record in members), key=_method_order)
+    slug = page.key(label)
+    page.text(f'<section id="group-{slug}"><h2>{html.escape(label)}</h2>')
+    table_rows, flat = [], []
+    for row in rows:
+        settings = [row["method"], row["delta"], row["r"], row["seeds"], ", ".join(sorted(runs_of[_setting_key(row)]))]
+        table_rows.append([*settings, *(row[m] for m in REPORT_METRICS)])
+        flat.append(dict(zip(("method", "delta", "r", "seeds", "runs"), settings)))
+        for metric in REPORT_METRICS:
+            flat[-1][f"{metric}_mean"], flat[-1][f"{metric}_std"] = row[metric] or (None, None)
+    page.table(f"table-{slug}", ["method", "δ", "r", "n seeds", "runs", *REPORT_METRICS], table_rows, flat)
+    for metric in FIGURE_METRICS:
+        if figures.has_head_curve(rows, metric):
+            page.figure(
+                page.key(f"{slug}-{metric}-vs-delta"), figures.metric_vs_delta(rows, metric, f"{metric} against δ"),
+                f"{metric} against δ on {label}: heads as mean ± std over seeds; LDA (solid black), PCA, random as lines",
+            )
+    page.text("</section>")
+    return rows
+
+
+def _flat_records(payload: Any) -> bool:
+    scalar = (str, int, float, bool, type(None))
+    return isinstance(payload, list) and all(
+        isinstance(item, dict) and all(isinstance(v, scalar) for v in item.values()) for item in payload
+    )
+
+
+def _checks_section(page: Page, run: Run) -> None:
+    """The GMM checks of a run: ``checks.json`` as a table (when a list of flat records), every ``checks/*.png``."""
+    page.text(f"<h3>{html.escape(run.label)}</h3>")
+    slug = _slug(run.label)
+    path = run.path / "checks.json"
+    if path.is_file():
+        try:
+            checks = json.loads(path.read_text())
+        except ValueError:
+            checks = None
+        if not _flat_records(checks):
+            page.text(f'<p class="note">{html.escape(str(path))} is not a list of flat records; not shown</p>')
+        elif checks:
+            columns = list(dict.fromkeys(k for check in checks for k in check))
+            page.table(page.key(f"checks-{slug}"), columns, [[c.get(k) for k in columns] for c in checks], checks)
+    for png in sorted((run.path / "checks").rglob("*.png")):
+        data = png.read_bytes()
+        if data.startswith(PNG_MAGIC):
+            page.png(page.key(f"checks-{slug}-{png.stem}"), data, png.name)
+        else:
+            page.text(f'<p class="note">{html.escape(str(png))} is not a PNG image; not shown</p>')
+
+
+def build_report(run_dirs: list[Path], out_dir: Path, title: str | None = None) -> ReportArtifacts:
+    """Write ``out_dir/index.html`` (and ``out_dir/figures/*.png``) comparing the runs; see the module docstring."""
+    runs = [load_run(Path(path)) for path in run_dirs]
+    title = title or f"ssl_pipeline report: {len(runs)} run{'s' * (len(runs) != 1)}"
+    page = Page(Path(out_dir))
+    generated = datetime.now().astimezone().isoformat(timespec="seconds")
+    page.text(f"<header><h1>{html.escape(title)}</h1><p>generated {html.escape(generated)}</p></header>")
+    _runs_table(page, runs)
+    grouped: dict[str, list[tuple[Run, dict]]] = {}
+    for run in runs:
+        for record in run.records:
+            grouped.setdefault(_group_label(record), []).append((run, record))
+    rows_by_group = {label: _group_section(page, label, grouped[label]) for label in sorted(grouped)}
+    if rows_by_group:
+        page.text('<section id="backbones"><h2>Across backbones</h2>')
+        for metric in FIGURE_METRICS:
+            if any(row[metric] is not None for rows in rows_by_group.values() for row in rows):
+                page.figure(
+                    page.key(f"backbones-{metric}"), figures.method_bars(rows_by_group, metric),
+                    f"{metric} per dataset / backbone, mean ± std over seeds; heads at their largest δ",
+                )
+        page.text("</section>")
+    scattered = [run for run in runs if (run.path / "projections.npz").is_file()]
+    if scattered:
+        page.text('<section id="projections"><h2>Projections of test points (first two coordinates)</h2>')
+        for run in scattered:
+            sample = load_projection_sample(run.path / "projections.npz")
+            page.figure(
+                page.key(f"projections-{run.label}"), figures.projection_scatter(sample),
+                f"{run.label}: test points projected by {', '.join(sample['projections'])}, coloured by class",
+            )
+        page.text("</section>")
+    checked = [run for run in runs if (run.path / "checks.json").is_file() or (run.path / "checks").is_dir()]
+    if checked:
+        page.text('<section id="checks"><h2>GMM checks</h2>')
+        for run in checked:
+            _checks_section(page, run)
+        page.text("</section>")
+    document = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(page.parts)}</body></html>\n"
+    )
+    figures.write_bytes_atomic(page.artifacts.html, document.encode())
+    return page.artifacts

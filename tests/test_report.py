@@ -1,0 +1,226 @@
+"""The HTML comparison report (``reporting/html.py``) on two real synthetic runs, checked as text and in a real
+headless browser (Debian's chromium + chromedriver, driven by selenium, offline)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from rich.console import Console
+
+from ssl_pipeline import experiment
+from ssl_pipeline.cli import parse_config
+from ssl_pipeline.errors import DataError
+from ssl_pipeline.reporting.figures import write_png
+from ssl_pipeline.reporting.html import build_report, resolve_runs
+from ssl_pipeline.reporting.plots import plot_delta_sweep
+from ssl_pipeline.reporting.results import aggregate, load_results, make_record, write_json_atomic
+from ssl_pipeline.reporting.scatter import load_projection_sample, save_projection_sample, stratified_subsample
+from ssl_pipeline.scoring.projections import baseline_projection
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "pancakes.yaml"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+SMALL = [
+    "--seeds", "0,1", "--deltas", "1,0.5", "--data.synthetic.d", "20", "--data.synthetic.k", "3",
+    "--data.synthetic.n_train", "1500", "--data.synthetic.n_val", "300", "--data.synthetic.n_test", "600",
+    "--heads.r", "2", "--heads.epochs", "5", "--heads.per_delta", "[]", "--wandb.mode", "disabled",
+    "--score.kmeans.nredo", "1", "--score.kmeans.niter", "20", "--score.probe.l2_grid", "[0.001]",
+]
+
+
+def small_run(run_dir: Path, name: str, *extra: str) -> None:
+    _, cfg = parse_config(["synthetic", "--config", str(CONFIG), *SMALL, "--name", name, "--run_dir", str(run_dir), *extra])
+    experiment.run("synthetic", cfg, Console(quiet=True))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """Two runs on the same small pancakes (one with InfoNCE heads only; ``score_run`` writes each one's
+    ``projections.npz``), GMM checks in the first, and the report of both."""
+    root = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_MODE", "disabled")  # the environment wins over the config's wandb.mode
+        small_run(root / "both", "both-heads")
+        small_run(root / "infonce", "infonce-only", "--heads.methods", "[infonce]")
+    (root / "both" / "checks").mkdir()
+    checks = [
+        {"statistic": "tied_vs_full_bic", "real": 1.5, "surrogate": 0.5, "gap": 1.0},
+        {"statistic": "nmi_em", "real": 0.9, "surrogate": 0.95, "gap": -0.05},
+    ]
+    write_json_atomic(root / "both" / "checks.json", checks)
+    figure = Figure(figsize=(3, 2))
+    figure.subplots().plot([0, 1], [1, 0])
+    write_png(figure, root / "both" / "checks" / "bic.png")
+    runs = resolve_runs([str(root / "*"), str(root / "both")])
+    artifacts = build_report(runs, root / "report", title="Pancakes <small> comparison")
+    records = load_results(root / "both" / "results.json") + load_results(root / "infonce" / "results.json")
+    return artifacts, records, root
+
+
+class Elements(HTMLParser):
+    """Tables (id → rows of (text, attributes) cells), figures and every src/href of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[tuple[str, dict]]]] = {}
+        self.figures: list[str] = []
+        self.images: list[dict] = []
+        self.links: list[str] = []
+        self.table: str | None = None
+        self.cell: tuple[list[str], dict] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        self.links += [attributes[a] for a in ("src", "href") if a in attributes]
+        if "data-figure" in attributes:
+            self.figures.append(attributes["data-figure"])
+        if tag == "img":
+            self.images.append(attributes)
+        elif tag == "table":
+            self.table = attributes["id"]
+            self.tables[self.table] = []
+        elif tag == "tr" and self.table:
+            self.tables[self.table].append([])
+        elif tag in ("td", "th"):
+            self.cell = ([], attributes)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self.cell is not None:
+            self.tables[self.table][-1].append(("".join(self.cell[0]), self.cell[1]))
+            self.cell = None
+        elif tag == "table":
+            self.table = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell[0].append(data)
+
+
+def parse(path: Path) -> Elements:
+    elements = Elements()
+    elements.feed(path.read_text())
+    return elements
+
+
+def test_report_has_every_table_and_figure(report):
+    artifacts, _, _ = report
+    page = parse(artifacts.html)
+    assert set(page.tables) == {"runs", "table-gmm-pancakes", "checks-both"} == set(artifacts.tables)
+    assert [row[0][0] for row in page.tables["runs"][1:]] == ["both", "infonce"]
+    per_delta = [f"gmm-pancakes-{m}-vs-delta" for m in ("nmi", "probe_acc", "fisher_cos2")]
+    bars = [f"backbones-{m}" for m in ("nmi", "probe_acc", "fisher_cos2")]
+    assert page.figures == [*per_delta, *bars, "projections-both", "projections-infonce", "checks-both-bic"]
+    assert set(artifacts.figures) == set(page.figures)
+    assert len(page.images) == len(page.figures)
+    for image, key in zip(page.images, page.figures):
+        assert image["alt"]
+        data = base64.b64decode(image["src"].removeprefix("data:image/png;base64,"), validate=True)
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+        assert artifacts.figures[key].read_bytes() == data
+    assert [row[0][0] for row in page.tables["checks-both"][1:]] == ["tied_vs_full_bic", "nmi_em"]
+    assert not [link for link in page.links if re.match(r"\s*(https?:)?//", link)]
+    assert not re.search(r"https?://", artifacts.html.read_text())
+
+
+def test_table_cells_are_the_aggregates_of_both_runs(report):
+    artifacts, records, _ = report
+    rows = parse(artifacts.html).tables["table-gmm-pancakes"]
+    header = [text for text, _ in rows[0]]
+    cells = {(row[0][0], row[1][0]): row for row in rows[1:]}
+    infonce = cells[("infonce", "1")]
+    assert infonce[header.index("runs")][0] == "both, infonce"
+    expected = next(r for r in aggregate(records) if r["method"] == "infonce" and r["delta"] == 1.0)
+    assert expected["seeds"] == int(infonce[header.index("n seeds")][0]) == 4  # 2 seeds × 2 runs
+    text, attributes = infonce[header.index("nmi")]
+    mean, std = expected["nmi"]
+    assert float(attributes["data-mean"]) == mean and float(attributes["data-std"]) == std
+    assert text == f"{mean:.3f} ± {std:.3f}"
+    assert cells[("simsiam", "0.5")][header.index("runs")][0] == "both"
+    assert cells[("lda", "–")][header.index("zeroshot_acc")][0] == "–"
+    assert len(rows) - 1 == len(artifacts.tables["table-gmm-pancakes"]) == 2 + 2 + 4  # InfoNCE and SimSiam at two δ, four baselines
+
+
+def test_report_opens_in_headless_chromium_without_errors(report):
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip("chromium/chromedriver not installed (apt-get install chromium chromium-driver)")
+    os.environ["SE_OFFLINE"] = "true"  # selenium-manager must never download a browser or driver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    artifacts, _, _ = report
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(artifacts.html.resolve().as_uri())
+        assert driver.title == "Pancakes <small> comparison"
+        assert driver.execute_script("return document.querySelector('h1').textContent") == "Pancakes <small> comparison"
+        widths = driver.execute_script("return Array.from(document.images, i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) == len(artifacts.figures) == 9 and min(widths) > 0
+        assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+    finally:
+        driver.quit()
+
+
+def test_text_from_results_is_escaped_and_headless_groups_skip_delta_figures(tmp_path):
+    run = tmp_path / "handmade"
+    run.mkdir()
+    evil = "<script>alert(1)</script>"
+    records = [make_record(method=m, dataset="digits & co", backbone="b<1>", seed=s, nmi=0.5 + s / 10, fisher_cos2=0.3)
+               for m in ("lda", evil) for s in (0, 1)]
+    write_json_atomic(run / "results.json", records)
+    artifacts = build_report(resolve_runs([str(run)]), tmp_path / "out")
+    text = artifacts.html.read_text()
+    assert "<script" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "digits &amp; co / b&lt;1&gt;" in text
+    assert parse(artifacts.html).figures == ["backbones-nmi", "backbones-fisher_cos2"]  # no head, no δ
+
+
+def test_resolve_runs_names_the_patterns_when_nothing_matches(tmp_path):
+    (tmp_path / "not-a-run").mkdir()
+    with pytest.raises(DataError) as error:
+        resolve_runs([str(tmp_path / "*"), "missing/*"])
+    message = str(error.value)
+    assert "\n" not in message and str(tmp_path / "*") in message and "missing/*" in message
+    assert "results.json" in message and "ssl-pipeline run" in message
+
+
+def test_projection_sample_round_trip_is_plain_stratified_and_normalised(tmp_path, rng):
+    x_train, y_train = rng.standard_normal((300, 5)).astype(np.float32), np.repeat([0, 1], 150)
+    x_test, y_test = rng.standard_normal((400, 5)).astype(np.float32), np.repeat([0, 1], [300, 100])
+    pca = baseline_projection("pca", x_train, y_train, 3, 0, None)
+    lda = baseline_projection("lda", x_train, y_train, 3, 0, None)  # one component for two classes
+    cosine = baseline_projection("random", x_train, y_train, 3, 0, None)
+    cosine.normalized = True
+    path = save_projection_sample(tmp_path / "p.npz", x_test, y_test, {"pca": pca, "lda": lda, "cos": cosine}, ["a", "<b>"], max_points=100)
+    with np.load(path, allow_pickle=False) as archive:
+        assert all(archive[key].dtype != object for key in archive.files)
+    sample = load_projection_sample(path)
+    assert sample["class_names"] == ["a", "<b>"] and np.bincount(sample["labels"]).tolist() == [75, 25]
+    assert sample["projections"]["lda"].shape == (100, 1) and sample["projections"]["pca"].shape == (100, 2)
+    assert sample["normalized"] == {"pca": False, "lda": False, "cos": True}
+    chosen = stratified_subsample(y_test, 100, 0)
+    assert y_test[chosen].tolist() == sample["labels"].tolist()
+    np.testing.assert_allclose(sample["projections"]["pca"], pca.transform(x_test[chosen])[:, :2], rtol=1e-5)
+    z = cosine.transform(x_test[chosen])
+    np.testing.assert_allclose(sample["projections"]["cos"], (z / np.linalg.norm(z, axis=1, keepdims=True))[:, :2], rtol=1e-5)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable projection sample"):
+        load_projection_sample(tmp_path / "bad.npz")
+
+
+def test_plot_delta_sweep_still_writes_a_png(report, tmp_path):
+    _, records, _ = report
+    path = plot_delta_sweep(records, tmp_path / "delta_sweep.png")
+    assert path == tmp_path / "delta_sweep.png" and path.read_bytes().startswith(PNG_MAGIC)
+    assert not list(tmp_path.glob("*.tmp"))
