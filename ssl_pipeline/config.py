@@ -253,7 +253,8 @@ class CheckConfig:
     """GMM checks on labelled features (``ssl-pipeline check``; DESIGN.md, "GMM checks on real features").
 
     Gaussians are fitted on train and scored on the test split (held out). Full and per-class diagonal
-    covariances are compared with the tied one in one PCA space of ``pca_dim`` dimensions fitted on train: 100
+    covariances are compared with the tied one in one PCA space of ``pca_dim`` dimensions fitted on val (a basis
+    chosen on train would bias every held-out statistic, differently for real data and surrogate): 100
     full 512×512 covariances from 500 samples per class are ill-posed, so ``pca_dim`` must stay below the
     smallest class size minus one (checked). Every statistic is calibrated against ``surrogates`` datasets drawn
     from the fitted tied GMM with the same class sizes.
@@ -265,6 +266,8 @@ class CheckConfig:
     """Tied-covariance shrinkage toward (tr Σ/d)·I in the surrogate; None: Ledoit–Wolf (``theory.subspaces``)."""
     em_max_iter: int = 100
     em_n_init: int = 1
+    em_max_points: Optional[int] = 20000
+    """EM is fitted on at most this many (seeded, random) train points; null: all of them."""
     alpha: float = 0.05
     """Family-wise level of the per-class Gaussianity tests (Holm correction across classes)."""
     surrogate_heads: bool = True

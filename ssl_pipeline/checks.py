@@ -1,0 +1,167 @@
+"""``ssl-pipeline check``: how well the theory's tied-covariance GMM holds on these features, and how much it matters.
+
+Stages (DESIGN.md, "GMM checks on real features"): every statistic of ``theory.gmm_checks`` on the real
+features and on ``check.surrogates`` datasets sampled from the fitted tied GMM (same class sizes), calibrated
+into ``checks.json``; the config's heads (method × δ × seed) and baselines fitted and scored on the real data
+and — with ``check.surrogate_heads`` — on every surrogate (``results.json`` records with ``data: surrogate``), so
+every metric gets a surrogate gap; each head is also scored against the two LDA split-half subspaces.
+Figures go to ``<run_dir>/checks/`` (the HTML report embeds them), the table to the console.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ssl_pipeline.config import ExperimentConfig
+from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.errors import ConfigError
+from ssl_pipeline.heads.fit import FittedHead
+
+GAP_METRICS = ("nmi", "probe_acc", "fisher_cos2", "fisher_energy", "effective_rank")
+
+
+def heads_for(cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, console: Console, logger) -> list[FittedHead]:
+    """The config's heads in ``run_dir`` if ``fit``/``run`` already saved them for these features, else fitted."""
+    from ssl_pipeline.errors import DataError
+    from ssl_pipeline.experiment import fit_heads, load_heads
+
+    try:
+        return load_heads(cfg, run_dir, features)
+    except DataError:
+        return fit_heads(cfg, features, run_dir, console, logger)
+
+
+def half_fit_records(heads: list[FittedHead], half_bases: tuple[np.ndarray, np.ndarray]) -> dict[tuple, float]:
+    """Per (method, δ): mean over seeds and both halves of ``fisher_cos2`` to an LDA split-half subspace."""
+    from ssl_pipeline.theory.subspaces import fisher_cos2
+
+    scores: dict[tuple, list[float]] = {}
+    for head in heads:
+        weight = head.feature_space_weight()
+        key = (head.settings.method, head.settings.delta)
+        scores.setdefault(key, []).extend(fisher_cos2(weight, basis) for basis in half_bases)
+    return {key: float(np.mean(values)) for key, values in scores.items()}
+
+
+def metric_means(records: list[dict]) -> dict[tuple, float]:
+    """Per (method, δ, metric): the mean over seeds of one dataset's records."""
+    values: dict[tuple, list[float]] = {}
+    for record in records:
+        for metric in GAP_METRICS:
+            if record.get(metric) is not None:
+                values.setdefault((record["method"], record["delta"], metric), []).append(record[metric])
+    return {key: float(np.mean(v)) for key, v in values.items()}
+
+
+def gap_records(real: dict[tuple, float], surrogates: list[dict[tuple, float]], statistic: Optional[str] = None) -> list[dict]:
+    """checks.json records for per-(method, δ[, metric]) values: real, surrogate mean ± std, gap."""
+    records = []
+    for key, value in real.items():
+        others = np.array([s[key] for s in surrogates if key in s], dtype=np.float64)
+        method, delta = key[0], key[1]
+        mean = float(others.mean()) if len(others) else None
+        records.append({
+            "statistic": statistic or key[2], "class": None, "method": method, "delta": delta, "real": value,
+            "surrogate_mean": mean, "surrogate_std": float(others.std(ddof=1)) if len(others) > 1 else None,
+            "gap": value - mean if mean is not None else None, "p_value": None, "p_holm": None, "rejected": None,
+        })
+    return records
+
+
+def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path]:
+    """Run every check; write ``checks.json``, ``results.json`` (real + surrogate records), ``checks/*.png``."""
+    from ssl_pipeline.experiment import check_devices, load_features, resolve_run_dir, score_run, write_config
+    from ssl_pipeline.reporting.check_plots import save_check_figures
+    from ssl_pipeline.reporting.plots import plot_delta_sweep
+    from ssl_pipeline.reporting.results import write_json_atomic
+    from ssl_pipeline.reporting.wandb_logging import wandb_run
+    from ssl_pipeline.theory.gmm_checks import calibrate, run_checks
+    from ssl_pipeline.theory.surrogate import sample_surrogate
+
+    check_devices(cfg)
+    features = load_features(cfg.data, console)
+    if cfg.check.pca_dim >= features.dim:
+        raise ConfigError(f"check.pca_dim={cfg.check.pca_dim} must be below the feature dimension d={features.dim}")
+    run_dir = resolve_run_dir(cfg)
+    write_config(cfg, run_dir)
+    datasets = [features] + [
+        sample_surrogate(features, cfg.check.shrinkage, cfg.check.seed + 1 + s) for s in range(cfg.check.surrogates)
+    ]
+    with wandb_run(cfg, "check", run_dir) as logger:
+        results = []
+        from ssl_pipeline.experiment import progress_bar
+
+        with progress_bar(console) as progress:
+            task = progress.add_task("GMM checks", total=len(datasets), current="")
+            for i, data in enumerate(datasets):
+                progress.update(task, current="real" if i == 0 else f"surrogate {i}")
+                results.append(run_checks(data, cfg.check, cfg.score.lda_shrinkage))
+                progress.advance(task)
+        records = calibrate(results[0], results[1:], cfg.check)
+        statistics = records
+
+        head_runs = datasets if cfg.check.surrogate_heads else datasets[:1]
+        all_records, halves, means = [], [], []
+        for i, data in enumerate(head_runs):
+            where = run_dir if i == 0 else run_dir / "surrogates" / f"s{i}"
+            where.mkdir(parents=True, exist_ok=True)
+            console.print(f"heads and scores on the {'real features' if i == 0 else f'surrogate {i}'}")
+            heads = heads_for(cfg, data, where, console, logger if i == 0 else None)
+            scored = score_run(cfg, data, heads, where, console)
+            all_records += scored
+            halves.append(half_fit_records(heads, results[i].lda_half_bases))
+            means.append(metric_means(scored))
+        records += gap_records(halves[0], halves[1:], "fisher_cos2_vs_lda_halves")
+        records += gap_records(means[0], means[1:])
+        write_json_atomic(run_dir / "results.json", all_records)
+        write_json_atomic(run_dir / "checks.json", records)
+        figures = save_check_figures(results[0], results[1:], run_dir / "checks")
+        real_records = [r for r in all_records if r["data"] != "surrogate"]
+        figures["delta_sweep"] = plot_delta_sweep(real_records, run_dir / "delta_sweep.png")
+        console.print(check_table(statistics, results[0]))
+        console.print(gap_table(records))
+        if logger is not None:
+            logger.log_records(all_records)
+            logger.log_metrics({f"check/{r['statistic']}": r["real"] for r in statistics if r["class"] is None})
+            logger.log_metrics({f"check/{r['statistic']}_gap": r["gap"] for r in statistics if r["class"] is None})
+            logger.log_figures(figures)
+        console.print(f"wrote {run_dir / 'checks.json'}, {run_dir / 'results.json'} and {run_dir / 'checks'}/")
+    return records, run_dir
+
+
+def _cell(value) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def check_table(records: list[dict], real) -> Table:
+    """The one-number statistics: real, surrogate mean ± std, gap (and Holm rejections for Gaussianity)."""
+    table = Table(title=f"GMM checks (PCA {real.pca_dim} dims; surrogate = fitted tied GMM)", header_style="bold")
+    for column in ("statistic", "real", "surrogate", "gap"):
+        table.add_column(column, justify="left" if column == "statistic" else "right")
+    for record in records:
+        if record["class"] is None and record.get("method") is None:
+            surrogate = f"{_cell(record['surrogate_mean'])} ± {_cell(record['surrogate_std'])}"
+            table.add_row(record["statistic"], _cell(record["real"]), surrogate, _cell(record["gap"]))
+    return table
+
+
+def gap_table(records: list[dict]) -> Table:
+    """Per head and δ: the surrogate gap of every metric, with the LDA split-half agreement beside fisher_cos2."""
+    rows = [r for r in records if r.get("method") is not None]
+    split_half = next((r for r in records if r["statistic"] == "lda_split_half_cos2"), None)
+    title = "surrogate gap (real − surrogate mean)"
+    if split_half is not None:
+        title += f"; LDA split-half agreement {split_half['real']:.3f} (surrogate {split_half['surrogate_mean']:.3f})"
+    table = Table(title=title, header_style="bold")
+    for column in ("method", "δ", "statistic", "real", "surrogate", "gap"):
+        table.add_column(column, justify="left" if column in ("method", "statistic") else "right")
+    for r in sorted(rows, key=lambda r: (r["method"], -(r["delta"] if r["delta"] is not None else 2), r["statistic"])):
+        delta = "" if r["delta"] is None else f"{r['delta']:g}"
+        surrogate = f"{_cell(r['surrogate_mean'])} ± {_cell(r['surrogate_std'])}"
+        table.add_row(r["method"], delta, r["statistic"], _cell(r["real"]), surrogate, _cell(r["gap"]))
+    return table
