@@ -15,6 +15,7 @@ from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.errors import DataError
 
 if TYPE_CHECKING:
+    import torch
     from pytorch_lightning.loggers import Logger
 
 

@@ -312,7 +312,7 @@ def _cholesky(covariance: np.ndarray, model: str, k: int) -> np.ndarray:
                         "lower check.pca_dim") from error
 
 
-def _em_subsample(n: int, max_points: Optional[int], seed: int) -> np.ndarray:
+def _em_subsample(n: int, max_points: int | None, seed: int) -> np.ndarray:
     """Rows EM is fitted on: all, or a seeded random ``max_points`` of them (sklearn's tied EM costs n·K·p² per
     iteration: minutes at 50k × 100 classes)."""
     if max_points is None or n <= max_points:
