@@ -152,7 +152,16 @@ class Page:
 
 def _group_label(record: dict) -> str:
     backbone = record.get("backbone")
-    return f"{record.get('dataset')} / {backbone}" if backbone else str(record.get("dataset"))
+    label = f"{record.get('dataset')} / {backbone}" if backbone else str(record.get("dataset"))
+    return label + " — surrogate (tied GMM fitted to it)" if record.get("data") == "surrogate" else label
+
+
+def _pooled_surrogates(record: dict) -> dict:
+    """Surrogate records of ``check`` differ only in their features key (one per surrogate draw): pool them, so
+    each setting's mean ± std runs over surrogates × seeds."""
+    if record.get("data") != "surrogate":
+        return record
+    return {**record, "features": "surrogates"}
 
 
 def _runs_table(page: Page, runs: list[Run]) -> None:
@@ -232,7 +241,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, title: str | None = None) 
     _runs_table(page, runs)
     grouped: dict[str, list[tuple[Run, dict]]] = {}
     for run in runs:
-        for record in run.records:
+        for record in map(_pooled_surrogates, run.records):
             grouped.setdefault(_group_label(record), []).append((run, record))
     rows_by_group = {label: _group_section(page, label, grouped[label]) for label in sorted(grouped)}
     if rows_by_group:
