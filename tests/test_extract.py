@@ -219,3 +219,29 @@ def test_killed_extraction_resumes_to_bit_identical_features(tmp_path):
     subprocess.run(_extract_command(clean_root), cwd=REPO, env=_env(), check=True, capture_output=True)
     resumed, clean = _digests(killed_root), _digests(clean_root)
     assert len(clean) == 6 and resumed == clean
+
+
+def test_extraction_memory_does_not_grow_with_the_dataset(tmp_path):
+    """Peak Python/numpy allocations while extracting digits' train split (1,257 images) and test split (540) are
+    the same up to a fraction of the features the larger split adds: memory is per shard, not per dataset (torch's
+    own per-batch buffers are not counted; fixed buffers such as the checksum's 8 MiB are the same for both)."""
+    import tracemalloc
+
+    from ssl_pipeline.data.images import load_split
+    from ssl_pipeline.features.cache import FeatureCache
+    from ssl_pipeline.features.extract import extract_split
+
+    data = _data(tmp_path, DatasetConfig(name="digits"))
+    info = describe_backbone(data.backbone)
+    backbone = load_backbone(data.backbone, info)
+    peaks, sizes = {}, {}
+    for split_name in ("test", "train"):
+        split = load_split(data.dataset, split_name, 0)
+        tracemalloc.start()
+        entry = extract_split(split, info, lambda: backbone, FeatureCache(data.extract.cache_root), data.extract, QUIET)
+        peaks[split_name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        sizes[split_name] = entry.manifest["num_items"] * entry.manifest["dim"] * 4
+    added = sizes["train"] - sizes["test"]
+    assert added > 1_000_000
+    assert peaks["train"] - peaks["test"] < 0.25 * added, (peaks, sizes)

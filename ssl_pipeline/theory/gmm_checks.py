@@ -51,7 +51,9 @@ class GMMCheckResult:
     train, L the joint likelihood Π_i π_{y_i} N(x_i | μ_{y_i}, Σ_{y_i}) and m the free parameters (lower is
     better). ``heterogeneity`` [K]: ``covariance_distance(Σ_k, Σ)``, Σ the tied covariance (shrunk by
     ``tied_shrinkage``); ``test_distances`` [N_test]: (x − μ_y)ᵀ Σ⁻¹ (x − μ_y); ``lda_half_bases``: the two
-    half-fit Fisher subspaces [d, q] in the full feature space; ``seconds``: wall time of each part.
+    half-fit Fisher subspaces [d, q] in the full feature space (of the first split seed); ``seconds``: wall time
+    of each part. EM's NMI and log-likelihood and the split-half agreement are means over ``CheckConfig.repeats``
+    seeds; ``em_iterations`` is the largest count, ``em_converged`` whether every fit converged.
     """
 
     data_kind: str
@@ -176,20 +178,17 @@ def run_checks(features: LabelledFeatures, cfg: CheckConfig, lda_shrinkage: floa
         for k in range(num_classes):
             rows = np.flatnonzero(features.y_test == k)
             distances[rows] = squared_mahalanobis(z_test[rows], stats.means[k], tied_cholesky)
+    seeds = [cfg.seed + i for i in range(cfg.repeats)]  # DESIGN.md, "Seeds": means over ≥ 3 seeds
     with _timed(seconds, "em"):
-        em = GaussianMixture(num_classes, covariance_type="tied", max_iter=cfg.em_max_iter, n_init=cfg.em_n_init,
-                             random_state=cfg.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # recorded as em_converged
-            em.fit(z_train[_em_subsample(len(z_train), cfg.em_max_points, cfg.seed)])
-        em_nmi = normalized_mutual_info_score(features.y_test, em.predict(z_test), average_method="arithmetic")
-        em_loglik = float(em.score(z_test))
+        fits = [_fit_em(z_train, z_test, features.y_test, num_classes, cfg, seed) for seed in seeds]
+        em_nmi, em_loglik = (float(np.mean([fit[i] for fit in fits])) for i in (0, 1))
+        em_iterations, em_converged = int(np.max([fit[2] for fit in fits])), all(fit[3] for fit in fits)
     with _timed(seconds, "lda_split_half"):
-        agreement, half_bases = lda_split_half(features.x_train, features.y_train, num_classes, cfg.seed, lda_shrinkage)
+        splits = [lda_split_half(features.x_train, features.y_train, num_classes, seed, lda_shrinkage) for seed in seeds]
+        agreement, half_bases = float(np.mean([split[0] for split in splits])), splits[0][1]
     return GMMCheckResult(
         features.data_kind, p, counts, shrinkage, heldout, mixture, bic, heterogeneity, distances,
-        np.asarray(features.y_test), float(em_nmi), em_loglik, int(em.n_iter_), bool(em.converged_),
-        agreement, half_bases, seconds,
+        np.asarray(features.y_test), em_nmi, em_loglik, em_iterations, em_converged, agreement, half_bases, seconds,
     )
 
 
@@ -310,6 +309,19 @@ def _cholesky(covariance: np.ndarray, model: str, k: int) -> np.ndarray:
         which = "tied covariance" if model == "tied" else f"{model} covariance of class {k}"
         raise DataError(f"the {which} is singular in the PCA space (features of rank below check.pca_dim?); "
                         "lower check.pca_dim") from error
+
+
+def _fit_em(z_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, num_classes: int, cfg: CheckConfig,
+            seed: int) -> tuple[float, float, int, bool]:
+    """One tied EM GMM on (a subsample of) train: test NMI against the labels, held-out mixture log-likelihood
+    per sample, iterations, converged."""
+    em = GaussianMixture(num_classes, covariance_type="tied", max_iter=cfg.em_max_iter, n_init=cfg.em_n_init,
+                         random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # recorded as em_converged
+        em.fit(z_train[_em_subsample(len(z_train), cfg.em_max_points, seed)])
+    nmi = normalized_mutual_info_score(y_test, em.predict(z_test), average_method="arithmetic")
+    return float(nmi), float(em.score(z_test)), int(em.n_iter_), bool(em.converged_)
 
 
 def _em_subsample(n: int, max_points: int | None, seed: int) -> np.ndarray:
