@@ -44,11 +44,22 @@ def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
     if info.has_text:
         class_names = entries["train"].manifest["class_names"]
         entries["text"] = extract_text(info, get_backbone, class_names, cfg.backbone.prompts, cache, cfg.extract.force)
-    for name, entry in entries.items():
-        timing = entry.manifest.get("timing", {})
-        console.print(f"{name}: cache {entry.key} ({entry.manifest['num_items']} × {entry.manifest['dim']})"
-                      + (f", {timing['images_per_second']:.0f} img/s" if timing.get("images_per_second") else ""))
+    console.print(cache_summary(entries, info.identity, extracted=bool(built)))
     return entries
+
+
+def cache_summary(entries: dict[str, CacheEntry], backbone: str, extracted: bool):
+    """The end-of-extraction table: one row per cache entry (split, key, shape, where it lives, img/s)."""
+    from rich.table import Table
+
+    table = Table(title=f"features of {backbone}" + ("" if extracted else " (all from the cache)"), header_style="bold")
+    for column in ("split", "cache key", "items", "dim", "img/s", "path"):
+        table.add_column(column, justify="right" if column in ("items", "dim", "img/s") else "left")
+    for name, entry in entries.items():
+        rate = entry.manifest.get("timing", {}).get("images_per_second")
+        table.add_row(name, entry.key, str(entry.manifest["num_items"]), str(entry.manifest["dim"]),
+                      f"{rate:.0f}" if rate else "–", str(entry.path))
+    return table
 
 
 def load_image_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
