@@ -75,7 +75,14 @@ def gap_records(real: dict[tuple, float], surrogates: list[dict[tuple, float]], 
 
 def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path]:
     """Run every check; write ``checks.json``, ``results.json`` (real + surrogate records), ``checks/*.png``."""
-    from ssl_pipeline.experiment import check_devices, load_features, resolve_run_dir, score_run, write_config
+    from ssl_pipeline.experiment import (
+        check_devices,
+        load_features,
+        progress_bar,
+        resolve_run_dir,
+        score_run,
+        write_config,
+    )
     from ssl_pipeline.reporting.check_plots import save_check_figures
     from ssl_pipeline.reporting.plots import plot_delta_sweep
     from ssl_pipeline.reporting.results import write_json_atomic
@@ -94,16 +101,14 @@ def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path
     ]
     with wandb_run(cfg, "check", run_dir) as logger:
         results = []
-        from ssl_pipeline.experiment import progress_bar
-
         with progress_bar(console) as progress:
             task = progress.add_task("GMM checks", total=len(datasets), current="")
             for i, data in enumerate(datasets):
                 progress.update(task, current="real" if i == 0 else f"surrogate {i}")
                 results.append(run_checks(data, cfg.check, cfg.score.lda_shrinkage))
                 progress.advance(task)
-        records = calibrate(results[0], results[1:], cfg.check)
-        statistics = records
+        statistics = calibrate(results[0], results[1:], cfg.check)
+        records = list(statistics)
 
         head_runs = datasets if cfg.check.surrogate_heads else datasets[:1]
         all_records, halves, means = [], [], []
