@@ -6,8 +6,6 @@ Stages talk through artifacts in the run directory: ``config.yaml``, ``heads/<ta
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 import warnings
@@ -20,14 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ssl_pipeline.config import DataConfig, ExperimentConfig, HeadSettings, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.digests import file_sha256, json_digest
 from ssl_pipeline.errors import ConfigError, DataError
 from ssl_pipeline.heads.fit import FittedHead
 
 HEADS_DIR = "heads"
-
-
-def config_hash(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
@@ -36,7 +31,7 @@ def load_features(cfg: DataConfig, console: Optional[Console] = None) -> Labelle
         from ssl_pipeline.data.synthetic import make_synthetic
 
         features = make_synthetic(cfg.synthetic)
-        features.features_key = "gmm-" + config_hash(asdict(cfg.synthetic))
+        features.features_key = "gmm-" + json_digest(asdict(cfg.synthetic))
         features.validate()
         return features
     if cfg.source == "images":
@@ -46,7 +41,7 @@ def load_features(cfg: DataConfig, console: Optional[Console] = None) -> Labelle
     from ssl_pipeline.data.labelled import load_npz_features
 
     features = load_npz_features(cfg.path, cfg.name, cfg.val_fraction, cfg.split_seed)
-    features.features_key = "npz-" + hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()[:16]
+    features.features_key = "npz-" + file_sha256(cfg.path)[:16]
     return features
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ssl_pipeline.backbones.weights import checkpoint_identity, hf_file_cached, require_download
 from ssl_pipeline.config import BackboneConfig
+from ssl_pipeline.digests import json_digest
 from ssl_pipeline.errors import ConfigError
 
 HUB_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -32,8 +33,6 @@ def _pretrained_cfg(cfg: BackboneConfig) -> dict:
 
 
 def describe(cfg: BackboneConfig):
-    import json
-
     import open_clip
     from open_clip.transform import PreprocessCfg
 
@@ -51,10 +50,7 @@ def describe(cfg: BackboneConfig):
         elif not hub and not (Path("~/.cache/clip").expanduser() / Path(pretrained.get("url", "")).name).is_file():
             require_download(pretrained.get("url", ""), f"open_clip weights {cfg.name}:{tag}")
     else:
-        import hashlib
-
-        config_hash = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:12]
-        tag = f"random-init-seed{cfg.seed}-config{config_hash}"
+        tag = f"random-init-seed{cfg.seed}-config{json_digest(model_cfg, 12)}"
     defaults = PreprocessCfg()
     size = model_cfg["vision_cfg"].get("image_size", 224)
     size = size[0] if isinstance(size, (list, tuple)) else size

@@ -3,24 +3,20 @@ fail in seconds, with advice, when the host cannot be reached (instead of a minu
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ssl_pipeline import digests
 from ssl_pipeline.errors import ConfigError
 
 
 @lru_cache(maxsize=None)
 def file_sha256(path: str) -> str:
-    """sha256 of a weights file (streamed); part of a backbone's identity so a changed file re-extracts."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 23), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a weights file, once per process; part of a backbone's identity so a changed file re-extracts."""
+    return digests.file_sha256(path)
 
 
 def checkpoint_identity(path: str) -> str:

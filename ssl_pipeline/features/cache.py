@@ -24,27 +24,18 @@ from typing import IO
 import numpy as np
 from rich.table import Table
 
+from ssl_pipeline.digests import file_sha256, json_digest
 from ssl_pipeline.errors import DataError
 
 EXTRACTOR_VERSION: int = 1
 
-_CHUNK = 8 << 20
 _KEY_PATTERN = re.compile(r"[0-9a-f]{20}")
 _ARRAYS = ("features", "labels", "indices")
 
 
 def cache_key(identity: dict) -> str:
     """First 20 hex chars of sha256 over the identity (backbone + weights, dataset, split, preprocessing)."""
-    payload = json.dumps({**identity, "extractor_version": EXTRACTOR_VERSION}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
-
-
-def _sha256(path: Path) -> str:
-    digest, buffer = hashlib.sha256(), memoryview(bytearray(_CHUNK))
-    with open(path, "rb", buffering=0) as f:
-        while size := f.readinto(buffer):
-            digest.update(buffer[:size])
-    return digest.hexdigest()
+    return json_digest({**identity, "extractor_version": EXTRACTOR_VERSION}, 20)
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -129,7 +120,7 @@ class CacheEntry:
             raise _corrupt(path, self.key, "file missing")
         if path.stat().st_size != info["bytes"]:
             raise _corrupt(path, self.key, "size mismatch")
-        if verify and _sha256(path) != info["sha256"]:
+        if verify and file_sha256(path) != info["sha256"]:
             raise _corrupt(path, self.key, "checksum mismatch")
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -192,7 +183,7 @@ class ShardWriter:
         done = self._progress["shards"]
         for i in list(done):
             path = self._shard_path(int(i))
-            if not path.is_file() or _sha256(path) != done[i]["sha256"]:
+            if not path.is_file() or file_sha256(path) != done[i]["sha256"]:
                 path.unlink(missing_ok=True)
                 del done[i]
         _write_json(self.path / "progress.json", self._progress)
@@ -219,7 +210,7 @@ class ShardWriter:
         }
         _atomic_write(path, lambda f: np.savez(f, **arrays))
         self._progress["dim"] = dim
-        self._progress["shards"][str(i)] = {"sha256": _sha256(path), "rows": n}
+        self._progress["shards"][str(i)] = {"sha256": file_sha256(path), "rows": n}
         _write_json(self.path / "progress.json", self._progress)
 
     def add_extra(self, name: str, array: np.ndarray) -> None:
@@ -276,7 +267,7 @@ class ShardWriter:
             _atomic_write(self.path / f"{name}.npy", lambda f, array=array: np.save(f, array, allow_pickle=False))
             shapes[name] = array.shape
         files = {
-            f"{name}.npy": {"sha256": _sha256(path), "bytes": path.stat().st_size, "shape": list(shape)}
+            f"{name}.npy": {"sha256": file_sha256(path), "bytes": path.stat().st_size, "shape": list(shape)}
             for name, shape in shapes.items()
             for path in [self.path / f"{name}.npy"]
         }

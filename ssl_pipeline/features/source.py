@@ -7,8 +7,6 @@ if some split still has to be extracted — and finally carve val from train (se
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Optional
 
 import numpy as np
@@ -16,6 +14,7 @@ from rich.console import Console
 
 from ssl_pipeline.config import DataConfig
 from ssl_pipeline.data.labelled import LabelledFeatures, stratified_split
+from ssl_pipeline.digests import json_digest
 from ssl_pipeline.features.cache import CacheEntry, FeatureCache
 
 
@@ -80,7 +79,7 @@ def load_image_features(cfg: DataConfig, console: Optional[Console] = None) -> L
         np.asarray(x_test, dtype=np.float32), np.asarray(y_test),
         dataset=cfg.dataset.name, data_kind="real", split_seed=cfg.split_seed,
         class_names=list(manifest["class_names"]), backbone=manifest["backbone"],
-        features_key="img-" + hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:16],
+        features_key="img-" + json_digest(key_payload),
     )
     if "text" in entries:
         features.text_features = np.asarray(entries["text"].load(verify=verify)[0])
