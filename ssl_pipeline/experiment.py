@@ -145,32 +145,33 @@ def score_run(
     main projections (``projections.npz``, for the report's scatter plots)."""
     from ssl_pipeline.reporting.results import write_json_atomic
 
-    records = _score(cfg, features, heads, console)
+    records, scored = _score(cfg, features, heads, console)
     write_json_atomic(run_dir / "results.json", records)
-    write_projection_sample(cfg, features, heads, run_dir)
+    write_projection_sample(cfg, features, scored, run_dir)
     return records
 
 
-def write_projection_sample(cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], run_dir: Path) -> None:
-    """First two coordinates of PCA, LDA and each head method (first seed, largest δ) on a test subsample."""
+def write_projection_sample(cfg: ExperimentConfig, features: LabelledFeatures, scored: dict, run_dir: Path) -> None:
+    """First two coordinates of PCA, LDA and each head method (first seed, largest δ) on a test subsample.
+    ``scored`` holds the projections scoring already fitted; PCA/LDA are fitted here only if not among them."""
     from ssl_pipeline.reporting.scatter import save_projection_sample
-    from ssl_pipeline.scoring.projections import baseline_projection, head_projection
+    from ssl_pipeline.scoring.projections import baseline_projection
 
     projections = {
-        method: baseline_projection(method, features.x_train, features.y_train, cfg.heads.r, cfg.seeds[0],
-                                    cfg.score.lda_shrinkage)
+        method: scored.get(method) or baseline_projection(
+            method, features.x_train, features.y_train, cfg.heads.r, cfg.seeds[0], cfg.score.lda_shrinkage
+        )
         for method in ("pca", "lda")
     }
-    top = max(cfg.deltas)
-    for head in heads:
-        s = head.settings
-        if s.seed == cfg.seeds[0] and s.delta == top and s.method not in projections:
-            projections[s.method] = head_projection(head)
+    projections |= {method: scored[method] for method in cfg.heads.methods if method in scored}
     save_projection_sample(run_dir / "projections.npz", features.x_test, features.y_test, projections,
                            features.class_names, seed=cfg.seeds[0])
 
 
-def _score(cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], console: Console) -> list[dict]:
+def _score(
+    cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], console: Console
+) -> tuple[list[dict], dict]:
+    """The records, and the projections of the first seed (heads at the largest δ, baselines) for the scatter."""
     from ssl_pipeline.reporting.results import make_record
     from ssl_pipeline.scoring.projections import baseline_projection, head_projection
     from ssl_pipeline.scoring.score import ProjectionScorer, score_projection
@@ -185,7 +186,8 @@ def _score(cfg: ExperimentConfig, features: LabelledFeatures, heads: list[Fitted
         data=features.data_kind, dataset=features.dataset, backbone=features.backbone,
         features=features.features_key, split="test", split_seed=features.split_seed,
     )
-    records = []
+    records, first_seed = [], {}
+    top = max(cfg.deltas)
     total = len(heads) + len(cfg.score.baselines) * len(cfg.seeds)
     with progress_bar(console) as progress:
         task = progress.add_task("scoring", total=total, current="")
@@ -193,6 +195,8 @@ def _score(cfg: ExperimentConfig, features: LabelledFeatures, heads: list[Fitted
             s = head.settings
             progress.update(task, current=s.tag)
             projection = head_projection(head)
+            if s.seed == cfg.seeds[0] and s.delta == top:
+                first_seed.setdefault(s.method, projection)
             metrics = score_projection(projection, features, fisher_basis, cfg.score, s.seed)
             records.append(make_record(
                 **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, similarity=s.similarity,
@@ -212,6 +216,7 @@ def _score(cfg: ExperimentConfig, features: LabelledFeatures, heads: list[Fitted
                     )
                     fit_seconds = time.perf_counter() - start
                     scorer = ProjectionScorer(projection, features, fisher_basis, cfg.score)
+                    first_seed.setdefault(method, projection)
                 records.append(make_record(
                     **common, method=method, r=projection.r, normalized=False, seed=seed,
                     fit_seconds=fit_seconds, **scorer.scores(seed),
@@ -219,7 +224,7 @@ def _score(cfg: ExperimentConfig, features: LabelledFeatures, heads: list[Fitted
                 progress.advance(task)
     if features.text_features is not None:
         records.append(zeroshot_record(features, common))
-    return records
+    return records, first_seed
 
 
 def zeroshot_record(features: LabelledFeatures, common: dict) -> dict:
