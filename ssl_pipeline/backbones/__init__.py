@@ -75,14 +75,18 @@ class Backbone:
     encode_text: Optional[Callable] = None
 
 
+def _kind_module(kind: str):
+    """The module implementing ``describe(cfg)`` and ``build(cfg)`` for a ``data.backbone.kind``."""
+    from ssl_pipeline.backbones import open_clip_models, packaged, timm_models, torchvision_models
+
+    return {"packaged": packaged, "torchvision": torchvision_models, "open_clip": open_clip_models,
+            "timm": timm_models}[kind]
+
+
 def describe_backbone(cfg: BackboneConfig) -> BackboneInfo:
     """Identity and preprocessing of ``cfg`` without building it; unknown names/tags and unreachable weights are
     ConfigErrors here, before any data is read."""
-    from ssl_pipeline.backbones import open_clip_models, packaged, timm_models, torchvision_models
-
-    module = {"packaged": packaged, "torchvision": torchvision_models, "open_clip": open_clip_models,
-              "timm": timm_models}[cfg.kind]
-    info = module.describe(cfg)
+    info = _kind_module(cfg.kind).describe(cfg)
     return BackboneInfo(info.identity, info.preprocess.at_size(cfg.image_size), info.has_text)
 
 
@@ -110,13 +114,9 @@ def load_backbone(cfg: BackboneConfig, info: Optional[BackboneInfo] = None) -> B
 
     import torch
 
-    from ssl_pipeline.backbones import open_clip_models, packaged, timm_models, torchvision_models
-
     info = info or describe_backbone(cfg)
     device = resolve_device(cfg.device)
-    module = {"packaged": packaged, "torchvision": torchvision_models, "open_clip": open_clip_models,
-              "timm": timm_models}[cfg.kind]
-    model, encode, encode_text = module.build(cfg)
+    model, encode, encode_text = _kind_module(cfg.kind).build(cfg)
     model.eval().requires_grad_(False).to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -31,10 +31,10 @@ from ssl_pipeline.config import CheckConfig
 from ssl_pipeline.data.labelled import LabelledFeatures, stratified_split
 from ssl_pipeline.errors import ConfigError, DataError
 from ssl_pipeline.theory.subspaces import (
-    auto_shrinkage,
     class_statistics,
     estimate_fisher_subspace,
     fisher_cos2,
+    shrunk_within_covariance,
 )
 
 MODELS = ("tied", "full", "diag")
@@ -159,8 +159,7 @@ def run_checks(features: LabelledFeatures, cfg: CheckConfig, lda_shrinkage: floa
     train_members = np.split(np.argsort(features.y_train, kind="stable"), np.cumsum(counts)[:-1])
     with _timed(seconds, "likelihoods"):
         stats = class_statistics(z_train, features.y_train, num_classes)
-        shrinkage = auto_shrinkage(stats, None)
-        tied = (1 - shrinkage) * stats.within_covariance + shrinkage * np.trace(stats.within_covariance) / p * np.eye(p)
+        tied, shrinkage = shrunk_within_covariance(stats, None)
         full = np.stack([np.cov(z_train[rows], rowvar=False, bias=True) for rows in train_members])
         covariances = {"tied": np.broadcast_to(tied, full.shape), "full": full, "diag": full * np.eye(p)}
         free = {"tied": p * (p + 1) // 2, "full": num_classes * p * (p + 1) // 2, "diag": num_classes * p}

@@ -91,16 +91,22 @@ def auto_shrinkage(stats: ClassStatistics, shrinkage: float | None) -> float:
     return 0.0 if n - k >= WELL_DETERMINED_RATIO * d else stats.ledoit_wolf_shrinkage
 
 
+def shrunk_within_covariance(stats: ClassStatistics, shrinkage: float | None) -> tuple[np.ndarray, float]:
+    """The pooled within-class covariance shrunk toward (tr S_W / d)·I, [d, d] float64, and the shrinkage used
+    (``auto_shrinkage``)."""
+    s = auto_shrinkage(stats, shrinkage)
+    cov = stats.within_covariance
+    d = cov.shape[0]
+    return (1 - s) * cov + s * (np.trace(cov) / d) * np.eye(d), s
+
+
 def estimate_fisher_subspace(
     x: np.ndarray, y: np.ndarray, num_classes: int, shrinkage: float | None = None
 ) -> np.ndarray:
     """The Fisher subspace estimated from labelled data (the LDA directions S_W⁻¹(μ_k − μ̄)), [d, q];
     the within-class covariance shrunk as ``auto_shrinkage`` says."""
     stats = class_statistics(x, y, num_classes)
-    s = auto_shrinkage(stats, shrinkage)
-    d = x.shape[1]
-    cov = stats.within_covariance
-    shrunk = (1 - s) * cov + s * (np.trace(cov) / d) * np.eye(d)
+    shrunk, _ = shrunk_within_covariance(stats, shrinkage)
     present = stats.counts > 0
     return fisher_subspace(stats.means[present], shrunk, stats.counts[present])
 

@@ -10,7 +10,7 @@ import numpy as np
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.data.synthetic import GMMParameters
 from ssl_pipeline.errors import DataError
-from ssl_pipeline.theory.subspaces import auto_shrinkage, class_statistics
+from ssl_pipeline.theory.subspaces import class_statistics, shrunk_within_covariance
 
 _CHUNK = 8192
 _STREAM = 0x5EED  # keeps surrogate draws apart from other generators seeded with the same integer
@@ -20,9 +20,7 @@ def fit_tied_gmm(x: np.ndarray, y: np.ndarray, num_classes: int, shrinkage: floa
     """The tied GMM of labelled x [N, d], y [N] (DESIGN.md, "GMM"): π_k = n_k/N, class means μ_k [K, d] and the
     pooled within-class covariance shrunk toward (tr Σ/d)·I by ``shrinkage`` (None: ``auto_shrinkage``), float64."""
     stats = class_statistics(x, y, num_classes)
-    s = auto_shrinkage(stats, shrinkage)
-    d = x.shape[1]
-    covariance = (1 - s) * stats.within_covariance + s * np.trace(stats.within_covariance) / d * np.eye(d)
+    covariance, _ = shrunk_within_covariance(stats, shrinkage)
     return GMMParameters(stats.weights, stats.means, covariance)
 
 
