@@ -60,17 +60,13 @@ def metric_means(records: list[dict]) -> dict[tuple, float]:
 
 def gap_records(real: dict[tuple, float], surrogates: list[dict[tuple, float]], statistic: Optional[str] = None) -> list[dict]:
     """checks.json records for per-(method, δ[, metric]) values: real, surrogate mean ± std, gap."""
-    records = []
-    for key, value in real.items():
-        others = np.array([s[key] for s in surrogates if key in s], dtype=np.float64)
-        method, delta = key[0], key[1]
-        mean = float(others.mean()) if len(others) else None
-        records.append({
-            "statistic": statistic or key[2], "class": None, "method": method, "delta": delta, "real": value,
-            "surrogate_mean": mean, "surrogate_std": float(others.std(ddof=1)) if len(others) > 1 else None,
-            "gap": value - mean if mean is not None else None, "p_value": None, "p_holm": None, "rejected": None,
-        })
-    return records
+    from ssl_pipeline.theory.gmm_checks import calibrated_record
+
+    return [
+        {**calibrated_record(statistic or key[2], None, value, [s[key] for s in surrogates if key in s]),
+         "method": key[0], "delta": key[1]}
+        for key, value in real.items()
+    ]
 
 
 def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path]:

@@ -219,23 +219,23 @@ def calibrate(real: GMMCheckResult, surrogates: Sequence[GMMCheckResult], cfg: C
     if len(surrogates) < 2:
         raise ConfigError(f"calibration needs at least 2 surrogates, got {len(surrogates)}; set check.surrogates ≥ 2")
     surrogate_scalars = [s.scalar_statistics() for s in surrogates]
-    records = [_record(name, None, value, [s[name] for s in surrogate_scalars])
+    records = [calibrated_record(name, None, value, [s[name] for s in surrogate_scalars])
                for name, value in real.scalar_statistics().items()]
-    records += [_record("heterogeneity", k, value, [s.heterogeneity[k] for s in surrogates])
+    records += [calibrated_record("heterogeneity", k, value, [s.heterogeneity[k] for s in surrogates])
                 for k, value in enumerate(real.heterogeneity)]
     classes = np.unique(real.test_labels)
     tests = [_ks_calibrated([r.test_distances[r.test_labels == k] for r in (real, *surrogates)]) for k in classes]
     real_ks, p_values, surrogate_ks, surrogate_p = (np.array(column) for column in zip(*tests))
     p_holm = holm(p_values)
     rejected = p_holm < cfg.alpha
-    records += [_record("gaussianity_ks", int(k), real_ks[i], surrogate_ks[i], float(p_values[i]), float(p_holm[i]),
-                        bool(rejected[i])) for i, k in enumerate(classes)]
+    records += [calibrated_record("gaussianity_ks", int(k), real_ks[i], surrogate_ks[i], float(p_values[i]),
+                                  float(p_holm[i]), bool(rejected[i])) for i, k in enumerate(classes)]
     surrogate_rejected = [np.sum(holm(column) < cfg.alpha) for column in surrogate_p.T]
     pooled_ks, pooled_p, pooled_surrogate, _ = _ks_calibrated([r.test_distances for r in (real, *surrogates)])
     return records + [
-        _record("gaussianity_rejected", None, np.sum(rejected), surrogate_rejected),
-        _record("gaussianity_ks_mean", None, real_ks.mean(), surrogate_ks.mean(axis=0)),
-        _record("gaussianity_ks_pooled", None, pooled_ks, pooled_surrogate, pooled_p),
+        calibrated_record("gaussianity_rejected", None, np.sum(rejected), surrogate_rejected),
+        calibrated_record("gaussianity_ks_mean", None, real_ks.mean(), surrogate_ks.mean(axis=0)),
+        calibrated_record("gaussianity_ks_pooled", None, pooled_ks, pooled_surrogate, pooled_p),
     ]
 
 
@@ -259,12 +259,15 @@ def _ks_calibrated(samples: list[np.ndarray]) -> tuple[float, float, np.ndarray,
             np.array([t.statistic for t in surrogate_tests]), np.array([t.pvalue for t in surrogate_tests]))
 
 
-def _record(statistic: str, klass: int | None, real: float, surrogate: Sequence[float],
-            p_value: float | None = None, p_holm: float | None = None, rejected: bool | None = None) -> dict:
+def calibrated_record(statistic: str, klass: int | None, real: float, surrogate: Sequence[float],
+                      p_value: float | None = None, p_holm: float | None = None, rejected: bool | None = None) -> dict:
+    """One checks.json record: the real value against the surrogates' (mean, std with ddof 1, gap = real − mean);
+    the surrogate fields are null when there are too few surrogate values for them."""
     values = np.asarray(surrogate, dtype=np.float64)
-    mean = float(values.mean())
+    mean = float(values.mean()) if len(values) else None
     return {"statistic": statistic, "class": klass, "real": float(real), "surrogate_mean": mean,
-            "surrogate_std": float(values.std(ddof=1)), "gap": float(real) - mean,
+            "surrogate_std": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "gap": float(real) - mean if mean is not None else None,
             "p_value": p_value, "p_holm": p_holm, "rejected": rejected}
 
 
