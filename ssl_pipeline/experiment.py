@@ -16,6 +16,7 @@ from typing import Optional
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ssl_pipeline.atomic import atomic_write_bytes
 from ssl_pipeline.config import DataConfig, ExperimentConfig, HeadSettings, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.digests import file_sha256, json_digest
@@ -60,9 +61,7 @@ def write_config(cfg: ExperimentConfig, run_dir: Path) -> None:
     payload = asdict(cfg)
     payload["run_dir"] = str(run_dir)
     payload["provenance"] = provenance(cfg.heads.trainer.accelerator)
-    tmp = run_dir / "config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True))
-    tmp.replace(run_dir / "config.yaml")
+    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(payload, sort_keys=False, allow_unicode=True).encode())
 
 
 def progress_bar(console: Console) -> Progress:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -24,6 +23,7 @@ from typing import IO
 import numpy as np
 from rich.table import Table
 
+from ssl_pipeline.atomic import atomic_write
 from ssl_pipeline.digests import file_sha256, json_digest
 from ssl_pipeline.errors import DataError
 
@@ -38,17 +38,8 @@ def cache_key(identity: dict) -> str:
     return json_digest({**identity, "extractor_version": EXTRACTOR_VERSION}, 20)
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True).encode()))
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True).encode()))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -208,7 +199,7 @@ class ShardWriter:
             "labels": labels.astype(np.int64, copy=False),
             "indices": indices.astype(np.int64, copy=False),
         }
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path, lambda f: np.savez(f, **arrays))
         self._progress["dim"] = dim
         self._progress["shards"][str(i)] = {"sha256": file_sha256(path), "rows": n}
         _write_json(self.path / "progress.json", self._progress)
@@ -264,7 +255,7 @@ class ShardWriter:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path / f"{name}.npy")
         for name, array in self._extras.items():
-            _atomic_write(self.path / f"{name}.npy", lambda f, array=array: np.save(f, array, allow_pickle=False))
+            atomic_write(self.path / f"{name}.npy", lambda f, array=array: np.save(f, array, allow_pickle=False))
             shapes[name] = array.shape
         files = {
             f"{name}.npy": {"sha256": file_sha256(path), "bytes": path.stat().st_size, "shape": list(shape)}

@@ -42,10 +42,10 @@ class FittedHead:
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename) as safetensors, settings in the metadata."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        from ssl_pipeline.atomic import atomic_write_bytes
+
         tensors = {"weight": self.weight, "mean": self.mean, "scale": self.scale}
         metadata = {
             "settings": json.dumps(asdict(self.settings)),
@@ -53,8 +53,8 @@ class FittedHead:
             "features_key": self.features_key or "",
             "epochs_trained": str(self.epochs_trained or ""),
         }
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(tmp), metadata)
-        tmp.replace(path)
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+        atomic_write_bytes(path, save(arrays, metadata))
 
     @classmethod
     def load(cls, path: Path) -> "FittedHead":

@@ -8,7 +8,6 @@ None. Head methods are the rows with a δ; LDA, PCA and the random projection ar
 from __future__ import annotations
 
 import io
-import os
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ssl_pipeline.atomic import atomic_write_bytes
 from ssl_pipeline.reporting.results import _method_order
 from ssl_pipeline.reporting.scatter import ProjectionSample
 
@@ -32,15 +32,6 @@ MAX_LEGEND_CLASSES = 12
 DPI = 110
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write through a temp file and a rename, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def png_bytes(figure: Figure) -> bytes:
     """``figure`` rendered as PNG."""
     buffer = io.BytesIO()
@@ -50,7 +41,7 @@ def png_bytes(figure: Figure) -> bytes:
 
 def write_png(figure: Figure, path: Path) -> Path:
     """Render ``figure`` as PNG and write it atomically; returns ``path``."""
-    write_bytes_atomic(path, png_bytes(figure))
+    atomic_write_bytes(path, png_bytes(figure))
     return Path(path)
 
 

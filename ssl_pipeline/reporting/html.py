@@ -21,6 +21,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ssl_pipeline.atomic import atomic_write_bytes
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.reporting import figures
 from ssl_pipeline.reporting.results import SETTING_FIELDS, _method_order, aggregate, load_results
@@ -127,7 +128,7 @@ class Page:
 
     def png(self, key: str, data: bytes, caption: str) -> None:
         path = self.out_dir / "figures" / f"{key}.png"
-        figures.write_bytes_atomic(path, data)
+        atomic_write_bytes(path, data)
         self.artifacts.figures[key] = path
         text = html.escape(caption)
         self.parts.append(
@@ -273,5 +274,5 @@ def build_report(run_dirs: list[Path], out_dir: Path, title: str | None = None) 
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(page.parts)}</body></html>\n"
     )
-    figures.write_bytes_atomic(page.artifacts.html, document.encode())
+    atomic_write_bytes(page.artifacts.html, document.encode())
     return page.artifacts

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional
+
+from ssl_pipeline.atomic import atomic_write_bytes
 
 SCHEMA = 1
 SETTING_FIELDS = (
@@ -32,9 +33,7 @@ def make_record(**fields: Any) -> dict[str, Any]:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON through a temp file and a rename, so readers never see a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(payload, indent=1, allow_nan=False) + "\n").encode())
 
 
 def load_results(path: Path) -> list[dict[str, Any]]:

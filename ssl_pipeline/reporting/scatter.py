@@ -8,13 +8,13 @@ coordinates of each projection of the same n test points.
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
+from ssl_pipeline.atomic import atomic_write
 from ssl_pipeline.errors import DataError
 
 if TYPE_CHECKING:
@@ -81,13 +81,7 @@ def save_projection_sample(
         "dims": dims,
         "z": z,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
 
 
 def load_projection_sample(path: Path) -> ProjectionSample:
