@@ -84,7 +84,6 @@ def extract_split(
 
     ``get_backbone`` builds the model on first call only, so a cache hit never loads weights.
     """
-    from torch.utils.data import DataLoader, Subset
 
     identity = split_identity(info, split)
     key = cache_key(identity)
@@ -94,65 +93,13 @@ def extract_split(
     shard_size = math.ceil(cfg.shard_size / cfg.batch_size) * cfg.batch_size
     with cache.writer(key, identity, len(split), shard_size, force=cfg.force) as writer:
         pending = writer.pending()
-        ranges = [writer.shard_range(i) for i in pending]
-        backbone = get_backbone()
         skipped: list[str] = []
         start = time.perf_counter()
-        done = 0
-        if pending:
-            positions = np.concatenate([np.arange(a, b) for a, b in ranges])
-            geometry = info.preprocess.geometry()
-            if split.pixels is not None:
-                batches = _array_batches(split, positions, cfg.batch_size, geometry, backbone.device)
-            else:
-                split.transform = geometry
-                batches = iter(DataLoader(
-                    Subset(split, positions.tolist()), batch_size=cfg.batch_size, shuffle=False,
-                    num_workers=resolve_workers(cfg.num_workers), collate_fn=_collate,
-                    pin_memory=backbone.device.type == "cuda", persistent_workers=False,
-                ))
-            description = f"extracting {split.name}/{split.split}"
-            writing = None
-            with rate_progress(console) as progress, ThreadPoolExecutor(max_workers=1) as background:
-                task = progress.add_task(description, total=len(positions), rate="")
-                for shard, (a, b) in zip(pending, ranges):
-                    parts_x, parts_y, parts_i = [], [], []
-                    need = b - a
-                    while need > 0:
-                        images, labels, indices = next(batches)
-                        need -= len(labels)
-                        features = backbone.encode_images(
-                            info.preprocess.normalize(images.to(backbone.device, non_blocking=True))
-                        ).cpu().numpy()
-                        keep = labels.numpy() >= 0
-                        items = indices.numpy()
-                        if not keep.all():
-                            bad = [split.describe(int(i)) for i in items[~keep]]
-                            if not skip_corrupt:
-                                raise DataError(
-                                    f"cannot read image {bad[0]}; fix or remove it, or set "
-                                    "data.dataset.skip_corrupt=true to skip unreadable images"
-                                )
-                            for name in bad:
-                                warnings.warn(f"skipped unreadable image {name}", stacklevel=1)
-                            skipped.extend(bad)
-                        if keep.all():  # the usual case: no copies
-                            keep = slice(None)
-                        parts_x.append(features[keep])
-                        parts_y.append(labels.numpy()[keep])
-                        parts_i.append(split.indices[items[keep]])
-                        done += len(labels)
-                        elapsed = time.perf_counter() - start
-                        progress.update(task, completed=done, rate=f"{done / max(elapsed, 1e-9):.0f} img/s")
-                    if writing is not None:
-                        writing.result()
-                    # Written and checksummed in the background while the next shard is encoded.
-                    writing = background.submit(
-                        writer.write_shard, shard, np.concatenate(parts_x).astype(np.float32, copy=False),
-                        np.concatenate(parts_y).astype(np.int64), np.concatenate(parts_i).astype(np.int64),
-                    )
-                if writing is not None:
-                    writing.result()
+        done, device = 0, None
+        if pending:  # every shard may be done already (a kill between the last shard and the manifest)
+            backbone = get_backbone()
+            device = str(backbone.device)
+            done = _encode_shards(split, info, backbone, writer, pending, cfg, console, skip_corrupt, skipped)
         seconds = time.perf_counter() - start
         return writer.finalize({
             "dataset": split.name, "split": split.split, "backbone": info.identity,
@@ -160,8 +107,70 @@ def extract_split(
             "num_source_items": len(split), "skipped_this_run": skipped,
             "timing": {"seconds": round(seconds, 3), "images": done,
                        "images_per_second": round(done / seconds, 2) if done and seconds > 0 else None,
-                       "device": str(backbone.device), "batch_size": cfg.batch_size},
+                       "device": device, "batch_size": cfg.batch_size},
         })
+
+
+def _encode_shards(
+    split: ImageSplit, info: BackboneInfo, backbone: Backbone, writer, pending: list[int], cfg: ExtractConfig,
+    console: Console, skip_corrupt: bool, skipped: list[str],
+) -> int:
+    """Encode the ``pending`` shards' images in order and hand each finished shard to a background writer;
+    unreadable images are refused or (``skip_corrupt``) appended to ``skipped``. Returns the images read."""
+    from torch.utils.data import DataLoader, Subset
+
+    ranges = [writer.shard_range(i) for i in pending]
+    positions = np.concatenate([np.arange(a, b) for a, b in ranges])
+    geometry = info.preprocess.geometry()
+    if split.pixels is not None:
+        batches = _array_batches(split, positions, cfg.batch_size, geometry, backbone.device)
+    else:
+        split.transform = geometry
+        batches = iter(DataLoader(
+            Subset(split, positions.tolist()), batch_size=cfg.batch_size, shuffle=False,
+            num_workers=resolve_workers(cfg.num_workers), collate_fn=_collate,
+            pin_memory=backbone.device.type == "cuda", persistent_workers=False,
+        ))
+    done, writing, start = 0, None, time.perf_counter()
+    with rate_progress(console) as progress, ThreadPoolExecutor(max_workers=1) as background:
+        task = progress.add_task(f"extracting {split.name}/{split.split}", total=len(positions), rate="")
+        for shard, (a, b) in zip(pending, ranges):
+            parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+            need = b - a  # shards cover whole batches, so this reaches exactly 0
+            while need > 0:
+                images, labels, items = next(batches)
+                need -= len(labels)
+                features = backbone.encode_images(
+                    info.preprocess.normalize(images.to(backbone.device, non_blocking=True))
+                ).cpu().numpy()
+                parts.append(_readable_rows(split, features, labels.numpy(), items.numpy(), skip_corrupt, skipped))
+                done += len(labels)
+                progress.update(task, completed=done, rate=f"{done / max(time.perf_counter() - start, 1e-9):.0f} img/s")
+            if writing is not None:
+                writing.result()
+            # Written and checksummed in the background while the next shard is encoded.
+            x, y, i = (np.concatenate(column) for column in zip(*parts))
+            writing = background.submit(writer.write_shard, shard, x.astype(np.float32, copy=False), y, i)
+        if writing is not None:
+            writing.result()
+    return done
+
+
+def _readable_rows(split: ImageSplit, features: np.ndarray, labels: np.ndarray, items: np.ndarray,
+                   skip_corrupt: bool, skipped: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels, dataset indices) of a batch without its unreadable images (label −1), which are
+    refused with the file's name or, with ``skip_corrupt``, warned about and recorded in ``skipped``."""
+    keep = labels >= 0
+    if keep.all():  # the usual case: no copies
+        return features, labels.astype(np.int64), split.indices[items]
+    bad = [split.describe(int(i)) for i in items[~keep]]
+    if not skip_corrupt:
+        raise DataError(f"cannot read image {bad[0]}; fix or remove it, or set "
+                        "data.dataset.skip_corrupt=true to skip unreadable images")
+    for name in bad:
+        warnings.warn(f"skipped unreadable image {name}", stacklevel=1)
+    skipped.extend(bad)
+    return features[keep], labels[keep].astype(np.int64), split.indices[items[keep]]
 
 
 def extract_text(
