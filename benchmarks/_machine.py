@@ -7,8 +7,10 @@ and this process's own CPU time (``os.times``); the difference is what other pro
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 from typing import Optional
 
 
@@ -52,3 +54,10 @@ class LoadMeter:
             return "load from other processes: unknown (no /proc/stat)"
         verdict = "quiet" if s["other_share"] < 0.05 else "SHARED — timings inflated; re-run when the machine is idle"
         return f"load from other processes during the run: {s['other_share']:.0%} of {s['cores']} cores ({verdict})"
+
+
+def write_results(path: Path, payload: dict) -> None:
+    """Write a benchmark's numbers as JSON (``--out``) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {path}")

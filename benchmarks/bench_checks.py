@@ -13,7 +13,6 @@ Data: a GMM (preset ``random``, d = 512, K = 100) with 50k train, 5k val, 10k te
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(HERE))
-    from _machine import LoadMeter
+    from _machine import LoadMeter, write_results
 
     from ssl_pipeline.config import CheckConfig, GMMConfig
     from ssl_pipeline.data.synthetic import make_synthetic
@@ -65,9 +64,7 @@ def main() -> None:
         "em_converged": result.em_converged, "em_max_points": cfg.em_max_points, "goal_met": met,
         "machine": platform.platform(), "load": load.summary(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, payload)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ use). Each side is timed ``--repeats`` times; best and median reported. A fresh 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import statistics
@@ -47,7 +46,7 @@ def main() -> None:
     import numpy as np
     import torch
     import torchvision
-    from _machine import LoadMeter
+    from _machine import LoadMeter, write_results
     from fake_datasets import write_cifar10
     from rich.console import Console
 
@@ -116,9 +115,7 @@ def main() -> None:
         "repeats": args.repeats, "machine": platform.platform(), "numpy": np.__version__, "torch": torch.__version__,
         "load": load.summary(), "ratio_best": ratio, "ratio_median": ratio_median, "goal_met": met, "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, payload)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import statistics
 import time
@@ -29,7 +28,7 @@ from typing import Iterator
 import pytorch_lightning as pl
 import torch
 
-from _machine import LoadMeter  # benchmarks/_machine.py (this script's folder is on sys.path)
+from _machine import LoadMeter, write_results  # benchmarks/_machine.py (this script's folder is on sys.path)
 from ssl_pipeline.config import GMMConfig, HeadMethod, HeadSettings, HeadsConfig, TrainerConfig, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.data.pairs import DeltaPairSampler, PairFeatures
@@ -170,9 +169,7 @@ def main() -> None:
         "machine": platform.platform(), "load": load.summary(), "goal_met": all(res["ratio"] <= GOAL for res in results.values()),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, payload)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ informational row times scikit-learn with its default k-means++ init (what a pla
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -31,7 +30,7 @@ from typing import Callable
 import numpy as np
 from sklearn.cluster import KMeans
 
-from _machine import LoadMeter  # benchmarks/_machine.py (this script's folder is on sys.path)
+from _machine import LoadMeter, write_results  # benchmarks/_machine.py (this script's folder is on sys.path)
 from ssl_pipeline.config import GMMConfig
 from ssl_pipeline.data.synthetic import make_synthetic
 
@@ -157,9 +156,7 @@ def main() -> None:
         "openblas_coretype": args.openblas_coretype or "pipeline default", "machine": platform.platform(),
         "load": load.summary(), "speedup": speedup, "inertia_relative_gap": gap, "goal_met": met, "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, payload)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import platform
 import tempfile
 import time
@@ -38,7 +37,7 @@ import sklearn.discriminant_analysis  # noqa: E402,F401
 import torch  # noqa: E402,F401
 from rich.console import Console  # noqa: E402
 
-from _machine import LoadMeter  # noqa: E402  (benchmarks/_machine.py; this script's folder is on sys.path)
+from _machine import LoadMeter, write_results  # noqa: E402  (benchmarks/_machine.py; this script's folder is on sys.path)
 
 import ssl_pipeline.scoring.kmeans as kmeans_module  # noqa: E402
 import ssl_pipeline.scoring.projections as projections_module  # noqa: E402
@@ -176,9 +175,7 @@ def main() -> None:
         "score_breakdown_s": score_parts, "score_per_method_s": per_method, "total_s": total,
         "import_s": IMPORT_SECONDS, "goal_met": met, "metrics": metrics,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, payload)
 
 
 if __name__ == "__main__":
