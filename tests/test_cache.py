@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 import subprocess
 import sys
 import tracemalloc
@@ -138,6 +140,29 @@ def test_flipped_byte_fails_checksum_and_truncation_fails_even_without_verify(tm
     labels_path.write_bytes(labels_path.read_bytes()[:-8])
     with pytest.raises(DataError, match=r"labels\.npy is corrupt or truncated"):
         entry.load(verify=False)
+
+
+def test_corrupt_entry_message_suggests_a_clean_command_that_removes_it_from_its_own_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entry lives under a non-default root with a space in its name; the suggested command, run as printed
+    from a directory that has its own default root holding the same key, removes this entry and only it."""
+    from ssl_pipeline.cli import main
+
+    elsewhere = tmp_path / "shared disk" / "features"
+    entry = _complete(elsewhere).get(cache_key(IDENTITY))
+    monkeypatch.chdir(tmp_path)
+    bystander = _complete(tmp_path / "data" / "features").get(cache_key(IDENTITY))
+    (entry.path / "features.npy").write_bytes(b"\x93NUMPY cut short")
+    with pytest.raises(DataError) as error:
+        entry.load(verify=False)
+    suggestion = re.search(r"remove it with `(ssl-pipeline cache clean [^`]*)`", str(error.value))
+    assert suggestion is not None
+    argv = shlex.split(suggestion.group(1))
+    assert argv[:4] == ["ssl-pipeline", "cache", "clean", entry.key] and argv[4:] == ["--root", str(elsewhere)]
+    assert main(argv[1:]) == 0
+    assert not entry.path.exists() and FeatureCache(elsewhere).entries() == []
+    assert bystander.path.is_dir() and bystander.load()[0].shape == (N, DIM)
 
 
 def test_cache_key_changes_with_any_identity_field_and_ignores_dict_order() -> None:

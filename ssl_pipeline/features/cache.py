@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +55,12 @@ def _now() -> str:
 
 
 def _corrupt(path: Path, key: str, reason: str) -> DataError:
+    """``path`` is ``<root>/<key>/<file>``. The clean command names the root always: without ``--root`` it would
+    act on the default root, not on the one this entry lives in."""
+    root = shlex.quote(str(path.parent.parent))
     return DataError(
         f"cache file {path} is corrupt or truncated ({reason}); rebuild it with `ssl-pipeline extract --config "
-        f"<your config> --data.extract.force true` or remove it with `ssl-pipeline cache clean {key}`"
+        f"<your config> --data.extract.force true` or remove it with `ssl-pipeline cache clean {key} --root {root}`"
     )
 
 
