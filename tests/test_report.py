@@ -129,22 +129,55 @@ def test_report_has_every_table_and_figure(report):
     assert not re.search(r"https?://", artifacts.html.read_text())
 
 
-def test_table_cells_are_the_aggregates_of_both_runs(report):
-    artifacts, records, _ = report
+def test_table_cells_are_the_aggregates_of_each_run(report):
+    artifacts, _, root = report
     rows = parse(artifacts.html).tables["table-gmm-pancakes"]
     header = [text for text, _ in rows[0]]
-    cells = {(row[0][0], row[1][0]): row for row in rows[1:]}
-    infonce = cells[("infonce", "1")]
-    assert infonce[header.index("runs")][0] == "both, infonce"
-    expected = next(r for r in aggregate(records) if r["method"] == "infonce" and r["delta"] == 1.0)
-    assert expected["seeds"] == int(infonce[header.index("n seeds")][0]) == 4  # 2 seeds × 2 runs
-    text, attributes = infonce[header.index("nmi")]
-    mean, std = expected["nmi"]
-    assert float(attributes["data-mean"]) == mean and float(attributes["data-std"]) == std
-    assert text == f"{mean:.3f} ± {std:.3f}"
-    assert cells[("simsiam", "0.5")][header.index("runs")][0] == "both"
-    assert cells[("lda", "–")][header.index("zeroshot_acc")][0] == "–"
-    assert len(rows) - 1 == len(artifacts.tables["table-gmm-pancakes"]) == 2 + 2 + 4  # InfoNCE and SimSiam at two δ, four baselines
+    cells = {(row[0][0], row[1][0], row[header.index("run")][0]): row for row in rows[1:]}
+    for run in ("both", "infonce"):
+        infonce = cells[("infonce", "1", run)]
+        own = load_results(root / run / "results.json")
+        expected = next(r for r in aggregate(own) if r["method"] == "infonce" and r["delta"] == 1.0)
+        assert expected["seeds"] == int(infonce[header.index("n seeds")][0]) == 2
+        text, attributes = infonce[header.index("nmi")]
+        mean, std = expected["nmi"]
+        assert float(attributes["data-mean"]) == mean and float(attributes["data-std"]) == std
+        assert text == f"{mean:.3f} ± {std:.3f}"
+    assert ("simsiam", "0.5", "both") in cells and ("simsiam", "0.5", "infonce") not in cells
+    assert cells[("lda", "–", "both")][header.index("zeroshot_acc")][0] == "–"
+    # run "both": InfoNCE and SimSiam at two δ and four baselines; run "infonce": InfoNCE at two δ and four baselines
+    assert len(rows) - 1 == len(artifacts.tables["table-gmm-pancakes"]) == (2 + 2 + 4) + (2 + 4)
+
+
+def test_repeated_runs_of_one_setting_get_a_row_each_with_their_own_spread(tmp_path):
+    """Two run directories with the same setting and seeds 0, 1, 2 (a rerun): two rows of 3 seeds, each with its own
+    run's std, not one row of "6 seeds" whose std mixes both runs."""
+    nmi = {"first": [0.50, 0.52, 0.54], "rerun": [0.70, 0.75, 0.80]}
+    for run, values in nmi.items():
+        (tmp_path / run).mkdir()
+        records = [make_record(method="infonce", dataset="digits", backbone="b", features="img-1", delta=1.0, r=9,
+                               seed=seed, nmi=value) for seed, value in enumerate(values)]
+        write_json_atomic(tmp_path / run / "results.json", records)
+    artifacts = build_report(resolve_runs([str(tmp_path / "*")]), tmp_path / "out")
+    rows = parse(artifacts.html).tables["table-digits-b"]
+    header = [text for text, _ in rows[0]]
+    assert [[row[header.index(c)][0] for c in ("method", "δ", "n seeds", "run")] for row in rows[1:]] == [
+        ["infonce", "1", "3", "first"], ["infonce", "1", "3", "rerun"]
+    ]
+    for row, values in zip(rows[1:], nmi.values()):
+        attributes = row[header.index("nmi")][1]
+        assert float(attributes["data-mean"]) == pytest.approx(np.mean(values))
+        assert float(attributes["data-std"]) == pytest.approx(np.std(values, ddof=1))
+    assert [row["run"] for row in artifacts.tables["table-digits-b"]] == ["first", "rerun"]
+
+
+def test_runs_with_the_same_directory_name_are_labelled_by_their_parents(tmp_path):
+    for parent in ("cluster-a", "cluster-b"):
+        (tmp_path / parent / "run").mkdir(parents=True)
+        write_json_atomic(tmp_path / parent / "run" / "results.json", [make_record(method="lda", seed=0, nmi=0.5)])
+    artifacts = build_report(resolve_runs([str(tmp_path / "*" / "run")]), tmp_path / "out")
+    assert [row["run"] for row in artifacts.tables["runs"]] == ["cluster-a/run", "cluster-b/run"]
+    assert [row["run"] for row in artifacts.tables["table-none"]] == ["cluster-a/run", "cluster-b/run"]
 
 
 def test_report_opens_in_headless_chromium_without_errors(report):

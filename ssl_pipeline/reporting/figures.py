@@ -2,7 +2,8 @@
 caller saves (``write_png``), embeds or logs.
 
 ``rows`` are the aggregates of ``results.aggregate``: one per setting, each metric as (mean, std) over seeds or
-None. Head methods are the rows with a δ; LDA, PCA and the random projection are drawn as horizontal lines.
+None; the report's rows also carry their ``run``, and rows of different runs are drawn apart. Head methods are
+the rows with a δ; LDA, PCA and the random projection are drawn as horizontal lines.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from ssl_pipeline.reporting.results import _method_order
 from ssl_pipeline.reporting.scatter import ProjectionSample
 
 BASELINE_STYLES = {"lda": ("black", "-"), "pca": ("tab:red", ":"), "random": ("grey", "--")}
-SERIES_FIELDS = ("r", "features")
-"""Settings that split one method into several curves (runs on other features or with another r); the per-δ
-overrides (τ, epochs) do not."""
+SERIES_FIELDS = ("r", "features", "run")
+"""Settings that split one method into several curves (runs on other features or with another r, and repeated
+runs of one setting in a report); the per-δ overrides (τ, epochs) do not."""
 DELTA_LABEL = "δ (probability that a positive shares the class)"
 MAX_LEGEND_CLASSES = 12
 DPI = 110
@@ -59,9 +60,14 @@ def _labelled_series(rows: list[dict]) -> dict[str, list[dict]]:
     for key, members in series.items():
         siblings = [k for k in series if k[0] == key[0]]
         varying = [i for i, _ in enumerate(SERIES_FIELDS, 1) if len({k[i] for k in siblings}) > 1]
-        detail = ", ".join(f"{SERIES_FIELDS[i - 1]}={str(key[i])[:10]}" for i in varying)
+        detail = ", ".join(f"{SERIES_FIELDS[i - 1]}={_short(SERIES_FIELDS[i - 1], key[i])}" for i in varying)
         labelled[f"{key[0]} ({detail})" if detail else key[0]] = members
     return labelled
+
+
+def _short(field: str, value: object) -> str:
+    """A legend's value: feature keys (long digests) cut to 10 characters, anything else whole."""
+    return str(value)[:10] if field == "features" else str(value)
 
 
 def _draw_metric_vs_delta(axis: Axes, rows: list[dict], metric: str) -> None:
@@ -108,17 +114,21 @@ def delta_sweep(rows: list[dict], metrics: Sequence[str] = ("fisher_cos2", "nmi"
 
 
 def _bar_values(rows: list[dict], metric: str) -> dict[str, tuple[float, float]]:
-    """Per bar label: baselines, and each head at its largest δ (the first row of a label is kept)."""
-    largest: dict[str, float] = {}
+    """Per bar label: baselines, and each head at its largest δ (the first row of a label is kept); one bar per
+    run, its label ending in ``[run]``, when the rows come from several runs."""
+    several_runs = len({row.get("run") for row in rows}) > 1
+    largest: dict[tuple, float] = {}
     for row in rows:
         if row.get("delta") is not None:
-            largest[row["method"]] = max(row["delta"], largest.get(row["method"], row["delta"]))
+            series = (row["method"], row.get("run"))
+            largest[series] = max(row["delta"], largest.get(series, row["delta"]))
     values: dict[str, tuple[float, float]] = {}
     for row in sorted(rows, key=_method_order):
         delta = row.get("delta")
-        if row.get(metric) is None or (delta is not None and delta != largest[row["method"]]):
+        if row.get(metric) is None or (delta is not None and delta != largest[(row["method"], row.get("run"))]):
             continue
-        values.setdefault(row["method"] if delta is None else f"{row['method']} δ={delta:g}", row[metric])
+        label = row["method"] if delta is None else f"{row['method']} δ={delta:g}"
+        values.setdefault(f"{label} [{row['run']}]" if several_runs else label, row[metric])
     return values
 
 

@@ -1,10 +1,13 @@
 """A static, self-contained HTML comparison of run directories (``ssl-pipeline report``).
 
 One page (``index.html``, written atomically) that works offline from ``file://``: inline CSS, figures embedded
-as base64 PNG, no script and no external URL. Per (dataset, backbone): a method × metric table (mean ± std over
-seeds of every record of its runs, ``results.aggregate``) and the metrics against δ; then method bars across
-backbones, the projection scatters of runs with ``projections.npz`` and the GMM checks of runs with
+as base64 PNG, no script and no external URL. Per (dataset, backbone): a method × metric table with one row per
+run and setting (mean ± std over that run's seeds, ``results.aggregate``) and the metrics against δ; then method
+bars across backbones, the projection scatters of runs with ``projections.npz`` and the GMM checks of runs with
 ``checks.json`` / ``checks/*.png``. Every figure is also saved in ``figures/`` (for W&B), every table returned.
+
+Repeated runs of one setting stay apart: they share seeds, so pooling them would count each seed twice and shrink
+the std as if there were twice the seeds, while the spread between runs would go unseen.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from matplotlib.figure import Figure
 from ssl_pipeline.atomic import atomic_write_bytes
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.reporting import figures
-from ssl_pipeline.reporting.results import SETTING_FIELDS, _method_order, aggregate, load_results
+from ssl_pipeline.reporting.results import _method_order, aggregate, load_results
 from ssl_pipeline.reporting.scatter import load_projection_sample
 
 FIGURE_METRICS = ("nmi", "probe_acc", "fisher_cos2")
@@ -51,16 +54,27 @@ class ReportArtifacts:
 
 @dataclass
 class Run:
-    """A run directory's records, with the name and git commit its ``config.yaml`` gives ("–" without one)."""
+    """A run directory's records, with the name and git commit its ``config.yaml`` gives ("–" without one) and
+    the label its rows carry in the report (the directory name; ``run_labels``)."""
 
     path: Path
     records: list[dict]
     name: str
     commit: str
+    label: str = ""
 
-    @property
-    def label(self) -> str:
-        return self.path.name
+    def __post_init__(self) -> None:
+        self.label = self.label or self.path.name
+
+
+def run_labels(paths: list[Path]) -> list[str]:
+    """The directory names of the runs, or as many trailing path parts as make them unique (``a/run``, ``b/run``)."""
+    parts = [Path(path).parts for path in paths]
+    for depth in range(1, max(map(len, parts), default=1) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(path) for path in paths]
 
 
 def resolve_runs(patterns: list[str]) -> list[Path]:
@@ -102,10 +116,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         value = f"{value:.4g}"
     return f"<td>{html.escape('–' if value is None else str(value))}</td>"
-
-
-def _setting_key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in SETTING_FIELDS if k != "seed")
 
 
 class Page:
@@ -176,22 +186,31 @@ def _runs_table(page: Page, runs: list[Run]) -> None:
     page.table("runs", header, listing, [dict(zip(header, row)) for row in listing])
 
 
-def _group_section(page: Page, label: str, members: list[tuple[Run, dict]]) -> list[dict]:
-    """Table and metric-vs-δ figures of one (dataset, backbone); returns its aggregate rows."""
-    runs_of: dict[tuple, set[str]] = {}
+def _per_run_rows(members: list[tuple[Run, dict]]) -> list[dict]:
+    """``aggregate`` of each run's records on its own, every row labelled with its ``run``; ordered by method and
+    δ, then by run in the order given."""
+    by_run: dict[str, list[dict]] = {}
     for run, record in members:
-        runs_of.setdefault(_setting_key(record), set()).add(run.label)
-    rows = sorted(aggregate(record for _, record in members), key=_method_order)
+        by_run.setdefault(run.label, []).append(record)
+    order = {label: index for index, label in enumerate(by_run)}
+    rows = [{**row, "run": label} for label, records in by_run.items() for row in aggregate(records)]
+    return sorted(rows, key=lambda row: (*_method_order(row), order[row["run"]]))
+
+
+def _group_section(page: Page, label: str, members: list[tuple[Run, dict]]) -> list[dict]:
+    """Table and metric-vs-δ figures of one (dataset, backbone); returns its aggregate rows (one per run and
+    setting)."""
+    rows = _per_run_rows(members)
     slug = page.key(label)
     page.text(f'<section id="group-{slug}"><h2>{html.escape(label)}</h2>')
     table_rows, flat = [], []
     for row in rows:
-        settings = [row["method"], row["delta"], row["r"], row["seeds"], ", ".join(sorted(runs_of[_setting_key(row)]))]
+        settings = [row["method"], row["delta"], row["r"], row["seeds"], row["run"]]
         table_rows.append([*settings, *(row[m] for m in REPORT_METRICS)])
-        flat.append(dict(zip(("method", "delta", "r", "seeds", "runs"), settings)))
+        flat.append(dict(zip(("method", "delta", "r", "seeds", "run"), settings)))
         for metric in REPORT_METRICS:
             flat[-1][f"{metric}_mean"], flat[-1][f"{metric}_std"] = row[metric] or (None, None)
-    page.table(f"table-{slug}", ["method", "δ", "r", "n seeds", "runs", *REPORT_METRICS], table_rows, flat)
+    page.table(f"table-{slug}", ["method", "δ", "r", "n seeds", "run", *REPORT_METRICS], table_rows, flat)
     for metric in FIGURE_METRICS:
         if figures.has_head_curve(rows, metric):
             page.figure(
@@ -235,6 +254,8 @@ def _checks_section(page: Page, run: Run) -> None:
 def build_report(run_dirs: list[Path], out_dir: Path, title: str | None = None) -> ReportArtifacts:
     """Write ``out_dir/index.html`` (and ``out_dir/figures/*.png``) comparing the runs; see the module docstring."""
     runs = [load_run(Path(path)) for path in run_dirs]
+    for run, label in zip(runs, run_labels([run.path for run in runs])):
+        run.label = label
     title = title or f"ssl_pipeline report: {len(runs)} run{'s' * (len(runs) != 1)}"
     page = Page(Path(out_dir))
     generated = datetime.now().astimezone().isoformat(timespec="seconds")
