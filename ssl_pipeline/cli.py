@@ -7,6 +7,7 @@ and config errors answer at once. User errors print one line and exit 2.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import re
@@ -33,6 +34,8 @@ CACHE_COMMANDS = {
     "clean": "remove entries (the KEYS given, all partial ones with --partial, or all)",
 }
 LIST_OPTIONS = ("--deltas", "--seeds")
+TABLE_COMMANDS = ("run", "score", "synthetic")
+WIDE_HELP = "print every metric in the results table (default: nmi, probe_acc, fisher_cos2, effective_rank, which fit 80 columns)"
 DESCRIPTION = (
     "Test why self-supervised learning works: fit linear InfoNCE/SimSiam heads on δ-pairs of labelled features and "
     "score them against the Fisher (LDA) subspace and the LDA/PCA/random/raw baselines. "
@@ -49,6 +52,8 @@ def build_parser():
         sub = ArgumentParser(description=help_text, exit_on_error=False)
         sub.add_argument("--config", action=ActionConfigFile, help="YAML experiment config")
         sub.add_class_arguments(ExperimentConfig, None, fail_untyped=True, sub_configs=True)
+        if name in TABLE_COMMANDS:
+            sub.add_argument("--wide", action="store_true", default=argparse.SUPPRESS, help=WIDE_HELP)
         subcommands.add_subcommand(name, sub, help=help_text)
     report = ArgumentParser(description=REPORT_HELP, exit_on_error=False)
     report.add_argument("--runs", nargs="+", default=["runs/*"], help="run directories or glob patterns (quote them)")
@@ -123,13 +128,19 @@ def explain_parse_error(message: str) -> str:
 def parse_config(argv: Sequence[str]):
     """Parse and validate; every problem becomes a ConfigError with one line. Returns (command, config), where
     the config of ``cache`` is its namespace (action, root, keys)."""
+    command, cfg, _ = parse_command(argv)
+    return command, cfg
+
+
+def parse_command(argv: Sequence[str]):
+    """``parse_config``'s (command, config), and whether ``--wide`` asked for every metric in the table."""
     from argparse import ArgumentError
 
     parser = build_parser()
     try:
         namespace = parser.parse_args(bracket_lists(argv))
         if namespace.command in ("cache", "report"):
-            return namespace.command, namespace[namespace.command]
+            return namespace.command, namespace[namespace.command], False
         parsed = parser.instantiate_classes(namespace)[namespace.command]
     except ArgumentError as error:
         raise ConfigError(explain_parse_error(str(error))) from None
@@ -137,14 +148,14 @@ def parse_config(argv: Sequence[str]):
     validate_experiment(cfg)
     if namespace.command == "extract" and cfg.data.source != "images":
         raise ConfigError("`extract` encodes images; set data.source: images (see configs/default.yaml)")
-    return namespace.command, cfg
+    return namespace.command, cfg, bool(getattr(parsed, "wide", False))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        command, cfg = parse_config(argv)
-        return run_command(command, cfg)
+        command, cfg, wide = parse_command(argv)
+        return run_command(command, cfg, wide)
     except PipelineError as error:
         print(f"ssl-pipeline: error: {error}", file=sys.stderr)
         return 2
@@ -153,7 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
-def run_command(command: str, cfg) -> int:
+def run_command(command: str, cfg, wide: bool = False) -> int:
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -177,7 +188,7 @@ def run_command(command: str, cfg) -> int:
         return 0
     from ssl_pipeline import experiment
 
-    experiment.run(command, cfg, console)
+    experiment.run(command, cfg, console, wide)
     return 0
 
 

@@ -235,12 +235,15 @@ def zeroshot_record(features: LabelledFeatures, common: dict) -> dict:
     return make_record(**common, method="zeroshot", zeroshot_acc=zeroshot_accuracy(features.x_test, features.y_test, classifier))
 
 
-def report(records: list[dict], run_dir: Path, console: Console, title: Optional[str] = None, wandb_run=None) -> None:
-    """Print the summary table and plot the metrics against δ (``delta_sweep.png``); log both to W&B."""
+def report(
+    records: list[dict], run_dir: Path, console: Console, title: Optional[str] = None, wandb_run=None, wide: bool = False
+) -> None:
+    """Print the summary table (every metric with ``wide``) and plot the metrics against δ (``delta_sweep.png``);
+    log both to W&B."""
     from ssl_pipeline.reporting.plots import plot_delta_sweep
     from ssl_pipeline.reporting.results import summary_table
 
-    console.print(summary_table(records, title or "results (mean ± std over seeds)"))
+    console.print(summary_table(records, title or "results (mean ± std over seeds)", wide))
     figure = plot_delta_sweep(records, run_dir / "delta_sweep.png")
     if wandb_run is not None:
         wandb_run.log_records(records)
@@ -260,8 +263,11 @@ def check_devices(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"score.probe.device={cfg.score.probe.device} but no CUDA device is visible; use auto or cpu")
 
 
-def run(command: str, cfg: ExperimentConfig, console: Console) -> tuple[Optional[list[dict]], Path]:
-    """``fit`` (heads only), ``score`` (heads saved in the run dir), or ``run``/``synthetic`` (fit + score)."""
+def run(
+    command: str, cfg: ExperimentConfig, console: Console, wide: bool = False
+) -> tuple[Optional[list[dict]], Path]:
+    """``fit`` (heads only), ``score`` (heads saved in the run dir), or ``run``/``synthetic`` (fit + score); the
+    table shows every metric with ``wide``."""
     if command == "synthetic" and cfg.data.source != "synthetic":
         raise ConfigError(f"`synthetic` generates its data; data.source is {cfg.data.source!r} (use `run`)")
     if command == "score" and not cfg.run_dir:
@@ -284,5 +290,5 @@ def run(command: str, cfg: ExperimentConfig, console: Console) -> tuple[Optional
                 return None, run_dir
         records = score_run(cfg, features, heads, run_dir, console)
         title = f"{cfg.name}: {records[0]['dataset']} (mean ± std over {len(cfg.seeds)} seeds)"
-        report(records, run_dir, console, title, logger)
+        report(records, run_dir, console, title, logger, wide)
     return records, run_dir

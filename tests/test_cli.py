@@ -131,7 +131,8 @@ def test_fit_then_score_through_the_run_directory(capsys, tmp_path):
         ("lda", None), ("pca", None), ("random", None), ("raw", None),
     }
     assert all(r["data"] == "real" and r["dataset"] == "f" and r["features"].startswith("npz-") for r in records)
-    assert "infonce" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "infonce" in table and "fisher_cos2" in table and "fisher_energy" not in table
     import matplotlib.pyplot as plt
 
     figure = plt.imread(run_dir / "delta_sweep.png")  # three panels side by side: fisher_cos2, nmi, probe_acc
@@ -147,8 +148,10 @@ def test_fit_then_score_through_the_run_directory(capsys, tmp_path):
 
     assert untimed(rescored) == untimed(records)
     # scoring a subset of the fitted heads reads just those; heads fitted with other settings are refused
-    assert main(["score", *common, "--deltas", "1"]) == 0
+    assert main(["score", *common, "--deltas", "1", "--wide"]) == 0
     assert {r["delta"] for r in json.loads((run_dir / "results.json").read_text())} == {1.0, None}
+    wide_table = capsys.readouterr().out
+    assert "fisher_energy" in wide_table and "fit_seconds" in wide_table
     assert "fitted with other settings" in error_line(capsys, ["score", *common, "--heads.epochs", "3"])
     # heads fitted on other features are refused, not silently scored
     other = write_features(tmp_path / "other.npz", np.random.default_rng(2))
