@@ -276,14 +276,18 @@ def run(
     features = load_features(cfg.data, console)
     if cfg.heads.r > features.dim:
         raise ConfigError(f"heads.r={cfg.heads.r} exceeds the feature dimension d={features.dim}; choose r ≤ d")
-    run_dir = resolve_run_dir(cfg)
+    if command == "score":
+        # The heads are checked before anything is written: a refused score leaves the run's config.yaml
+        # matching its heads and results.json.
+        run_dir = Path(cfg.run_dir)
+        heads = load_heads(cfg, run_dir, features)
+    else:
+        run_dir = resolve_run_dir(cfg)
     write_config(cfg, run_dir)
     from ssl_pipeline.reporting.wandb_logging import wandb_run
 
     with wandb_run(cfg, command, run_dir) as logger:
-        if command == "score":
-            heads = load_heads(cfg, run_dir, features)
-        else:
+        if command != "score":
             heads = fit_heads(cfg, features, run_dir, console, logger)
             if command == "fit":
                 console.print(f"saved the heads in {run_dir / HEADS_DIR}")

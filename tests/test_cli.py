@@ -152,12 +152,15 @@ def test_fit_then_score_through_the_run_directory(capsys, tmp_path):
     assert {r["delta"] for r in json.loads((run_dir / "results.json").read_text())} == {1.0, None}
     wide_table = capsys.readouterr().out
     assert "fisher_energy" in wide_table and "fit_seconds" in wide_table
+    config = (run_dir / "config.yaml").read_bytes()
     assert "fitted with other settings" in error_line(capsys, ["score", *common, "--heads.epochs", "3"])
     # heads fitted on other features are refused, not silently scored
     other = write_features(tmp_path / "other.npz", np.random.default_rng(2))
     common[common.index(str(features))] = str(other)
     err = error_line(capsys, ["score", *common])
     assert "was fitted on features npz-" in err and "re-run `ssl-pipeline fit`" in err
+    # a refused score writes nothing: config.yaml still describes the heads and results.json
+    assert (run_dir / "config.yaml").read_bytes() == config
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):
