@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
 from ssl_pipeline.errors import ConfigError
@@ -408,6 +409,8 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     _require(check.em_max_iter >= 1 and check.em_n_init >= 1, "check.em_max_iter and check.em_n_init must be at least 1")
     _require(check.repeats >= 1, f"check.repeats={check.repeats} must be at least 1")
     _require(check.shrinkage is None or 0.0 <= check.shrinkage <= 1.0, "check.shrinkage must be in [0, 1] or null")
+    if cfg.run_dir:
+        validate_run_dir(Path(cfg.run_dir))
     data = cfg.data
     _require(0.0 < data.val_fraction < 1.0, f"data.val_fraction={data.val_fraction} must be in (0, 1)")
     if data.source == "synthetic":
@@ -421,6 +424,15 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
         _require(data.path is not None, "data.source is 'npz' but data.path is not set; give --data.path FILE.npz")
     else:
         validate_images(data)
+
+
+def validate_run_dir(run_dir: Path) -> None:
+    """A run directory can be used or created: neither it nor any of its parents is an existing file."""
+    for path in (*reversed(run_dir.parents), run_dir):
+        if path.exists() and not path.is_dir():
+            where = "is a file" if path == run_dir else f"cannot be created: {path} is a file"
+            raise ConfigError(f"run_dir {run_dir} {where}, not a directory; give a directory for --run_dir "
+                              "(it is created if missing)")
 
 
 def validate_images(data: DataConfig) -> None:

@@ -48,7 +48,10 @@ def load_features(cfg: DataConfig, console: Optional[Console] = None) -> Labelle
 
 def resolve_run_dir(cfg: ExperimentConfig) -> Path:
     run_dir = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create run_dir {run_dir} ({error.strerror}); give a writable directory for --run_dir") from None
     return run_dir
 
 

@@ -111,6 +111,16 @@ def test_cuda_requested_on_a_machine_without_cuda(capsys, tmp_path):
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
+def test_run_dir_that_is_a_file_is_refused_in_one_line(capsys, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a run")
+    err = error_line(capsys, ["synthetic", "--config", PANCAKES, "--run_dir", str(taken)])
+    assert f"run_dir {taken} is a file, not a directory" in err
+    err = error_line(capsys, ["score", "--config", PANCAKES, "--run_dir", str(taken / "run")])
+    assert f"run_dir {taken / 'run'} cannot be created: {taken} is a file" in err
+    assert taken.read_text() == "not a run"
+
+
 def test_score_without_heads(capsys, tmp_path):
     err = error_line(capsys, ["score", "--config", PANCAKES, "--run_dir", str(tmp_path)])
     assert "missing fitted head(s) infonce_delta1_seed0, infonce_delta1_seed1" in err
