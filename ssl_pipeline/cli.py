@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import typing
+from pathlib import Path
 from typing import Optional, Sequence
 
 from ssl_pipeline.config import ExperimentConfig, WandbConfig, validate_experiment
@@ -125,6 +126,43 @@ def explain_parse_error(message: str) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
+def config_files(argv: Sequence[str]) -> list[str]:
+    """The files named by ``--config`` and by section options (``--heads FILE.yaml``), in the order given."""
+    files = []
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        key = name[2:] if name.startswith("--") else ""
+        if key and (key == "config" or _dataclass_at(key) is not None):
+            if eq:
+                files.append(value)
+            elif i + 1 < len(argv):
+                files.append(argv[i + 1])
+    return files
+
+
+def invalid_yaml(argv: Sequence[str]) -> Optional[str]:
+    """One line naming the first config file of ``argv`` that is not valid YAML, with the line and column of the
+    problem; None if every one parses (jsonargparse's own message does not name the file)."""
+    import yaml
+
+    for file in config_files(argv):
+        path = Path(file)
+        if not path.is_file():
+            continue
+        try:
+            yaml.safe_load(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as error:
+            return f"config file {path} is not UTF-8 text (byte {error.start}); give a YAML file"
+        except yaml.MarkedYAMLError as error:
+            mark, context = error.problem_mark, error.context_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            during = f" ({error.context} at line {context.line + 1})" if error.context and context else ""
+            return f"config file {path} is not valid YAML{where}: {error.problem}{during}"
+        except yaml.YAMLError as error:
+            return f"config file {path} is not valid YAML: {str(error).splitlines()[0]}"
+    return None
+
+
 def parse_config(argv: Sequence[str]):
     """Parse and validate; every problem becomes a ConfigError with one line. Returns (command, config), where
     the config of ``cache`` is its namespace (action, root, keys)."""
@@ -142,8 +180,8 @@ def parse_command(argv: Sequence[str]):
         if namespace.command in ("cache", "report"):
             return namespace.command, namespace[namespace.command], False
         parsed = parser.instantiate_classes(namespace)[namespace.command]
-    except ArgumentError as error:
-        raise ConfigError(explain_parse_error(str(error))) from None
+    except (ArgumentError, UnicodeDecodeError) as error:
+        raise ConfigError(invalid_yaml(argv) or explain_parse_error(str(error))) from None
     cfg = ExperimentConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(ExperimentConfig)})
     validate_experiment(cfg)
     if namespace.command == "extract" and cfg.data.source != "images":

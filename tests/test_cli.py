@@ -98,6 +98,19 @@ def test_missing_config_file(capsys, tmp_path):
     assert f"config file {tmp_path / 'nope.yaml'} does not exist" in err
 
 
+def test_yaml_syntax_error_names_the_file_and_the_line(capsys, tmp_path):
+    config = tmp_path / "broken.yaml"
+    config.write_text("name: broken\nheads:\n  r: [3\n  epochs: 2\n")
+    err = error_line(capsys, ["synthetic", "--config", str(config)])
+    assert f"config file {config} is not valid YAML at line 4, column 9: expected ',' or ']'" in err
+    section = tmp_path / "heads.yaml"
+    section.write_text("r: 3\n\tepochs: 2\n")
+    err = error_line(capsys, ["synthetic", "--config", PANCAKES, f"--heads={section}"])
+    assert f"config file {section} is not valid YAML at line 2, column 1" in err
+    config.write_bytes(b"\xffname: x\n")
+    assert f"config file {config} is not UTF-8 text" in error_line(capsys, ["synthetic", "--config", str(config)])
+
+
 def test_cuda_requested_on_a_machine_without_cuda(capsys, tmp_path):
     import torch
 
