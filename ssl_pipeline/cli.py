@@ -197,8 +197,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except PipelineError as error:
         print(f"ssl-pipeline: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ssl-pipeline: interrupted; finished artifacts are kept, partial ones were never written", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        detail = str(interrupt) or "finished artifacts are kept, partial ones were never written"
+        print(f"ssl-pipeline: interrupted; {detail}", file=sys.stderr)
         return 130
 
 

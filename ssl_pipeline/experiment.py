@@ -7,6 +7,8 @@ Stages talk through artifacts in the run directory: ``config.yaml``, ``heads/<ta
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 import warnings
 from dataclasses import asdict
@@ -99,22 +101,64 @@ def fit_heads(
 ) -> list[FittedHead]:
     """Fit every (method, δ, seed) head on train and save it under ``run_dir/heads``; with a W&B run, each fit's
     loss curve is logged under its tag (``infonce_delta0_5_seed1/train/loss_step`` and ``…/train/loss_epoch``;
-    the interval is ``heads.trainer.log_every_n_steps``)."""
+    the interval is ``heads.trainer.log_every_n_steps``). Ctrl-C raises KeyboardInterrupt naming the heads saved
+    before it (they are kept)."""
     from ssl_pipeline.heads.fit import fit_head
 
     quiet_lightning()
     jobs = head_jobs(cfg)
     heads = []
-    with progress_bar(console) as progress:
-        task = progress.add_task("fitting heads", total=len(jobs), current="")
-        for settings in jobs:
-            progress.update(task, current=settings.tag)
-            logger = wandb_run.fit_logger(settings.tag) if wandb_run is not None else None
-            head = fit_head(features, settings, cfg.heads.trainer, logger=logger)
-            head.save(run_dir / HEADS_DIR / f"{settings.tag}.safetensors")
-            heads.append(head)
-            progress.advance(task)
+    with SigintWatch() as ctrl_c:
+        try:
+            with progress_bar(console) as progress:
+                task = progress.add_task("fitting heads", total=len(jobs), current="")
+                for settings in jobs:
+                    progress.update(task, current=settings.tag)
+                    logger = wandb_run.fit_logger(settings.tag) if wandb_run is not None else None
+                    head = fit_head(features, settings, cfg.heads.trainer, logger=logger)
+                    head.save(run_dir / HEADS_DIR / f"{settings.tag}.safetensors")
+                    heads.append(head)
+                    progress.advance(task)
+        except (KeyboardInterrupt, SystemExit) as stop:
+            # Lightning answers Ctrl-C inside trainer.fit with its own cleanup and sys.exit(1).
+            if isinstance(stop, SystemExit) and not ctrl_c.pressed:
+                raise
+            raise KeyboardInterrupt(kept_heads_message(run_dir, [h.settings.tag for h in heads], jobs)) from None
     return heads
+
+
+def kept_heads_message(run_dir: Path, kept: list[str], jobs: list[HeadSettings]) -> str:
+    """What an interrupted ``fit_heads`` leaves: the heads saved before the interrupt, and the one it stopped."""
+    stopped = f"; {jobs[len(kept)].tag} was not saved" if len(kept) < len(jobs) else ""
+    if not kept:
+        return f"no head was finished, none saved in {run_dir / HEADS_DIR}{stopped}"
+    heads = "head" if len(kept) == 1 else "heads"
+    return f"kept the {len(kept)} {heads} finished before it in {run_dir / HEADS_DIR} ({', '.join(kept)}){stopped}"
+
+
+class SigintWatch:
+    """While active, records whether SIGINT (Ctrl-C) arrived, then hands it to the handler that was installed
+    (Python's raises KeyboardInterrupt); restores that handler on exit (Lightning leaves SIGINT ignored after
+    an interrupted fit). Outside the main thread, or when SIGINT is ignored, it changes nothing."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous = None
+
+    def __enter__(self) -> "SigintWatch":
+        previous = signal.getsignal(signal.SIGINT)
+        if callable(previous) and threading.current_thread() is threading.main_thread():
+            self._previous = previous
+            signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def _record(self, signum, frame) -> None:
+        self.pressed = True
+        self._previous(signum, frame)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def load_heads(cfg: ExperimentConfig, run_dir: Path, features: LabelledFeatures) -> list[FittedHead]:

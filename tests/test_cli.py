@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +196,41 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["ssl-pipeline: error: delta=-0.1 is outside [0, 1]; δ is the probability that a positive shares the anchor's class"]
+
+
+def test_ctrl_c_while_fitting_keeps_the_finished_heads_and_exits_130(tmp_path):
+    config = tmp_path / "interrupt.yaml"  # the first head takes one epoch, the second would take hours
+    config.write_text(
+        "name: interrupt\nseeds: [0]\ndeltas: [1.0, 0.5]\n"
+        "data: {source: synthetic, synthetic: {d: 8, k: 3, n_train: 600, n_val: 60, n_test: 60}}\n"
+        "heads: {methods: [infonce], r: 2, epochs: 1, batch_size: 64, per_delta: [{delta: 0.5, epochs: 1000000}]}\n"
+    )
+    run_dir = tmp_path / "run"
+    first = run_dir / "heads" / "infonce_delta1_seed0.safetensors"
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ssl-pipeline"), "fit", "--config", str(config), "--run_dir", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell may ignore SIGINT
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not first.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the first head was never saved"
+            time.sleep(0.05)
+        time.sleep(1.0)  # inside the second head's trainer.fit
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        f"ssl-pipeline: interrupted; kept the 1 head finished before it in {run_dir / 'heads'} (infonce_delta1_seed0); "
+        "infonce_delta0.5_seed0 was not saved"
+    )
+    assert "Traceback" not in err
+    assert [p.name for p in (run_dir / "heads").iterdir()] == [first.name]
 
 
 def test_every_shipped_config_parses_and_validates():
