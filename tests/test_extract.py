@@ -91,6 +91,25 @@ def test_unreadable_image_is_named_or_skipped_as_configured(tmp_path):
     assert any("dog_003" in name for name in manifest["skipped_this_run"])
 
 
+def test_unreadable_images_of_any_split_are_refused_before_the_backbone_is_built_leaving_no_cache_entry(
+    tmp_path, monkeypatch
+):
+    """A non-image and a cut PNG in the test split (extracted after train): both splits' headers are checked before
+    any model is built or any cache entry is created; the message names the first file and counts the rest."""
+    dataset = _folder(tmp_path)
+    bad = tmp_path / "images" / "val" / "eel" / "eel_004.png"
+    corrupt_file(bad, "garbage")
+    corrupt_file(tmp_path / "images" / "val" / "eel" / "eel_006.png", "truncate")
+    monkeypatch.setattr(backbones, "load_backbone", lambda *a, **k: pytest.fail("the backbone was built"))
+    data = _data(tmp_path, dataset)
+    with pytest.raises(DataError) as error:
+        extract_all(data, QUIET)
+    message = str(error.value)
+    assert message.startswith(f"cannot read image {bad} (not an image PIL can identify) and 1 more unreadable images")
+    assert "skip_corrupt=true" in message and "\n" not in message
+    assert not Path(data.extract.cache_root).exists()
+
+
 def test_cache_key_changes_with_preprocessing_and_weight_file(tmp_path):
     from ssl_pipeline.data.images import load_split
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2.functional import resize
 
 from ssl_pipeline.config import DatasetConfig
-from ssl_pipeline.data.images import check_available, load_split
+from ssl_pipeline.data.images import check_available, load_split, unreadable_images
 from ssl_pipeline.errors import DataError
 
 CIFAR = {
@@ -198,6 +198,47 @@ def test_corrupt_image_yields_the_sentinel_and_describe_names_it(tmp_path, file,
     data.transform = lambda x: resize(x, [8, 8])
     images, labels, indices = next(iter(DataLoader(data, batch_size=len(data))))
     assert images.shape == (6, 3, 8, 8) and labels.tolist().count(-1) == 1 and indices.tolist() == list(range(6))
+
+
+def test_header_check_finds_non_images_and_cut_pngs_but_not_a_jpeg_cut_after_its_header(tmp_path):
+    """``unreadable_images`` decodes no pixel: a JPEG whose compressed data is cut short passes it and is only
+    found when decoded (the sentinel label −1), as the README says."""
+    write_image_folder(tmp_path, ["a", "b"], per_class=4, size=64, seed=0, splits=("train",))
+    garbage, cut_png, cut_jpeg = (tmp_path / "train" / name for name in ("a/a_002.png", "b/b_000.png", "b/b_001.jpg"))
+    corrupt_file(garbage, "garbage")
+    corrupt_file(cut_png, "truncate")
+    cut_jpeg.write_bytes(cut_jpeg.read_bytes()[:-300])
+    data = load_split(DatasetConfig(name="imagefolder", root=str(tmp_path), test_dir=None), "train", 0)
+    found = unreadable_images(data)
+    assert [path for path, _ in found] == sorted([str(garbage), str(cut_png)], key=data.paths.index)
+    reasons = dict(found)
+    assert reasons[str(garbage)] == "not an image PIL can identify" and reasons[str(cut_png)]
+    failing_decode = [data.describe(i) for i in range(len(data)) if data[i][1] == -1]
+    assert sorted(failing_decode) == sorted([str(garbage), str(cut_png), str(cut_jpeg)])
+    assert unreadable_images(load_split(DatasetConfig(name="digits"), "test", 0)) == []
+
+
+def test_header_check_costs_a_small_share_of_decoding_the_images(tmp_path):
+    """600 PNG/JPEG files of 160 × 160: checking every header takes under 30 % of the time to decode them
+    (measured here: 65 against 600 µs an image; 30 against 2,300 µs for 500 × 375 JPEGs, 100 against 3,300 µs
+    for 256² PNGs), best of two timings each."""
+    import time
+
+    write_image_folder(tmp_path, ["a", "b"], per_class=300, size=160, seed=0, splits=("train",))
+    data = load_split(DatasetConfig(name="imagefolder", root=str(tmp_path), test_dir=None, test_fraction=0.01), "train", 0)
+
+    def seconds(work) -> float:
+        best = float("inf")
+        for _ in range(2):
+            start = time.perf_counter()
+            work()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    assert unreadable_images(data) == []
+    checking = seconds(lambda: unreadable_images(data))
+    decoding = seconds(lambda: [data[i] for i in range(len(data))])
+    assert checking < 0.3 * decoding, (checking, decoding)
 
 
 def test_mismatched_class_folders_are_refused_naming_the_difference(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -17,7 +18,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
@@ -86,6 +87,35 @@ class ImageSplit(Dataset):
         """Where item i comes from: its file for ImageFolder, else e.g. ``cifar100 train row 123``."""
         position = int(self.indices[i])
         return self.paths[position] if self.paths is not None else f"{self.source} row {position}"
+
+
+def unreadable_images(split: ImageSplit, threads: int = 8) -> list[tuple[str, str]]:
+    """(file, reason) of every image file of ``split`` whose header PIL cannot read, in item order; [] for array
+    datasets (CIFAR, digits), which have no files.
+
+    Cheap, no pixel is decoded: ``Image.open`` identifies the format and parses the header (size, mode),
+    ``verify`` walks a PNG's chunks checking their CRCs (about 30 µs a JPEG, 100 µs a 256² PNG on a local disk:
+    1–3 % of decoding them). What passes can still fail to decode — a JPEG whose compressed data is cut short —
+    and is then found during extraction. Threads overlap the per-file latency of network file systems.
+    """
+    if split.paths is None:
+        return []
+    files = [split.paths[int(position)] for position in split.indices]
+
+    def check(chunk: list[str]) -> list[tuple[str, str]]:
+        bad = []
+        for path in chunk:
+            try:
+                with Image.open(path) as file:
+                    file.verify()
+            except _DECODE_ERRORS as error:
+                reason = "not an image PIL can identify" if isinstance(error, UnidentifiedImageError) else error
+                bad.append((path, _one_line(reason)))
+        return bad
+
+    chunks = [files[start:start + 512] for start in range(0, len(files), 512)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return [item for bad in pool.map(check, chunks) for item in bad]
 
 
 def check_available(cfg: DatasetConfig) -> None:
@@ -281,5 +311,5 @@ def _download_cifar(cfg: DatasetConfig) -> None:
         ) from error
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split())

@@ -1,13 +1,14 @@
 """Labelled features of an image dataset under a frozen backbone: the ``images`` feature source.
 
 Order of work, so that mistakes cost nothing: validate the dataset's presence and the backbone's name, tag and
-weights' reachability (one clear line each), then reuse complete cache entries — building the backbone only
-if some split still has to be extracted — and finally carve val from train (seeded, stratified).
+weights' reachability (one clear line each), check the headers of the image files of every split still to be
+extracted (``unreadable_images``), then reuse complete cache entries — building the backbone only if some split
+still has to be extracted — and finally carve val from train (seeded, stratified).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from rich.console import Console
@@ -15,7 +16,12 @@ from rich.console import Console
 from ssl_pipeline.config import DataConfig
 from ssl_pipeline.data.labelled import LabelledFeatures, stratified_split
 from ssl_pipeline.digests import json_digest
-from ssl_pipeline.features.cache import CacheEntry, FeatureCache
+from ssl_pipeline.errors import DataError
+from ssl_pipeline.features.cache import CacheEntry, FeatureCache, cache_key
+
+if TYPE_CHECKING:
+    from ssl_pipeline.backbones import BackboneInfo
+    from ssl_pipeline.data.images import ImageSplit
 
 
 def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
@@ -26,6 +32,11 @@ def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
 
     check_available(cfg.dataset)
     info = describe_backbone(cfg.backbone)
+    cache = FeatureCache(cfg.extract.cache_root)
+    splits = {name: load_split(cfg.dataset, name, cfg.split_seed) for name in ("train", "test")}
+    if not cfg.dataset.skip_corrupt:
+        for split in splits.values():
+            _refuse_unreadable_images(split, info, cache, cfg, console)
     built = []
 
     def get_backbone():
@@ -34,10 +45,8 @@ def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
             built.append(load_backbone(cfg.backbone, info))
         return built[0]
 
-    cache = FeatureCache(cfg.extract.cache_root)
     entries = {}
-    for split_name in ("train", "test"):
-        split = load_split(cfg.dataset, split_name, cfg.split_seed)
+    for split_name, split in splits.items():
         entries[split_name] = extract_split(split, info, get_backbone, cache, cfg.extract, console,
                                             cfg.dataset.skip_corrupt)
     if info.has_text:
@@ -45,6 +54,24 @@ def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
         entries["text"] = extract_text(info, get_backbone, class_names, cfg.backbone.prompts, cache, cfg.extract.force)
     console.print(cache_summary(entries, info.identity, extracted=bool(built)))
     return entries
+
+
+def _refuse_unreadable_images(
+    split: ImageSplit, info: BackboneInfo, cache: FeatureCache, cfg: DataConfig, console: Console
+) -> None:
+    """DataError naming the first unreadable image file of ``split`` (and how many there are) when the split is
+    still to be extracted; a complete cache entry is used without opening its images again."""
+    from ssl_pipeline.data.images import unreadable_images
+    from ssl_pipeline.features.extract import split_identity
+
+    if split.paths is None or (not cfg.extract.force and cache.get(cache_key(split_identity(info, split)))):
+        return
+    console.print(f"checking the headers of {len(split)} {split.split} images")
+    bad = unreadable_images(split)
+    if bad:
+        (path, reason), more = bad[0], f" and {len(bad) - 1} more unreadable images" if len(bad) > 1 else ""
+        raise DataError(f"cannot read image {path} ({reason}){more}; fix or remove it, or set "
+                        "data.dataset.skip_corrupt=true to skip unreadable images")
 
 
 def cache_summary(entries: dict[str, CacheEntry], backbone: str, extracted: bool):
