@@ -31,16 +31,28 @@ class GMMConfig:
     """
 
     preset: Literal["pancakes", "random"] = "pancakes"
+    """``pancakes`` (PCA picks nuisance directions) or ``random`` (random SPD covariance)."""
     d: int = 100
+    """Feature dimension."""
     k: int = 5
+    """Number of classes (mixture components)."""
     n_train: int = 10000
+    """Training points (δ-pairs are drawn from them)."""
     n_val: int = 2000
+    """Validation points (probe regularisation, early stopping)."""
     n_test: int = 5000
+    """Test points (every score)."""
     separation: float = 6.0
+    """Distance between class means in units of ``signal_std`` (pancakes), or their mean pairwise Mahalanobis
+    distance (random)."""
     signal_std: float = 1.0
+    """Standard deviation along the K − 1 directions that separate the classes."""
     nuisance_std: float = 5.0
+    """Standard deviation of the d − K + 1 nuisance directions."""
     rotate: bool = True
+    """Apply one random rotation so that no subspace is axis-aligned."""
     seed: int = 0
+    """Seed of the means, covariance, rotation and samples."""
 
 
 DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder"]
@@ -60,11 +72,17 @@ class DatasetConfig:
     """
 
     name: DatasetName = "digits"
+    """``digits`` (offline), ``cifar10``, ``cifar100`` or ``imagefolder``."""
     root: str = "data/datasets"
+    """Directory of the dataset files (CIFAR) or of the ImageFolder tree."""
     download: bool = False
+    """CIFAR: download into ``root`` when missing (needs the network)."""
     train_dir: str = "train"
+    """ImageFolder: the training folder under ``root``."""
     test_dir: Optional[str] = "val"
+    """ImageFolder: the test folder under ``root``; null carves ``test_fraction`` from the training images."""
     test_fraction: float = 0.3
+    """Stratified share of the images carved as test when the dataset has no test split."""
     skip_corrupt: bool = False
     """ImageFolder: skip unreadable images (each one is named in a warning and in the manifest) instead of failing."""
 
@@ -82,9 +100,14 @@ class BackboneConfig:
     """
 
     kind: BackboneKind = "packaged"
+    """``packaged`` (offline EfficientNet-Lite0), ``torchvision``, ``open_clip`` or ``timm``."""
     name: str = "efficientnet_lite0"
+    """Model name of that kind (``resnet50``, ``ViT-B-32``, a timm name)."""
     pretrained: Optional[str] = None
+    """Weights: a torchvision enum name, an open_clip tag or a timm tag; null without a checkpoint builds a random
+    model."""
     checkpoint: Optional[str] = None
+    """A local weights file used instead of a download (its sha256 enters the cache key)."""
     image_size: Optional[int] = None
     """Resize/crop to this size instead of the backbone's own (e.g. 32 to run at CIFAR resolution)."""
     prompts: list[str] = field(default_factory=lambda: ["a photo of a {}."])
@@ -104,7 +127,9 @@ class ExtractConfig:
     """Feature extraction into the cache (``features/``)."""
 
     cache_root: str = "data/features"
+    """Root of the feature cache (one entry per backbone, preprocessing and split)."""
     batch_size: int = 128
+    """Images per forward pass of the backbone."""
     shard_size: int = 8192
     """Images per cache shard (rounded up to a multiple of batch_size): the unit of atomic writes and resume."""
     num_workers: int = -1
@@ -127,11 +152,16 @@ class DataConfig:
     """
 
     source: Literal["synthetic", "npz", "images"] = "synthetic"
+    """``synthetic`` (a generated GMM), ``npz`` (a feature file) or ``images`` (a dataset encoded by a backbone)."""
     synthetic: GMMConfig = field(default_factory=GMMConfig)
     path: Optional[str] = None
+    """npz: the feature file with ``x_train, y_train, x_test, y_test`` (optionally ``x_val, y_val``)."""
     name: Optional[str] = None
+    """npz: the dataset name in results and W&B tags (default: the file name)."""
     val_fraction: float = 0.1
+    """Stratified share of train carved as the val split (npz without ``x_val``; images)."""
     split_seed: int = 0
+    """Seed of the val carve (and of the test carve of a dataset without a test split)."""
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -139,9 +169,14 @@ class DataConfig:
 
 @dataclass
 class OptimizerConfig:
+    """The optimiser of every head."""
+
     name: Literal["adam", "adamw", "sgd"] = "adam"
+    """``adam``, ``adamw`` or ``sgd`` (torch.optim)."""
     lr: float = 0.01
+    """Learning rate of the head."""
     weight_decay: float = 0.0
+    """L2 weight decay of the head (needed with ``infonce.similarity: dot``)."""
 
 
 @dataclass
@@ -149,17 +184,25 @@ class InfoNCEConfig:
     """InfoNCE (DESIGN.md, "InfoNCE"): temperature τ, cosine or dot similarity, optional symmetric loss."""
 
     tau: float = 0.1
+    """Temperature τ."""
     similarity: Literal["cosine", "dot"] = "cosine"
+    """``cosine`` (normalised projections) or ``dot``."""
     symmetric: bool = False
+    """Average the loss over both directions of each pair."""
 
 
 @dataclass
 class SimSiamConfig:
-    """SimSiam (DESIGN.md, "SimSiam"): ξ weights the collapse guard ξ‖AᵀA − I‖²_F (0 turns it off);
-    the linear predictor learns at ``predictor_lr_scale`` × the head's learning rate."""
+    """SimSiam (DESIGN.md, "SimSiam") with a collapse guard and a linear predictor.
+
+    ξ weights the collapse guard ξ‖AᵀA − I‖²_F (0 turns it off); the linear predictor learns at
+    ``predictor_lr_scale`` × the head's learning rate.
+    """
 
     xi: float = 1.0
+    """Weight ξ of the collapse guard ξ‖AᵀA − I‖²_F (0 turns it off)."""
     predictor_lr_scale: float = 0.1
+    """The linear predictor's learning rate as a multiple of the head's."""
 
 
 @dataclass
@@ -167,10 +210,15 @@ class DeltaSetting:
     """Settings that replace the defaults for one δ (training length and τ matter at low δ)."""
 
     delta: float
+    """The δ these settings apply to."""
     tau: Optional[float] = None
+    """InfoNCE temperature at this δ (null: ``heads.infonce.tau``)."""
     epochs: Optional[int] = None
+    """Epochs at this δ (null: ``heads.epochs``)."""
     lr: Optional[float] = None
+    """Learning rate at this δ (null: ``heads.optimizer.lr``)."""
     batch_size: Optional[int] = None
+    """Per-device batch size at this δ (null: ``heads.batch_size``)."""
 
 
 @dataclass
@@ -178,11 +226,17 @@ class TrainerConfig:
     """Passed to ``pytorch_lightning.Trainer``; ``devices``/``strategy`` enable multi-GPU DDP."""
 
     accelerator: str = "cpu"
+    """Lightning accelerator: ``cpu``, ``gpu``, ``auto``, …"""
     devices: int = 1
+    """Devices per node; more than 1 with ``strategy: ddp`` trains with DDP."""
     strategy: str = "auto"
+    """Lightning strategy: ``auto``, ``ddp``, ``ddp_spawn``, …"""
     precision: str = "32-true"
+    """Lightning precision: ``32-true``, ``bf16-mixed``, …"""
     log_every_n_steps: int = 50
+    """Interval of the loss curve logged to W&B."""
     progress_bar: bool = False
+    """Show Lightning's progress bar for every head fit."""
 
 
 @dataclass
@@ -198,14 +252,20 @@ class HeadsConfig:
     """
 
     methods: list[HeadMethod] = field(default_factory=lambda: ["infonce", "simsiam"])
+    """Head methods to fit: ``infonce``, ``simsiam``."""
     r: int = 4
+    """Projection dimension r (columns of A); K − 1 matches the Fisher subspace."""
     epochs: int = 20
+    """Training epochs over the δ-pairs of train."""
     batch_size: int = 1024
+    """δ-pairs per batch and device (InfoNCE's negatives come from the batch)."""
     standardize: bool = False
+    """Train on per-feature standardised inputs (see the section's description before turning it on)."""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     infonce: InfoNCEConfig = field(default_factory=InfoNCEConfig)
     simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
     per_delta: list[DeltaSetting] = field(default_factory=list)
+    """Settings that replace the defaults above for one δ each (``[{delta: 0.5, tau: 1.0, epochs: 40}]``)."""
     early_stopping_patience: Optional[int] = None
     """Label-free stopping: stop when the loss on held-out δ-pairs of the val split has not improved for this
     many epochs and keep the weights of its best epoch (``epochs`` is then the maximum). None: train all epochs."""
@@ -221,9 +281,13 @@ class KMeansConfig:
     """
 
     niter: int = 50
+    """Lloyd iterations per restart."""
     nredo: int = 3
+    """Restarts; the one with the lowest inertia is kept."""
     init: Literal["kmeans++", "random"] = "kmeans++"
+    """Seeding of every restart: ``kmeans++`` or ``random`` points."""
     max_points_per_centroid: Optional[int] = None
+    """FAISS's subsampling cap; null uses every point."""
 
 
 @dataclass
@@ -231,7 +295,9 @@ class ProbeConfig:
     """Multinomial logistic regression on projected features; the L2 strength is chosen on the val split."""
 
     l2_grid: list[float] = field(default_factory=lambda: [1e-2, 1e-3, 1e-4, 1e-5])
+    """L2 strengths tried; the one with the best val accuracy is reported on test."""
     max_iter: int = 100
+    """L-BFGS iterations per fit."""
     tolerance: float = 1e-5
     """L-BFGS stops when the loss or the gradient changes by less (val accuracy moved ≤ 0.001 vs 1e-9 while
     needing 74 instead of 119 evaluations along the path at 45k × 99, 100 classes)."""
@@ -241,7 +307,10 @@ class ProbeConfig:
 
 @dataclass
 class ScoreConfig:
+    """Scoring of the heads and the baselines on the test split (clustering, probe, Fisher subspace)."""
+
     baselines: list[BaselineMethod] = field(default_factory=lambda: ["lda", "pca", "random", "raw"])
+    """Projections scored beside the heads: ``lda``, ``pca``, ``random``, ``raw`` (the features themselves)."""
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     lda_shrinkage: Optional[float] = None
@@ -262,11 +331,15 @@ class CheckConfig:
     """
 
     pca_dim: int = 32
+    """Dimension of the PCA space (fitted on val) of the Gaussian fits; below the smallest class size − 1."""
     surrogates: int = 3
+    """Datasets drawn from the fitted tied GMM to calibrate every statistic (at least 2)."""
     shrinkage: Optional[float] = None
     """Tied-covariance shrinkage toward (tr Σ/d)·I in the surrogate; None: Ledoit–Wolf (``theory.subspaces``)."""
     em_max_iter: int = 100
+    """EM iterations of the unsupervised tied GMM."""
     em_n_init: int = 1
+    """EM initialisations (the best is kept)."""
     em_max_points: Optional[int] = 20000
     """EM is fitted on at most this many (seeded, random) train points; null: all of them."""
     repeats: int = 3
@@ -277,6 +350,7 @@ class CheckConfig:
     surrogate_heads: bool = True
     """Refit and score every head and baseline on each surrogate (results.json records with ``data: surrogate``)."""
     seed: int = 0
+    """Seed of the surrogates, EM and the LDA split-half."""
 
 
 @dataclass
@@ -290,11 +364,17 @@ class WandbConfig:
     """
 
     mode: Literal["offline", "online", "disabled"] = "offline"
+    """``offline`` (written under ``<run_dir>/wandb``), ``online`` or ``disabled``; ``WANDB_MODE`` wins."""
     project: str = "ssl_pipeline"
+    """W&B project."""
     entity: Optional[str] = None
+    """W&B entity (user or team); null: the default one."""
     group: Optional[str] = None
+    """Run group (default: the experiment name)."""
     tags: list[str] = field(default_factory=list)
+    """Extra tags, added to the backbone, dataset and method tags."""
     resume_id: Optional[str] = None
+    """ID of an existing W&B run to continue."""
 
 
 @dataclass
@@ -302,8 +382,12 @@ class ExperimentConfig:
     """One experiment: a labelled feature source, heads for every (method, δ, seed), scores, a run directory."""
 
     name: str = "experiment"
+    """Experiment name: the run directory's suffix and the W&B group."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds of every head (initialisation, δ-pairs), k-means and the random projection; tables show mean ± std over
+    them."""
     deltas: list[float] = field(default_factory=lambda: [1.0])
+    """δ values in [0, 1]: the probability that a positive shares its anchor's class."""
     data: DataConfig = field(default_factory=DataConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
