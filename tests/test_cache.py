@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tracemalloc
@@ -107,6 +109,33 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert subprocess.run([sys.executable, "-c", script], check=False).returncode == -9
     with FeatureCache(tmp_path).writer(cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
         assert writer.pending() == [1, 3]
+
+
+def test_lock_of_a_sigkilled_writer_does_not_live_on_in_the_children_it_forked(tmp_path: Path) -> None:
+    """As DataLoader workers do: the writer forks a child that outlives it. The child, still alive, must not hold
+    the lock (a flock, shared through fork, did until the child exited)."""
+    script = f"""
+import json, os, signal, time
+from ssl_pipeline.features.cache import FeatureCache, cache_key
+identity = json.loads({json.dumps(IDENTITY)!r})
+writer = FeatureCache({str(tmp_path)!r}).writer(cache_key(identity), identity, {N}, {SHARD})
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as killed:
+        child = int(killed.stdout.readline())  # the pipe stays open in the child: read one line, not to EOF
+        assert killed.wait() == -9
+    try:
+        os.kill(child, 0)  # the forked child is still running
+        with FeatureCache(tmp_path).writer(cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
+            assert writer.pending() == [0, 1, 2, 3]
+        os.kill(child, 0)
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 def test_recorded_shard_corrupted_on_disk_is_pending_again(tmp_path: Path) -> None:

@@ -240,6 +240,65 @@ def test_killed_extraction_resumes_to_bit_identical_features(tmp_path):
     assert len(clean) == 6 and resumed == clean
 
 
+def _running_with(argument: str) -> list[int]:
+    """Process ids whose command line holds ``argument`` (forked DataLoader workers share their parent's)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if argument.encode() in cmdline.read_bytes().split(b"\0"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # the process ended while we looked
+            continue
+    return pids
+
+
+def test_sigkilled_extraction_with_dataloader_workers_resumes_at_once_bit_identically(tmp_path):
+    """A preempted cluster job: ``extract`` with 2 DataLoader workers is SIGKILLed once a shard is written; its
+    workers live on for seconds, and the rerun starts at once (in this process). It must not be refused as
+    "being written by another process", must resume from the finished shards, and must write the same bytes as
+    an uninterrupted extraction."""
+    write_image_folder(tmp_path / "images", ["cat", "dog", "eel"], 40, 40, seed=0)
+    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
+    data = DataConfig(
+        source="images", dataset=DatasetConfig(name="imagefolder", root=str(tmp_path / "images")),
+        backbone=BackboneConfig(**TINY_RESNET),
+        extract=ExtractConfig(cache_root=str(killed_root), batch_size=8, shard_size=16, num_workers=2),
+    )
+    command = [
+        sys.executable, "-m", "ssl_pipeline.cli", "extract", "--data.source", "images",
+        "--data.dataset.name", "imagefolder", "--data.dataset.root", data.dataset.root,
+        "--data.backbone.kind", "torchvision", "--data.backbone.name", "resnet18", "--data.backbone.image_size", "32",
+        "--data.extract.batch_size", "8", "--data.extract.shard_size", "16", "--data.extract.num_workers", "2",
+        "--data.extract.cache_root", str(killed_root),
+    ]
+    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        progress = [json.loads(p.read_text()) for p in killed_root.glob("*/progress.json")]
+        if any(p.get("shards") for p in progress):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "extraction finished before it could be killed; make it longer"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    orphans = _running_with(str(killed_root))
+    try:
+        assert orphans, "the killed extraction's DataLoader workers should outlive it for a while"
+        entries = extract_all(data, QUIET)
+    finally:
+        for pid in orphans:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    read = {name: (entry.manifest["timing"]["images"], entry.manifest["num_items"]) for name, entry in entries.items()}
+    assert any(images < items for images, items in read.values()), f"the rerun must resume, not start over: {read}"
+    data.extract.cache_root = str(clean_root)
+    extract_all(data, QUIET)
+    resumed, clean = _digests(killed_root), _digests(clean_root)
+    assert len(clean) == 6 and resumed == clean
+
+
 def test_extraction_memory_does_not_grow_with_the_dataset(tmp_path):
     """Peak Python/numpy allocations while extracting digits' train split (1,257 images) and test split (540) are
     the same up to a fraction of the features the larger split adds: memory is per shard, not per dataset (torch's

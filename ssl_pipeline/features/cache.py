@@ -1,6 +1,6 @@
 """On-disk cache of frozen-backbone image features, written in resumable shards and loaded memory-mapped.
 
-One directory per key under the root (default ``data/features/``): ``.lock`` (flock of the one writer),
+One directory per key under the root (default ``data/features/``): ``.lock`` (record lock of the one writer),
 ``progress.json`` + ``shards/shard-00003.npz`` while partial, then ``features.npy`` [N, D] float32, ``labels.npy``
 [N] int64, ``indices.npy`` [N] int64, extras, and ``manifest.json`` written last (its presence means complete).
 Every file goes to ``<name>.tmp`` beside it, is fsynced, then ``os.replace``d: a kill leaves old or new, never half.
@@ -9,6 +9,7 @@ Every file goes to ``<name>.tmp`` beside it, is fsynced, then ``os.replace``d: a
 from __future__ import annotations
 
 import datetime
+import errno
 import fcntl
 import hashlib
 import io
@@ -17,6 +18,7 @@ import os
 import re
 import shlex
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -84,15 +86,42 @@ def _name(value: object) -> object:
     return value.get("name", json.dumps(value, sort_keys=True)) if isinstance(value, dict) else value
 
 
+# One writer per entry. The lock is a POSIX record lock (fcntl.lockf), not a flock: a flock belongs to the open
+# file description, which fork shares, so the DataLoader workers an extraction forks held a SIGKILLed writer's
+# lock until they noticed their parent was gone (seconds: the rerun of a preempted job was refused). A record
+# lock belongs to the process that took it: forked children never hold it, and the kernel drops it the moment
+# that process dies, however it dies (it also works on NFS, through its lock manager). Its trap: closing *any*
+# descriptor of the file drops the process's lock. So each lock file is opened at most once per process while
+# locked (_HELD), which also refuses a second writer within the process, as the flock did.
+_HELD: dict[str, IO[bytes]] = {}
+_HELD_GUARD = threading.Lock()
+
+
 def _try_lock(directory: Path) -> IO[bytes] | None:
-    """Open ``<directory>/.lock`` and take an exclusive non-blocking flock; None if another process holds it."""
-    handle = open(directory / ".lock", "ab")  # noqa: SIM115 -- held open for as long as the lock is
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    """Open ``<directory>/.lock`` and take an exclusive non-blocking record lock; None if a process (this one
+    included) holds it. Release with ``_unlock``."""
+    path = str((directory / ".lock").resolve())
+    with _HELD_GUARD:
+        if path in _HELD:
+            return None
+        handle = open(path, "ab")  # noqa: SIM115 -- held open for as long as the lock is
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.close()
+            if error.errno in (errno.EACCES, errno.EAGAIN):
+                return None
+            raise
+        _HELD[path] = handle
+        return handle
+
+
+def _unlock(handle: IO[bytes]) -> None:
+    """Release a lock taken by ``_try_lock`` (closing its one descriptor); a second call does nothing."""
+    with _HELD_GUARD:
+        if _HELD.get(handle.name) is handle:
+            del _HELD[handle.name]
         handle.close()
-        return None
-    return handle
 
 
 @dataclass
@@ -160,7 +189,7 @@ class ShardWriter:
 
     def close(self) -> None:
         """Release the lock; unfinished shards stay on disk for the next writer to resume from."""
-        self._lock.close()
+        _unlock(self._lock)
 
     def _shard_path(self, i: int) -> Path:
         return self._shards / f"shard-{i:05d}.npz"
@@ -307,14 +336,17 @@ class FeatureCache:
                 f"cache entry {key} is being written by another process (lock {path / '.lock'}); "
                 "wait for it to finish or stop that process, then run again"
             )
-        if force:
-            _clear(path)
-        elif (path / "manifest.json").is_file():
-            lock.close()
-            raise DataError(
-                f"cache entry {key} is already complete; use it, or rebuild it with --data.extract.force true"
-            )
-        return ShardWriter(key, path, identity, num_items, shard_size, lock)
+        try:
+            if force:
+                _clear(path)
+            elif (path / "manifest.json").is_file():
+                raise DataError(
+                    f"cache entry {key} is already complete; use it, or rebuild it with --data.extract.force true"
+                )
+            return ShardWriter(key, path, identity, num_items, shard_size, lock)
+        except BaseException:
+            _unlock(lock)
+            raise
 
     def _keys(self) -> list[str]:
         if not self.root.is_dir():
@@ -380,7 +412,7 @@ class FeatureCache:
             if lock is None:
                 continue
             shutil.rmtree(path)
-            lock.close()
+            _unlock(lock)
             removed.append(key)
         return removed
 
