@@ -1,6 +1,6 @@
 """``ssl-pipeline check``: how well the theory's tied-covariance GMM holds on these features, and how much it matters.
 
-Stages (DESIGN.md, "GMM checks on real features"): every statistic of ``theory.gmm_checks`` on the real
+Stages (docs/theory.md, "GMM checks on real features"): every statistic of ``theory.gmm_checks`` on the real
 features and on ``check.surrogates`` datasets sampled from the fitted tied GMM (same class sizes), calibrated
 into ``checks.json``; the config's heads (method × δ × seed) and baselines fitted and scored on the real data
 and — with ``check.surrogate_heads`` — on every surrogate (``results.json`` records with ``data: surrogate``), so

@@ -20,7 +20,7 @@ BaselineMethod = Literal["lda", "pca", "random", "raw"]
 
 @dataclass
 class GMMConfig:
-    """A shared-covariance Gaussian mixture (DESIGN.md, "GMM").
+    """A shared-covariance Gaussian mixture (docs/theory.md, "GMM").
 
     ``pancakes``: the K means differ only along K-1 directions of standard deviation ``signal_std``, hidden under
     d-K+1 nuisance directions of standard deviation ``nuisance_std``; ``separation`` is the distance between
@@ -181,7 +181,7 @@ class OptimizerConfig:
 
 @dataclass
 class InfoNCEConfig:
-    """InfoNCE (DESIGN.md, "InfoNCE"): temperature τ, cosine or dot similarity, optional symmetric loss."""
+    """InfoNCE (docs/theory.md, "InfoNCE"): temperature τ, cosine or dot similarity, optional symmetric loss."""
 
     tau: float = 0.1
     """Temperature τ."""
@@ -193,7 +193,7 @@ class InfoNCEConfig:
 
 @dataclass
 class SimSiamConfig:
-    """SimSiam (DESIGN.md, "SimSiam") with a collapse guard and a linear predictor.
+    """SimSiam (docs/theory.md, "SimSiam") with a collapse guard and a linear predictor.
 
     ξ weights the collapse guard ξ‖AᵀA − I‖²_F (0 turns it off); the linear predictor learns at
     ``predictor_lr_scale`` × the head's learning rate.
@@ -274,7 +274,7 @@ class HeadsConfig:
 
 @dataclass
 class KMeansConfig:
-    """FAISS k-means (DESIGN.md, "Clustering score"); k is the number of classes.
+    """FAISS k-means (docs/theory.md, "Clustering score"); k is the number of classes.
 
     ``init``: k-means++ seeding of every restart (``scoring.kmeans.kmeans_plusplus``) or FAISS's random points.
     ``max_points_per_centroid`` None means every point is used (no silent subsampling).
@@ -320,7 +320,7 @@ class ScoreConfig:
 
 @dataclass
 class CheckConfig:
-    """GMM checks on labelled features (``ssl-pipeline check``; DESIGN.md, "GMM checks on real features").
+    """GMM checks on labelled features (``ssl-pipeline check``; docs/theory.md, "GMM checks on real features").
 
     Gaussians are fitted on train and scored on the test split (held out). Full and per-class diagonal
     covariances are compared with the tied one in one PCA space of ``pca_dim`` dimensions fitted on val (a basis

@@ -1,6 +1,6 @@
 """DDP through Lightning (gloo on CPU, ``ddp_spawn`` so pytest is not re-launched): two ranks with per-rank
 batch B train the same head as one process with batch 2B, because the ranks split the same global batches and
-InfoNCE's negatives are gathered with their gradients (DESIGN.md, "Under DDP")."""
+InfoNCE's negatives are gathered with their gradients (docs/theory.md, "Under DDP")."""
 
 from __future__ import annotations
 

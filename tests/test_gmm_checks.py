@@ -1,4 +1,4 @@
-"""GMM checks and the surrogate (DESIGN.md, "GMM checks on real features", "LDA split-half agreement")."""
+"""GMM checks and the surrogate (docs/theory.md, "GMM checks on real features", "LDA split-half agreement")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Linear heads: coordinates (DESIGN.md, "Coordinates"), stacked weights, saving without pickle."""
+"""Linear heads: coordinates (docs/theory.md, "Coordinates"), stacked weights, saving without pickle."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Losses as pure functions (DESIGN.md, "InfoNCE", "SimSiam") and the DDP gather's gradient."""
+"""Losses as pure functions (docs/theory.md, "InfoNCE", "SimSiam") and the DDP gather's gradient."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ssl_pipeline.heads.modules import InfoNCEHead
 
 
 def reference_info_nce(z: torch.Tensor, zp: torch.Tensor, tau: float, cosine: bool) -> float:
-    """The DESIGN.md formula written as a plain double loop."""
+    """The docs/theory.md formula written as a plain double loop."""
     def s(a, b):
         return float(a @ b / (a.norm() * b.norm())) if cosine else float(a @ b)
 

@@ -1,4 +1,4 @@
-"""δ-pair sampling (DESIGN.md, "Augmentation-enabled pairs")."""
+"""δ-pair sampling (docs/theory.md, "Augmentation-enabled pairs")."""
 
 from __future__ import annotations
 

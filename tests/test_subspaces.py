@@ -1,4 +1,4 @@
-"""Subspace recovery scores and the Fisher subspace (DESIGN.md, "Fisher subspace", "Subspace recovery")."""
+"""Subspace recovery scores and the Fisher subspace (docs/theory.md, "Fisher subspace", "Subspace recovery")."""
 
 from __future__ import annotations
 

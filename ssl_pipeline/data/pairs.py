@@ -1,4 +1,4 @@
-"""Augmentation-enabled pairs with parameter δ (DESIGN.md, "Augmentation-enabled pairs").
+"""Augmentation-enabled pairs with parameter δ (docs/theory.md, "Augmentation-enabled pairs").
 
 On labelled features the "component" is the class: with probability δ the positive is another sample of the
 anchor's class (never the anchor itself), otherwise a uniformly random sample. Sampling is vectorised over a

@@ -1,4 +1,4 @@
-"""Shared-covariance Gaussian mixtures (DESIGN.md, "GMM"): the "parallel pancakes" and a random-Σ preset."""
+"""Shared-covariance Gaussian mixtures (docs/theory.md, "GMM"): the "parallel pancakes" and a random-Σ preset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Losses as pure functions over stacks of G heads (DESIGN.md, "InfoNCE", "SimSiam").
+"""Losses as pure functions over stacks of G heads (docs/theory.md, "InfoNCE", "SimSiam").
 
 Shapes: G heads, B local pairs, M candidates (M = B, or the global batch under DDP), r output dimensions.
 Each function returns one loss per head, [G]; summing them trains the G heads independently.
@@ -22,7 +22,7 @@ def similarity_matrix(a: Tensor, b: Tensor, similarity: str, scale: float = 1.0)
 
 
 def info_nce_loss(anchors: Tensor, candidates: Tensor, targets: Tensor, tau: float, similarity: str = "cosine") -> Tensor:
-    """InfoNCE (Oord et al. 2018; DESIGN.md "InfoNCE"): L = −(1/B) Σ_i log softmax_j(s(z_i, z⁺_j)/τ)[target_i].
+    """InfoNCE (Oord et al. 2018; docs/theory.md "InfoNCE"): L = −(1/B) Σ_i log softmax_j(s(z_i, z⁺_j)/τ)[target_i].
 
     anchors [G, B, r]; candidates [G, M, r] hold every positive (the local batch, or all ranks' under DDP);
     targets [B] index each anchor's own positive among the candidates. Returns [G].
@@ -34,7 +34,7 @@ def info_nce_loss(anchors: Tensor, candidates: Tensor, targets: Tensor, tau: flo
 
 
 def simsiam_loss(predicted: Tensor, predicted_positive: Tensor, z: Tensor, z_positive: Tensor) -> Tensor:
-    """SimSiam (Chen & He 2021; DESIGN.md "SimSiam"): −½[cos(h(f(x)), sg f(x⁺)) + cos(h(f(x⁺)), sg f(x))].
+    """SimSiam (Chen & He 2021; docs/theory.md "SimSiam"): −½[cos(h(f(x)), sg f(x⁺)) + cos(h(f(x⁺)), sg f(x))].
 
     All inputs [G, B, r]; the stop-gradient is applied here to z and z_positive. Returns [G].
     """

@@ -2,7 +2,7 @@
 
 Features are centred (and optionally standardised, D = per-feature variances) inside the module with
 statistics of the training split, so a saved head carries them; ``feature_space_weight`` is Ã = D^(−1/2) A,
-the matrix whose column space is compared with the Fisher subspace (DESIGN.md, "Coordinates").
+the matrix whose column space is compared with the Fisher subspace (docs/theory.md, "Coordinates").
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def gather_with_gradient(t: Tensor) -> tuple[Tensor, int]:
     """All-gather [G, B, r] from every rank along dim 1 → ([G, W·B, r], this rank's offset).
 
     The backward sums gradients back to the owning rank, so with DDP's gradient averaging the update equals
-    the single-process gradient of the loss over the global batch (DESIGN.md, "Under DDP").
+    the single-process gradient of the loss over the global batch (docs/theory.md, "Under DDP").
     """
     import torch.distributed as dist
 
@@ -105,7 +105,7 @@ class LinearHead(pl.LightningModule):
 
 
 class InfoNCEHead(LinearHead):
-    """Linear InfoNCE head (DESIGN.md, "InfoNCE"); negatives are every rank's positives under DDP."""
+    """Linear InfoNCE head (docs/theory.md, "InfoNCE"); negatives are every rank's positives under DDP."""
 
     def head_losses(self, x: Tensor, x_positive: Tensor) -> Tensor:
         s = self.settings
@@ -120,7 +120,7 @@ class InfoNCEHead(LinearHead):
 
 
 class SimSiamHead(LinearHead):
-    """Linear SimSiam head with a linear predictor P [G, r, r] (DESIGN.md, "SimSiam"), initialised at I."""
+    """Linear SimSiam head with a linear predictor P [G, r, r] (docs/theory.md, "SimSiam"), initialised at I."""
 
     def __init__(self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1) -> None:
         super().__init__(settings, dim, mean, scale, num_heads)

@@ -1,4 +1,4 @@
-"""Figures of the GMM checks (DESIGN.md, "GMM checks on real features"): each real statistic against its surrogate
+"""Figures of the GMM checks (docs/theory.md, "GMM checks on real features"): each real statistic against its surrogate
 distribution. Builders return matplotlib ``Figure``s (Agg, no pyplot state); ``save_check_figures`` writes them
 as PNGs into a run's ``checks/`` directory, which the HTML report embeds."""
 

@@ -1,4 +1,4 @@
-"""The results contract (DESIGN.md, "The results contract"): ``results.json`` records and the summary table."""
+"""The results contract (docs/theory.md, "The results contract"): ``results.json`` records and the summary table."""
 
 from __future__ import annotations
 

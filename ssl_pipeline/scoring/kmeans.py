@@ -1,4 +1,4 @@
-"""FAISS k-means with a fixed seed, restarts and no silent subsampling (DESIGN.md, "Clustering score")."""
+"""FAISS k-means with a fixed seed, restarts and no silent subsampling (docs/theory.md, "Clustering score")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Clustering agreement with the labels (DESIGN.md, "Clustering score"): NMI, ARI, Hungarian accuracy."""
+"""Clustering agreement with the labels (docs/theory.md, "Clustering score"): NMI, ARI, Hungarian accuracy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Projections to score: fitted heads and the baselines (DESIGN.md, "Clustering score").
+"""Projections to score: fitted heads and the baselines (docs/theory.md, "Clustering score").
 
 Every projection is fitted on train and maps features x [N, d] as stored (it centres them with the training
 mean itself) to z [N, m]; ``subspace``

@@ -1,11 +1,11 @@
-"""GMM checks: how well the theory's tied-covariance Gaussian mixture fits labelled features (DESIGN.md, "GMM checks
+"""GMM checks: how well the theory's tied-covariance Gaussian mixture fits labelled features (docs/theory.md, "GMM checks
 on real features").
 
 ``run_checks`` computes on one dataset, in one PCA space of ``pca_dim`` dimensions fitted on val:
 labelled Gaussians with tied / full / per-class diagonal covariances compared by held-out log-likelihood per test
 sample and by BIC on train; the distance of every class covariance from the tied one; squared Mahalanobis
 distances of test points (Gaussianity); an unsupervised tied EM GMM against the labels; and, in the full feature
-space, the LDA split-half agreement (DESIGN.md, "Subspace recovery"). Run unchanged on surrogates
+space, the LDA split-half agreement (docs/theory.md, "Subspace recovery"). Run unchanged on surrogates
 (``theory.surrogate``), it gives the parametric bootstrap that ``calibrate`` turns into the checks.json records.
 
 Statistics are float64; the [N, d] feature matrix is only read in chunks (``class_statistics``, ``_project``).
@@ -115,7 +115,7 @@ def covariance_distance(class_covariance: np.ndarray, covariance: np.ndarray) ->
     eigenvalues of the generalised problem Σ_k v = λ Σ v (both [p, p], SPD).
 
     Scale-free: unchanged when both are mapped by any invertible A (Σ ↦ A Σ Aᵀ), 0 iff Σ_k = Σ; d_k = |log c|
-    when Σ_k = c Σ. Used for covariance heterogeneity (DESIGN.md, "GMM checks on real features").
+    when Σ_k = c Σ. Used for covariance heterogeneity (docs/theory.md, "GMM checks on real features").
     """
     eigenvalues = eigh(class_covariance, covariance, eigvals_only=True)
     return float(np.sqrt(np.mean(np.log(eigenvalues) ** 2)))
@@ -133,7 +133,7 @@ def holm(p_values: np.ndarray) -> np.ndarray:
 def lda_split_half(
     x: np.ndarray, y: np.ndarray, num_classes: int, seed: int, shrinkage: float | None = None
 ) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
-    """LDA split-half agreement (DESIGN.md, "Subspace recovery"): ``fisher_cos2`` between the Fisher subspaces
+    """LDA split-half agreement (docs/theory.md, "Subspace recovery"): ``fisher_cos2`` between the Fisher subspaces
     [d, q] estimated (``estimate_fisher_subspace``, full feature space) on two disjoint stratified halves of
     x [N, d], y [N], split by ``seed``. Returns the agreement and both bases, to score heads against each."""
     halves = stratified_split(y, 0.5, seed)
@@ -142,7 +142,7 @@ def lda_split_half(
 
 
 def run_checks(features: LabelledFeatures, cfg: CheckConfig, lda_shrinkage: float | None = None) -> GMMCheckResult:
-    """Every GMM check on one dataset: Gaussians fitted on train, scored on test (DESIGN.md, "GMM checks on real
+    """Every GMM check on one dataset: Gaussians fitted on train, scored on test (docs/theory.md, "GMM checks on real
     features"). The tied covariance is shrunk as ``auto_shrinkage`` says in the PCA space; ``lda_shrinkage`` is the
     pipeline's LDA shrinkage (``ScoreConfig.lda_shrinkage``) for the split-half Fisher subspaces."""
     num_classes, p = features.num_classes, cfg.pca_dim
@@ -177,7 +177,7 @@ def run_checks(features: LabelledFeatures, cfg: CheckConfig, lda_shrinkage: floa
         for k in range(num_classes):
             rows = np.flatnonzero(features.y_test == k)
             distances[rows] = squared_mahalanobis(z_test[rows], stats.means[k], tied_cholesky)
-    seeds = [cfg.seed + i for i in range(cfg.repeats)]  # DESIGN.md, "Seeds": means over ≥ 3 seeds
+    seeds = [cfg.seed + i for i in range(cfg.repeats)]  # docs/theory.md, "Seeds": means over ≥ 3 seeds
     with _timed(seconds, "em"):
         fits = [_fit_em(z_train, z_test, features.y_test, num_classes, cfg, seed) for seed in seeds]
         em_nmi, em_loglik = (float(np.mean([fit[i] for fit in fits])) for i in (0, 1))
@@ -204,7 +204,7 @@ def pca_basis(x: np.ndarray, y: np.ndarray, num_classes: int, pca_dim: int) -> t
 
 
 def calibrate(real: GMMCheckResult, surrogates: Sequence[GMMCheckResult], cfg: CheckConfig) -> list[dict]:
-    """The checks.json records: each statistic on the real data against its surrogate distribution (DESIGN.md,
+    """The checks.json records: each statistic on the real data against its surrogate distribution (docs/theory.md,
     "GMM checks on real features"). One record per statistic (``class`` None) and per class for
     ``heterogeneity`` and ``gaussianity_ks``, each {statistic, class, real, surrogate_mean, surrogate_std (ddof 1),
     gap = real − surrogate_mean, p_value, p_holm, rejected} (the last three null except for Gaussianity).

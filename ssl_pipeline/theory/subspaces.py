@@ -1,4 +1,4 @@
-"""Fisher subspace, principal angles and the subspace-recovery scores (DESIGN.md, "Fisher subspace",
+"""Fisher subspace, principal angles and the subspace-recovery scores (docs/theory.md, "Fisher subspace",
 "Subspace recovery").
 
 All subspaces live in the coordinates of the features as given (centred, not rescaled). Statistics are

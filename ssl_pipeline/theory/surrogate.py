@@ -1,5 +1,5 @@
 """The surrogate: labelled features drawn from the tied GMM fitted to real ones, the parametric bootstrap that
-calibrates every GMM check and every head score (DESIGN.md, "GMM checks on real features")."""
+calibrates every GMM check and every head score (docs/theory.md, "GMM checks on real features")."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ _STREAM = 0x5EED  # keeps surrogate draws apart from other generators seeded wit
 
 
 def fit_tied_gmm(x: np.ndarray, y: np.ndarray, num_classes: int, shrinkage: float | None) -> GMMParameters:
-    """The tied GMM of labelled x [N, d], y [N] (DESIGN.md, "GMM"): π_k = n_k/N, class means μ_k [K, d] and the
+    """The tied GMM of labelled x [N, d], y [N] (docs/theory.md, "GMM"): π_k = n_k/N, class means μ_k [K, d] and the
     pooled within-class covariance shrunk toward (tr Σ/d)·I by ``shrinkage`` (None: ``auto_shrinkage``), float64."""
     stats = class_statistics(x, y, num_classes)
     covariance, _ = shrunk_within_covariance(stats, shrinkage)
