@@ -1,4 +1,4 @@
-"""GMM checks at CIFAR-100 scale: seconds per part of ``theory.gmm_checks.run_checks`` on one dataset.
+"""GMM checks at CIFAR-100 scale: seconds per part of ``checking.statistics.run_checks`` on one dataset.
 
 Goal: the closed-form parts (PCA from one class-statistics pass, tied/full/diag likelihoods and BIC,
 heterogeneity, Gaussianity distances) well under 60 s on 2 cores; EM (bounded by ``check.em_max_iter`` and
@@ -35,8 +35,8 @@ def main() -> None:
 
     from ssl_pipeline.config import CheckConfig, GMMConfig
     from ssl_pipeline.data.synthetic import make_synthetic
-    from ssl_pipeline.theory.gmm_checks import run_checks
-    from ssl_pipeline.theory.surrogate import sample_surrogate
+    from ssl_pipeline.checking.statistics import run_checks
+    from ssl_pipeline.checking.surrogate import sample_surrogate
 
     features = make_synthetic(GMMConfig(preset="random", d=512, k=100, n_train=50000, n_val=5000, n_test=10000))
     cfg = CheckConfig(pca_dim=args.pca_dim)

@@ -1,6 +1,6 @@
 """``ssl-pipeline check``: how well the theory's tied-covariance GMM holds on these features, and how much it matters.
 
-Stages (docs/theory.md, "GMM checks on real features"): every statistic of ``theory.gmm_checks`` on the real
+Stages (docs/theory.md, "GMM checks on real features"): every statistic of ``checking.statistics`` on the real
 features and on ``check.surrogates`` datasets sampled from the fitted tied GMM (same class sizes), calibrated
 into ``checks.json``; the config's heads (method × δ × seed) and baselines fitted and scored on the real data
 and — with ``check.surrogate_heads`` — on every surrogate (``results.json`` records with ``data: surrogate``), so
@@ -60,7 +60,7 @@ def metric_means(records: list[dict]) -> dict[tuple, float]:
 
 def gap_records(real: dict[tuple, float], surrogates: list[dict[tuple, float]], statistic: Optional[str] = None) -> list[dict]:
     """checks.json records for per-(method, δ[, metric]) values: real, surrogate mean ± std, gap."""
-    from ssl_pipeline.theory.gmm_checks import calibrated_record
+    from ssl_pipeline.checking.calibration import calibrated_record
 
     return [
         {**calibrated_record(statistic or key[2], None, value, [s[key] for s in surrogates if key in s]),
@@ -83,8 +83,9 @@ def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path
     from ssl_pipeline.reporting.plots import plot_delta_sweep
     from ssl_pipeline.reporting.results import write_json_atomic
     from ssl_pipeline.reporting.wandb_logging import wandb_run
-    from ssl_pipeline.theory.gmm_checks import calibrate, run_checks
-    from ssl_pipeline.theory.surrogate import sample_surrogate
+    from ssl_pipeline.checking.calibration import calibrate
+    from ssl_pipeline.checking.statistics import run_checks
+    from ssl_pipeline.checking.surrogate import sample_surrogate
 
     check_devices(cfg)
     features = load_features(cfg.data, console)

@@ -6,21 +6,17 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
+from ssl_pipeline.checking.calibration import calibrate
+from ssl_pipeline.checking.statistics import run_checks
+from ssl_pipeline.checking.surrogate import sample_surrogate
 from ssl_pipeline.config import CheckConfig, GMMConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.data.synthetic import make_synthetic
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.reporting.check_plots import save_check_figures
-from ssl_pipeline.theory.gmm_checks import (
-    calibrate,
-    covariance_distance,
-    holm,
-    log_density_matrix,
-    run_checks,
-    squared_mahalanobis,
-)
+from ssl_pipeline.theory.gmm_checks import covariance_distance, holm, log_density_matrix, squared_mahalanobis
 from ssl_pipeline.theory.subspaces import class_statistics
-from ssl_pipeline.theory.surrogate import fit_tied_gmm, sample_surrogate
+from ssl_pipeline.theory.surrogate import fit_tied_gmm
 
 K, D, PCA_DIM, PER_CLASS = 4, 8, 6, 500
 

@@ -7,7 +7,8 @@ import pytest
 from sklearn.decomposition import PCA
 
 from ssl_pipeline.config import GMMConfig
-from ssl_pipeline.data.synthetic import gmm_parameters, make_synthetic, regular_simplex
+from ssl_pipeline.data.synthetic import gmm_parameters, make_synthetic
+from ssl_pipeline.theory.gmm import regular_simplex
 from ssl_pipeline.theory.subspaces import fisher_cos2
 
 

@@ -11,7 +11,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ssl_pipeline.reporting.figures import write_png
-from ssl_pipeline.theory.gmm_checks import MODELS, GMMCheckResult, qq_quantiles
+from ssl_pipeline.checking.statistics import GMMCheckResult
+from ssl_pipeline.theory.gmm_checks import MODELS, qq_quantiles
 
 REAL_COLOR, SURROGATE_COLOR = "tab:blue", "grey"
 
@@ -22,10 +23,11 @@ def gaussianity_qq_figure(real: GMMCheckResult, surrogates: Sequence[GMMCheckRes
     figure = Figure(figsize=(5.2, 5.0), layout="constrained")
     axis = figure.subplots()
     for s, surrogate in enumerate(surrogates if len(surrogates) > 1 else []):
-        sample, reference = qq_quantiles(surrogate, [o for i, o in enumerate(surrogates) if i != s])
+        others = [o.test_distances for i, o in enumerate(surrogates) if i != s]
+        sample, reference = qq_quantiles(surrogate.test_distances, others)
         axis.plot(reference, sample, color=SURROGATE_COLOR, lw=1, alpha=0.7,
                   label="surrogate vs other surrogates" if s == 0 else None)
-    sample, reference = qq_quantiles(real, surrogates)
+    sample, reference = qq_quantiles(real.test_distances, [s.test_distances for s in surrogates])
     axis.plot(reference, sample, "o", ms=3, color=REAL_COLOR, label="real vs surrogates")
     limits = [min(sample.min(), reference.min()), max(sample.max(), reference.max())]
     axis.plot(limits, limits, "k--", lw=0.8)
