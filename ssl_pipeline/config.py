@@ -3,6 +3,10 @@
 YAML files under ``configs/`` are parsed into these dataclasses by jsonargparse (see ``cli.py``), which gives
 ``--config``, ``--print_config`` and dotted overrides (``--heads.r 8``). Everything here is cheap to import:
 no torch, no numpy, so configuration errors answer at once.
+
+Each section validates itself (``validate(path)``: bounds, choices and the rules between its fields, raising a
+one-line ConfigError that names the field by its dotted path, the value and the valid range);
+``validate_experiment`` runs them all and the rules between sections before any feature is loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +17,16 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from ssl_pipeline.errors import ConfigError
+from ssl_pipeline.validation import (
+    BATCH_WHY,
+    check_choices,
+    require,
+    require_at_least,
+    require_delta,
+    require_device,
+    require_fraction,
+    require_positive,
+)
 
 HeadMethod = Literal["infonce", "simsiam"]
 BaselineMethod = Literal["lda", "pca", "random", "raw"]
@@ -54,6 +68,17 @@ class GMMConfig:
     seed: int = 0
     """Seed of the means, covariance, rotation and samples."""
 
+    def validate(self, path: str = "data.synthetic") -> None:
+        """Raise ConfigError naming the first field of this mixture out of its valid range."""
+        check_choices(self, path)
+        require_at_least(f"{path}.k", self.k, 2, why="a mixture needs at least 2 classes")
+        require(self.d >= self.k, f"{path}.d", self.d, f"at least {path}.k={self.k} (K − 1 signal directions + nuisance)")
+        for name in ("n_train", "n_val", "n_test"):
+            require_at_least(f"{path}.{name}", getattr(self, name), 2 * self.k, why=f"2·k, k={self.k}")
+        for name in ("separation", "signal_std", "nuisance_std"):
+            require_positive(f"{path}.{name}", getattr(self, name))
+        require_at_least(f"{path}.seed", self.seed, 0)
+
 
 DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder"]
 BackboneKind = Literal["packaged", "torchvision", "open_clip", "timm"]
@@ -85,6 +110,11 @@ class DatasetConfig:
     """Stratified share of the images carved as test when the dataset has no test split."""
     skip_corrupt: bool = False
     """ImageFolder: skip unreadable images (each one is named in a warning and in the manifest) instead of failing."""
+
+    def validate(self, path: str = "data.dataset") -> None:
+        """Raise ConfigError naming the first field of this dataset out of its valid range."""
+        check_choices(self, path)
+        require_fraction(f"{path}.test_fraction", self.test_fraction)
 
 
 @dataclass
@@ -121,6 +151,17 @@ class BackboneConfig:
     seed: int = 0
     """Initialisation seed of a randomly initialised backbone (``pretrained: null``)."""
 
+    def validate(self, path: str = "data.backbone") -> None:
+        """Raise ConfigError naming the first field of this backbone out of its valid range."""
+        check_choices(self, path)
+        require_at_least(f"{path}.image_size", self.image_size, 8, optional=True)
+        require_device(f"{path}.device", self.device, ("auto", "cpu", "mps"))
+        require(len(self.prompts) > 0 and all("{}" in p for p in self.prompts), f"{path}.prompts", self.prompts,
+                "non-empty templates with a {} where the class name goes")
+        if self.kind == "packaged":
+            require(self.name == "efficientnet_lite0", f"{path}.name", self.name,
+                    "efficientnet_lite0, the packaged backbone")
+
 
 @dataclass
 class ExtractConfig:
@@ -138,6 +179,12 @@ class ExtractConfig:
     """Rebuild the cache entry even if a complete one exists."""
     verify: bool = True
     """Check the cache files' checksums whenever they are loaded."""
+
+    def validate(self, path: str = "data.extract") -> None:
+        """Raise ConfigError naming the first field of the extraction out of its valid range."""
+        require_at_least(f"{path}.batch_size", self.batch_size, 1)
+        require_at_least(f"{path}.shard_size", self.shard_size, 1)
+        require_at_least(f"{path}.num_workers", self.num_workers, -1, why="-1: automatic")
 
 
 @dataclass
@@ -166,6 +213,22 @@ class DataConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
+    def validate(self, path: str = "data") -> None:
+        """Raise ConfigError naming the first field of the data source out of its valid range; the sections of
+        the other sources are not used, so not checked."""
+        check_choices(self, path)
+        require_fraction(f"{path}.val_fraction", self.val_fraction)
+        require_at_least(f"{path}.split_seed", self.split_seed, 0)
+        if self.source == "synthetic":
+            self.synthetic.validate(f"{path}.synthetic")
+        elif self.source == "npz":
+            if self.path is None:
+                raise ConfigError(f"{path}.source is 'npz' but {path}.path is not set; give --{path}.path FILE.npz")
+        else:
+            self.dataset.validate(f"{path}.dataset")
+            self.backbone.validate(f"{path}.backbone")
+            self.extract.validate(f"{path}.extract")
+
 
 @dataclass
 class OptimizerConfig:
@@ -178,6 +241,12 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     """L2 weight decay of the head (needed with ``infonce.similarity: dot``)."""
 
+    def validate(self, path: str = "heads.optimizer") -> None:
+        """Raise ConfigError naming the first field of the optimiser out of its valid range."""
+        check_choices(self, path)
+        require_positive(f"{path}.lr", self.lr)
+        require_at_least(f"{path}.weight_decay", self.weight_decay, 0.0)
+
 
 @dataclass
 class InfoNCEConfig:
@@ -189,6 +258,11 @@ class InfoNCEConfig:
     """``cosine`` (normalised projections) or ``dot``."""
     symmetric: bool = False
     """Average the loss over both directions of each pair."""
+
+    def validate(self, path: str = "heads.infonce") -> None:
+        """Raise ConfigError naming the first field of InfoNCE out of its valid range."""
+        check_choices(self, path)
+        require_positive(f"{path}.tau", self.tau)
 
 
 @dataclass
@@ -203,6 +277,11 @@ class SimSiamConfig:
     """Weight ξ of the collapse guard ξ‖AᵀA − I‖²_F (0 turns it off)."""
     predictor_lr_scale: float = 0.1
     """The linear predictor's learning rate as a multiple of the head's."""
+
+    def validate(self, path: str = "heads.simsiam") -> None:
+        """Raise ConfigError naming the first field of SimSiam out of its valid range."""
+        require_at_least(f"{path}.xi", self.xi, 0.0, why="0 turns the collapse guard off")
+        require_positive(f"{path}.predictor_lr_scale", self.predictor_lr_scale)
 
 
 @dataclass
@@ -219,6 +298,14 @@ class DeltaSetting:
     """Learning rate at this δ (null: ``heads.optimizer.lr``)."""
     batch_size: Optional[int] = None
     """Per-device batch size at this δ (null: ``heads.batch_size``)."""
+
+    def validate(self, path: str = "heads.per_delta[0]") -> None:
+        """Raise ConfigError naming the first override out of its valid range (null keeps the default)."""
+        require_delta(f"{path}.delta", self.delta)
+        require_positive(f"{path}.tau", self.tau, optional=True)
+        require_at_least(f"{path}.epochs", self.epochs, 1, optional=True)
+        require_positive(f"{path}.lr", self.lr, optional=True)
+        require_at_least(f"{path}.batch_size", self.batch_size, 2, optional=True, why=BATCH_WHY)
 
 
 @dataclass
@@ -237,6 +324,11 @@ class TrainerConfig:
     """Interval of the loss curve logged to W&B."""
     progress_bar: bool = False
     """Show Lightning's progress bar for every head fit."""
+
+    def validate(self, path: str = "heads.trainer") -> None:
+        """Raise ConfigError naming the first field of the trainer out of its valid range."""
+        require_at_least(f"{path}.devices", self.devices, 1)
+        require_at_least(f"{path}.log_every_n_steps", self.log_every_n_steps, 1)
 
 
 @dataclass
@@ -271,6 +363,29 @@ class HeadsConfig:
     many epochs and keep the weights of its best epoch (``epochs`` is then the maximum). None: train all epochs."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
+    def validate(self, path: str = "heads") -> None:
+        """Raise ConfigError naming the first field of the heads out of its valid range, including every
+        ``per_delta`` override and the rules between fields."""
+        check_choices(self, path)
+        require_at_least(f"{path}.r", self.r, 1)
+        require_at_least(f"{path}.epochs", self.epochs, 1)
+        require_at_least(f"{path}.batch_size", self.batch_size, 2, why=BATCH_WHY)
+        require_at_least(f"{path}.early_stopping_patience", self.early_stopping_patience, 1, optional=True,
+                         why="null trains every epoch")
+        self.optimizer.validate(f"{path}.optimizer")
+        self.infonce.validate(f"{path}.infonce")
+        self.simsiam.validate(f"{path}.simsiam")
+        self.trainer.validate(f"{path}.trainer")
+        for i, override in enumerate(self.per_delta):
+            override.validate(f"{path}.per_delta[{i}]")
+            first = next(j for j, o in enumerate(self.per_delta) if math.isclose(o.delta, override.delta))
+            if first != i:
+                raise ConfigError(f"{path}.per_delta[{i}].delta={override.delta} repeats {path}.per_delta[{first}]; "
+                                  "give each δ's overrides once")
+        if self.infonce.similarity == "dot" and self.optimizer.weight_decay <= 0:
+            raise ConfigError(f"{path}.infonce.similarity=dot lets ‖A‖ grow without bound; "
+                              f"set {path}.optimizer.weight_decay > 0")
+
 
 @dataclass
 class KMeansConfig:
@@ -289,6 +404,13 @@ class KMeansConfig:
     max_points_per_centroid: Optional[int] = None
     """FAISS's subsampling cap; null uses every point."""
 
+    def validate(self, path: str = "score.kmeans") -> None:
+        """Raise ConfigError naming the first field of k-means out of its valid range."""
+        check_choices(self, path)
+        require_at_least(f"{path}.niter", self.niter, 1)
+        require_at_least(f"{path}.nredo", self.nredo, 1)
+        require_at_least(f"{path}.max_points_per_centroid", self.max_points_per_centroid, 1, optional=True)
+
 
 @dataclass
 class ProbeConfig:
@@ -304,6 +426,15 @@ class ProbeConfig:
     device: str = "auto"
     """Where the probe is fitted: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1``…"""
 
+    def validate(self, path: str = "score.probe") -> None:
+        """Raise ConfigError naming the first field of the probe out of its valid range."""
+        require(len(self.l2_grid) > 0, f"{path}.l2_grid", self.l2_grid, "a non-empty list of L2 strengths > 0")
+        for i, strength in enumerate(self.l2_grid):
+            require_positive(f"{path}.l2_grid[{i}]", strength)
+        require_at_least(f"{path}.max_iter", self.max_iter, 1)
+        require_positive(f"{path}.tolerance", self.tolerance)
+        require_device(f"{path}.device", self.device, ("auto", "cpu", "mps"))
+
 
 @dataclass
 class ScoreConfig:
@@ -316,6 +447,13 @@ class ScoreConfig:
     lda_shrinkage: Optional[float] = None
     """Within-class covariance shrinkage for LDA and the estimated Fisher subspace; None: 0 when N − K ≥ 10·d,
     else Ledoit–Wolf (``theory.subspaces.auto_shrinkage``)."""
+
+    def validate(self, path: str = "score") -> None:
+        """Raise ConfigError naming the first field of the scores out of its valid range."""
+        check_choices(self, path)
+        require_fraction(f"{path}.lda_shrinkage", self.lda_shrinkage, closed=True, optional=True)
+        self.kmeans.validate(f"{path}.kmeans")
+        self.probe.validate(f"{path}.probe")
 
 
 @dataclass
@@ -352,6 +490,18 @@ class CheckConfig:
     seed: int = 0
     """Seed of the surrogates, EM and the LDA split-half."""
 
+    def validate(self, path: str = "check") -> None:
+        """Raise ConfigError naming the first field of the GMM checks out of its valid range."""
+        require_at_least(f"{path}.pca_dim", self.pca_dim, 1)
+        require_at_least(f"{path}.surrogates", self.surrogates, 2, why="calibration needs at least 2 surrogates")
+        require_fraction(f"{path}.shrinkage", self.shrinkage, closed=True, optional=True)
+        require_at_least(f"{path}.em_max_iter", self.em_max_iter, 1)
+        require_at_least(f"{path}.em_n_init", self.em_n_init, 1)
+        require_at_least(f"{path}.em_max_points", self.em_max_points, 1, optional=True)
+        require_at_least(f"{path}.repeats", self.repeats, 1)
+        require_fraction(f"{path}.alpha", self.alpha)
+        require_at_least(f"{path}.seed", self.seed, 0)
+
 
 @dataclass
 class WandbConfig:
@@ -376,6 +526,10 @@ class WandbConfig:
     resume_id: Optional[str] = None
     """ID of an existing W&B run to continue."""
 
+    def validate(self, path: str = "wandb") -> None:
+        """Raise ConfigError if the mode is not one of the choices."""
+        check_choices(self, path)
+
 
 @dataclass
 class ExperimentConfig:
@@ -398,6 +552,23 @@ class ExperimentConfig:
     provenance: Optional[dict] = None
     """Written into a run's config.yaml (git commit, versions, device); ignored on input, so that file can be
     passed back as ``--config``."""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first field of the experiment out of its valid range, section by section
+        (only the data source in use is checked)."""
+        if not self.seeds:
+            raise ConfigError("seeds is empty; give at least one seed, e.g. --seeds [0,1,2]")
+        if not self.deltas:
+            raise ConfigError("deltas is empty; give at least one δ in [0, 1], e.g. --deltas [1,0.5]")
+        for i, seed in enumerate(self.seeds):
+            require_at_least(f"seeds[{i}]", seed, 0)
+        for delta in self.deltas:
+            require_delta("delta", delta)
+        self.data.validate("data")
+        self.heads.validate("heads")
+        self.score.validate("score")
+        self.check.validate("check")
+        self.wandb.validate("wandb")
 
 
 @dataclass(frozen=True)
@@ -428,7 +599,7 @@ class HeadSettings:
 
 
 def resolve_head_settings(heads: HeadsConfig, method: HeadMethod, delta: float, seed: int) -> HeadSettings:
-    """Apply ``heads.per_delta`` to the defaults for one (method, δ, seed)."""
+    """Apply ``heads.per_delta`` to the defaults for one (method, δ, seed); an override of None keeps the default."""
     override = next((o for o in heads.per_delta if math.isclose(o.delta, delta)), DeltaSetting(delta=delta))
     infonce = method == "infonce"
     return HeadSettings(
@@ -436,13 +607,13 @@ def resolve_head_settings(heads: HeadsConfig, method: HeadMethod, delta: float, 
         delta=delta,
         seed=seed,
         r=heads.r,
-        epochs=override.epochs or heads.epochs,
-        batch_size=override.batch_size or heads.batch_size,
-        lr=override.lr or heads.optimizer.lr,
+        epochs=_unless_none(override.epochs, heads.epochs),
+        batch_size=_unless_none(override.batch_size, heads.batch_size),
+        lr=_unless_none(override.lr, heads.optimizer.lr),
         weight_decay=heads.optimizer.weight_decay,
         optimizer=heads.optimizer.name,
         standardize=heads.standardize,
-        tau=(override.tau or heads.infonce.tau) if infonce else None,
+        tau=_unless_none(override.tau, heads.infonce.tau) if infonce else None,
         similarity=heads.infonce.similarity if infonce else None,
         symmetric=heads.infonce.symmetric if infonce else None,
         xi=heads.simsiam.xi if method == "simsiam" else None,
@@ -451,63 +622,20 @@ def resolve_head_settings(heads: HeadsConfig, method: HeadMethod, delta: float, 
     )
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+def _unless_none(value: Optional[float], default: float) -> float:
+    """The per-δ override, or the default when it is None (0 is an override, refused by validation, not "unset")."""
+    return default if value is None else value
 
 
 def validate_experiment(cfg: ExperimentConfig) -> None:
-    """Check everything that can be checked before any data is read; raise ConfigError with one clear line."""
-    _require(len(cfg.seeds) > 0, "seeds is empty; give at least one seed, e.g. --seeds [0,1,2]")
-    _require(len(cfg.deltas) > 0, "deltas is empty; give at least one δ in [0, 1], e.g. --deltas [1,0.5]")
-    for delta in cfg.deltas + [o.delta for o in cfg.heads.per_delta]:
-        _require(
-            math.isfinite(delta) and 0.0 <= delta <= 1.0,
-            f"delta={delta} is outside [0, 1]; δ is the probability that a positive shares the anchor's class",
-        )
-    heads = cfg.heads
-    _require(heads.r >= 1, f"heads.r={heads.r} must be at least 1")
-    _require(heads.epochs >= 1, f"heads.epochs={heads.epochs} must be at least 1")
-    _require(heads.batch_size >= 2, f"heads.batch_size={heads.batch_size} must be at least 2 (InfoNCE needs negatives)")
-    _require(heads.optimizer.lr > 0, f"heads.optimizer.lr={heads.optimizer.lr} must be positive")
-    _require(
-        heads.early_stopping_patience is None or heads.early_stopping_patience >= 1,
-        "heads.early_stopping_patience must be at least 1 (or null to train every epoch)",
-    )
-    for o in heads.per_delta:
-        _require(o.tau is None or o.tau > 0, f"heads.per_delta tau={o.tau} must be positive")
-        _require(o.epochs is None or o.epochs >= 1, f"heads.per_delta epochs={o.epochs} must be at least 1")
-    _require(heads.infonce.tau > 0, f"heads.infonce.tau={heads.infonce.tau} must be positive")
-    _require(
-        heads.infonce.similarity != "dot" or heads.optimizer.weight_decay > 0,
-        "heads.infonce.similarity=dot lets ‖A‖ grow without bound; set heads.optimizer.weight_decay > 0",
-    )
-    _require(heads.simsiam.xi >= 0, f"heads.simsiam.xi={heads.simsiam.xi} must be non-negative")
-    _require(heads.simsiam.predictor_lr_scale > 0, "heads.simsiam.predictor_lr_scale must be positive")
-    _require(cfg.score.kmeans.nredo >= 1, "score.kmeans.nredo must be at least 1")
-    _require(len(cfg.score.probe.l2_grid) > 0, "score.probe.l2_grid is empty; give at least one L2 strength")
-    check = cfg.check
-    _require(check.surrogates >= 2, f"check.surrogates={check.surrogates}: calibration needs at least 2 surrogates")
-    _require(check.pca_dim >= 1, f"check.pca_dim={check.pca_dim} must be at least 1")
-    _require(0.0 < check.alpha < 1.0, f"check.alpha={check.alpha} must be in (0, 1)")
-    _require(check.em_max_iter >= 1 and check.em_n_init >= 1, "check.em_max_iter and check.em_n_init must be at least 1")
-    _require(check.repeats >= 1, f"check.repeats={check.repeats} must be at least 1")
-    _require(check.shrinkage is None or 0.0 <= check.shrinkage <= 1.0, "check.shrinkage must be in [0, 1] or null")
+    """Check everything that can be checked before any data is read: every section's fields
+    (``ExperimentConfig.validate``) and the rules between sections; raise ConfigError with one clear line."""
+    cfg.validate()
+    gmm = cfg.data.synthetic
+    if cfg.data.source == "synthetic" and cfg.heads.r > gmm.d:
+        raise ConfigError(f"heads.r={cfg.heads.r} exceeds the feature dimension d={gmm.d}; choose r ≤ d")
     if cfg.run_dir:
         validate_run_dir(Path(cfg.run_dir))
-    data = cfg.data
-    _require(0.0 < data.val_fraction < 1.0, f"data.val_fraction={data.val_fraction} must be in (0, 1)")
-    if data.source == "synthetic":
-        gmm = data.synthetic
-        _require(gmm.k >= 2, f"data.synthetic.k={gmm.k}: need at least 2 classes (components)")
-        _require(gmm.d >= gmm.k, f"data.synthetic.d={gmm.d} must be at least k={gmm.k} (K-1 signal directions + nuisance)")
-        _require(min(gmm.n_train, gmm.n_val, gmm.n_test) >= 2 * gmm.k, "data.synthetic n_train/n_val/n_test must each be at least 2·k")
-        _require(gmm.signal_std > 0 and gmm.nuisance_std > 0, "data.synthetic signal_std and nuisance_std must be positive")
-        _require(heads.r <= gmm.d, f"heads.r={heads.r} exceeds the feature dimension d={gmm.d}; choose r ≤ d")
-    elif data.source == "npz":
-        _require(data.path is not None, "data.source is 'npz' but data.path is not set; give --data.path FILE.npz")
-    else:
-        validate_images(data)
 
 
 def validate_run_dir(run_dir: Path) -> None:
@@ -517,22 +645,3 @@ def validate_run_dir(run_dir: Path) -> None:
             where = "is a file" if path == run_dir else f"cannot be created: {path} is a file"
             raise ConfigError(f"run_dir {run_dir} {where}, not a directory; give a directory for --run_dir "
                               "(it is created if missing)")
-
-
-def validate_images(data: DataConfig) -> None:
-    """Checks of the dataset, backbone and extraction settings that need no import and no file read."""
-    ds, bb, ex = data.dataset, data.backbone, data.extract
-    _require(0.0 < ds.test_fraction < 1.0, f"data.dataset.test_fraction={ds.test_fraction} must be in (0, 1)")
-    _require(bb.image_size is None or bb.image_size >= 8, f"data.backbone.image_size={bb.image_size} must be at least 8")
-    _require(ex.batch_size >= 1, f"data.extract.batch_size={ex.batch_size} must be at least 1")
-    _require(ex.shard_size >= 1, f"data.extract.shard_size={ex.shard_size} must be at least 1")
-    _require(ex.num_workers >= -1, f"data.extract.num_workers={ex.num_workers} must be -1 (auto) or ≥ 0")
-    _require(
-        bb.device in ("auto", "cpu", "mps") or bb.device == "cuda" or bb.device.startswith("cuda:"),
-        f"data.backbone.device={bb.device!r} is not one of auto, cpu, cuda, cuda:N, mps",
-    )
-    _require(len(bb.prompts) > 0 and all("{}" in p for p in bb.prompts),
-             "data.backbone.prompts must be non-empty templates with a {} where the class name goes")
-    if bb.kind == "packaged":
-        _require(bb.name == "efficientnet_lite0",
-                 f"data.backbone.name={bb.name!r}: the packaged backbone is efficientnet_lite0")

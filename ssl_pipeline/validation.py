@@ -1,0 +1,79 @@
+"""One-line checks of config values, for the sections of ``config.py`` to validate themselves: each raises a
+ConfigError ``<dotted path>=<value> must be <valid range>``. Cheap to import (no torch, no numpy)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Literal, get_args, get_origin, get_type_hints
+
+from ssl_pipeline.errors import ConfigError
+
+BATCH_WHY = "InfoNCE needs another pair of the batch as its negative"
+
+
+def require(condition: bool, path: str, value: object, valid: str) -> None:
+    """Unless ``condition``, raise the one-line ConfigError ``<path>=<value> must be <valid>``."""
+    if not condition:
+        shown = repr(value) if isinstance(value, str) else value
+        raise ConfigError(f"{path}={shown} must be {valid}")
+
+
+def require_at_least(path: str, value: float | None, low: float, *, optional: bool = False, why: str = "") -> None:
+    """value ≥ low (None allowed when ``optional``); ``why`` is added to the message in parentheses."""
+    if value is None and optional:
+        return
+    valid = f"at least {low:g}" + (" or null" if optional else "") + (f" ({why})" if why else "")
+    require(value is not None and value >= low, path, value, valid)
+
+
+def require_positive(path: str, value: float | None, *, optional: bool = False) -> None:
+    """value finite and > 0 (None allowed when ``optional``)."""
+    if value is None and optional:
+        return
+    valid = ("> 0" if value is None or math.isfinite(value) else "finite and > 0") + (" or null" if optional else "")
+    require(value is not None and math.isfinite(value) and value > 0, path, value, valid)
+
+
+def require_fraction(path: str, value: float | None, *, closed: bool = False, optional: bool = False) -> None:
+    """value in (0, 1), or in [0, 1] when ``closed`` (None allowed when ``optional``)."""
+    if value is None and optional:
+        return
+    inside = value is not None and (0.0 <= value <= 1.0 if closed else 0.0 < value < 1.0)
+    require(inside, path, value, ("in [0, 1]" if closed else "in (0, 1)") + (" or null" if optional else ""))
+
+
+def require_delta(path: str, value: float) -> None:
+    """δ in [0, 1]."""
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ConfigError(f"{path}={value} is outside [0, 1]; δ is the probability that a positive shares the "
+                          "anchor's class")
+
+
+def require_device(path: str, value: str, names: tuple[str, ...]) -> None:
+    """value is one of ``names``, ``cuda`` or ``cuda:N``."""
+    valid = value in names or value == "cuda" or re.fullmatch(r"cuda:\d+", value) is not None
+    require(valid, path, value, f"one of {', '.join(names)}, cuda, cuda:N")
+
+
+@functools.cache
+def _literal_fields(cls: type) -> dict[str, tuple[bool, tuple]]:
+    """Per field of ``cls`` typed by a Literal (or a list of one): whether it is a list, and the valid values."""
+    choices = {}
+    for name, hint in get_type_hints(cls).items():
+        is_list = get_origin(hint) is list
+        inner = get_args(hint)[0] if is_list else hint
+        if get_origin(inner) is Literal:
+            choices[name] = (is_list, get_args(inner))
+    return choices
+
+
+def check_choices(section: object, path: str) -> None:
+    """Every Literal-typed field of the dataclass ``section`` holds one of its values (jsonargparse checks them
+    when parsing; this covers configs built in code)."""
+    for name, (is_list, valid) in _literal_fields(type(section)).items():
+        value = getattr(section, name)
+        items = [(f"{path}.{name}[{i}]", v) for i, v in enumerate(value)] if is_list else [(f"{path}.{name}", value)]
+        for where, item in items:
+            require(item in valid, where, item, f"one of {', '.join(valid)}")
