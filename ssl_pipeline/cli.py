@@ -281,13 +281,14 @@ def report_command(args, console) -> int:
 
 def cache_command(args, console) -> int:
     """``cache list | verify | clean``; verify returns 1 when an entry is corrupt."""
-    from ssl_pipeline.features.cache import FeatureCache, render_entries
+    from ssl_pipeline.features.cache import FeatureCache
+    from ssl_pipeline.reporting.cache_tables import entries_table
 
     action = args.action
     sub = getattr(args, action)
     cache = FeatureCache(sub.root)
     if action == "list":
-        console.print(render_entries(cache.entries()))
+        console.print(entries_table(cache.entries()))
         return 0
     keys = sub.key or None
     if action == "verify":

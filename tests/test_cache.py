@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from ssl_pipeline.errors import DataError
-from ssl_pipeline.features.cache import FeatureCache, ShardWriter, cache_key, render_entries
+from ssl_pipeline.features.cache import FeatureCache, cache_key
+from ssl_pipeline.features.shards import ShardWriter, open_writer
+from ssl_pipeline.reporting.cache_tables import entries_table
 
 IDENTITY = {
     "backbone": {"name": "resnet18", "weights": "IMAGENET1K_V1"},
@@ -45,7 +47,7 @@ def _sha(path: Path) -> str:
 
 def _complete(root: Path, identity: dict = IDENTITY) -> FeatureCache:
     cache = FeatureCache(root)
-    with cache.writer(cache_key(identity), identity, N, SHARD) as writer:
+    with open_writer(cache, cache_key(identity), identity, N, SHARD) as writer:
         _write(writer, writer.pending())
         writer.finalize({"images_per_s": 12.5, "backbone": "torchvision:resnet18@IMAGENET1K_V1"})
     return cache
@@ -55,7 +57,7 @@ def test_finalized_entry_loads_exactly_the_written_arrays_memory_mapped(tmp_path
     cache = FeatureCache(tmp_path)
     key = cache_key(IDENTITY)
     assert cache.get(key) is None
-    with cache.writer(key, IDENTITY, N, SHARD) as writer:
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:
         assert writer.num_shards == 4 and writer.shard_range(3) == (9, 10)
         written = [_shard_arrays(writer, i) for i in range(writer.num_shards)]
         for i in reversed(range(writer.num_shards)):
@@ -80,13 +82,13 @@ def test_resume_after_kill_keeps_finished_shards_and_is_bit_identical(tmp_path: 
     reference = _complete(tmp_path / "uninterrupted").get(cache_key(IDENTITY))
     cache = FeatureCache(tmp_path / "resumed")
     key = cache_key(IDENTITY)
-    writer = cache.writer(key, IDENTITY, N, SHARD)
+    writer = open_writer(cache, key, IDENTITY, N, SHARD)
     _write(writer, [0, 1])
     writer.close()  # killed: never finalized
     shard0 = cache.root / key / "shards" / "shard-00000.npz"
     mtime = shard0.stat().st_mtime_ns
     (shard0.parent / "shard-00002.npz.tmp").write_bytes(b"half a shard")
-    with cache.writer(key, IDENTITY, N, SHARD) as writer:
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:
         assert writer.pending() == [2, 3]
         assert not list(shard0.parent.glob("*.tmp")) and shard0.stat().st_mtime_ns == mtime
         _write(writer, writer.pending())
@@ -100,14 +102,15 @@ def test_sigkilled_writer_releases_lock_and_leaves_finished_shards(tmp_path: Pat
 import json, os, signal
 import numpy as np
 from ssl_pipeline.features.cache import FeatureCache, cache_key
+from ssl_pipeline.features.shards import open_writer
 identity = json.loads({json.dumps(IDENTITY)!r})
-writer = FeatureCache({str(tmp_path)!r}).writer(cache_key(identity), identity, {N}, {SHARD})
+writer = open_writer(FeatureCache({str(tmp_path)!r}), cache_key(identity), identity, {N}, {SHARD})
 for i in (0, 2):
     writer.write_shard(i, np.ones(({SHARD}, {DIM}), np.float32), np.zeros({SHARD}, np.int64), np.arange({SHARD}))
 os.kill(os.getpid(), signal.SIGKILL)
 """
     assert subprocess.run([sys.executable, "-c", script], check=False).returncode == -9
-    with FeatureCache(tmp_path).writer(cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
+    with open_writer(FeatureCache(tmp_path), cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
         assert writer.pending() == [1, 3]
 
 
@@ -117,8 +120,9 @@ def test_lock_of_a_sigkilled_writer_does_not_live_on_in_the_children_it_forked(t
     script = f"""
 import json, os, signal, time
 from ssl_pipeline.features.cache import FeatureCache, cache_key
+from ssl_pipeline.features.shards import open_writer
 identity = json.loads({json.dumps(IDENTITY)!r})
-writer = FeatureCache({str(tmp_path)!r}).writer(cache_key(identity), identity, {N}, {SHARD})
+writer = open_writer(FeatureCache({str(tmp_path)!r}), cache_key(identity), identity, {N}, {SHARD})
 child = os.fork()
 if child == 0:
     time.sleep(60)
@@ -131,7 +135,7 @@ os.kill(os.getpid(), signal.SIGKILL)
         assert killed.wait() == -9
     try:
         os.kill(child, 0)  # the forked child is still running
-        with FeatureCache(tmp_path).writer(cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
+        with open_writer(FeatureCache(tmp_path), cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
             assert writer.pending() == [0, 1, 2, 3]
         os.kill(child, 0)
     finally:
@@ -141,7 +145,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 def test_recorded_shard_corrupted_on_disk_is_pending_again(tmp_path: Path) -> None:
     cache = FeatureCache(tmp_path)
     key = cache_key(IDENTITY)
-    with cache.writer(key, IDENTITY, N, SHARD) as writer:
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:
         _write(writer, [0, 1, 2])
         shard1 = cache.root / key / "shards" / "shard-00001.npz"
         shard1.write_bytes(shard1.read_bytes()[:-5] + b"XXXXX")
@@ -209,20 +213,20 @@ def test_cache_key_changes_with_any_identity_field_and_ignores_dict_order() -> N
 def test_resume_works_when_identity_holds_tuples(tmp_path: Path) -> None:
     identity = {**IDENTITY, "preprocess": {"mean": (0.5, 0.5, 0.5)}}
     cache = FeatureCache(tmp_path)
-    with cache.writer(cache_key(identity), identity, N, SHARD) as writer:
+    with open_writer(cache, cache_key(identity), identity, N, SHARD) as writer:
         _write(writer, [0])
-    with cache.writer(cache_key(identity), identity, N, SHARD) as writer:
+    with open_writer(cache, cache_key(identity), identity, N, SHARD) as writer:
         assert writer.pending() == [1, 2, 3]
 
 
 def test_partial_entry_with_other_layout_starts_over(tmp_path: Path) -> None:
     cache = FeatureCache(tmp_path)
     key = cache_key(IDENTITY)
-    with cache.writer(key, IDENTITY, N, SHARD) as writer:
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:
         _write(writer, [0, 1])
-    with cache.writer(key, {**IDENTITY, "note": "other"}, N, SHARD) as writer:
+    with open_writer(cache, key, {**IDENTITY, "note": "other"}, N, SHARD) as writer:
         assert writer.pending() == [0, 1, 2, 3]
-    with cache.writer(key, {**IDENTITY, "note": "other"}, N, 5) as writer:
+    with open_writer(cache, key, {**IDENTITY, "note": "other"}, N, 5) as writer:
         assert writer.pending() == [0, 1]
 
 
@@ -230,8 +234,8 @@ def test_force_rebuilds_complete_entry_and_get_ignores_partial(tmp_path: Path) -
     cache = _complete(tmp_path)
     key = cache_key(IDENTITY)
     with pytest.raises(DataError, match="already complete"):
-        cache.writer(key, IDENTITY, N, SHARD)
-    with cache.writer(key, IDENTITY, N, SHARD, force=True) as writer:
+        open_writer(cache, key, IDENTITY, N, SHARD)
+    with open_writer(cache, key, IDENTITY, N, SHARD, force=True) as writer:
         assert writer.pending() == [0, 1, 2, 3]
         assert cache.get(key) is None
         _write(writer, [0])
@@ -244,11 +248,11 @@ def test_force_rebuilds_complete_entry_and_get_ignores_partial(tmp_path: Path) -
 def test_second_writer_for_same_key_is_refused_while_first_holds_lock(tmp_path: Path) -> None:
     cache = FeatureCache(tmp_path)
     key = cache_key(IDENTITY)
-    with cache.writer(key, IDENTITY, N, SHARD):
+    with open_writer(cache, key, IDENTITY, N, SHARD):
         with pytest.raises(DataError, match=f"cache entry {key} is being written by another process"):
-            cache.writer(key, IDENTITY, N, SHARD)
+            open_writer(cache, key, IDENTITY, N, SHARD)
         assert cache.clean() == []  # locked entries are not removed
-    with cache.writer(key, IDENTITY, N, SHARD) as writer:
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:
         assert writer.num_shards == 4
 
 
@@ -257,7 +261,7 @@ def test_entries_verify_and_clean(tmp_path: Path) -> None:
     done = cache_key(IDENTITY)
     partial_identity = {**IDENTITY, "dataset": {**IDENTITY["dataset"], "split": "test"}}
     partial = cache_key(partial_identity)
-    with cache.writer(partial, partial_identity, N, SHARD) as writer:
+    with open_writer(cache, partial, partial_identity, N, SHARD) as writer:
         _write(writer, [0])
     rows = {row["key"]: row for row in cache.entries()}
     assert rows[done]["complete"] and rows[done]["n"] == N and rows[done]["dim"] == DIM
@@ -265,7 +269,7 @@ def test_entries_verify_and_clean(tmp_path: Path) -> None:
     assert rows[done]["bytes"] == sum(f.stat().st_size for f in (cache.root / done).iterdir())
     assert not rows[partial]["complete"] and (rows[partial]["shards_done"], rows[partial]["num_shards"]) == (1, 4)
     assert (rows[partial]["split"], rows[partial]["backbone"]) == ("test", "resnet18")
-    assert render_entries(cache.entries()).row_count == 2
+    assert entries_table(cache.entries()).row_count == 2
 
     assert cache.verify() == [(done, True, "3 files ok")]
     (cache.root / done / "indices.npy").write_bytes(b"\x93NUMPY garbage")
@@ -284,7 +288,7 @@ def test_finalize_streams_shards_instead_of_holding_them_all(tmp_path: Path) -> 
     cache = FeatureCache(tmp_path)
     num_shards, rows, dim = 16, 512, 1024  # 2 MiB of features per shard, 32 MiB in all
     identity = {**IDENTITY, "dataset": {"name": "big"}}
-    with cache.writer(cache_key(identity), identity, num_shards * rows, rows) as writer:
+    with open_writer(cache, cache_key(identity), identity, num_shards * rows, rows) as writer:
         block = np.ones((rows, dim), dtype=np.float32)
         for i in range(num_shards):
             writer.write_shard(i, block * i, np.zeros(rows, np.int64), np.arange(*writer.shard_range(i)))
@@ -300,7 +304,7 @@ def test_finalize_streams_shards_instead_of_holding_them_all(tmp_path: Path) -> 
 def test_extra_arrays_round_trip_and_are_checksummed(tmp_path: Path) -> None:
     cache = FeatureCache(tmp_path)
     text = np.linspace(0, 1, 3 * DIM, dtype=np.float32).reshape(3, DIM)
-    with cache.writer(cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
+    with open_writer(cache, cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
         _write(writer, writer.pending())
         writer.add_extra("text_features", text)
         entry = writer.finalize({})
@@ -313,7 +317,7 @@ def test_extra_arrays_round_trip_and_are_checksummed(tmp_path: Path) -> None:
 
 def test_write_shard_rejects_wrong_shapes_and_dimension_changes(tmp_path: Path) -> None:
     cache = FeatureCache(tmp_path)
-    with cache.writer(cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
+    with open_writer(cache, cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
         features, labels, indices = _shard_arrays(writer, 0)
         with pytest.raises(ValueError, match="float32"):
             writer.write_shard(0, features.astype(np.float64), labels, indices)

@@ -308,12 +308,13 @@ def test_cache_commands_list_verify_and_clean(capsys, tmp_path):
     import numpy as np
 
     from ssl_pipeline.features.cache import FeatureCache
+    from ssl_pipeline.features.shards import open_writer
 
     cache = FeatureCache(tmp_path)
-    with cache.writer("a" * 20, {"dataset": {"name": "digits", "split": "train"}}, 4, 4) as writer:
+    with open_writer(cache, "a" * 20, {"dataset": {"name": "digits", "split": "train"}}, 4, 4) as writer:
         writer.write_shard(0, np.ones((4, 3), np.float32), np.arange(4), np.arange(4))
         writer.finalize({"dataset": "digits", "split": "train", "backbone": "b"})
-    with cache.writer("b" * 20, {"dataset": {"name": "digits", "split": "test"}}, 8, 4) as writer:
+    with open_writer(cache, "b" * 20, {"dataset": {"name": "digits", "split": "test"}}, 8, 4) as writer:
         writer.write_shard(0, np.ones((4, 3), np.float32), np.arange(4), np.arange(4))
     assert main(["cache", "list", "--root", str(tmp_path)]) == 0
     listing = capsys.readouterr().out

@@ -22,6 +22,7 @@ from ssl_pipeline.config import ExtractConfig
 from ssl_pipeline.data.images import ImageSplit
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.features.cache import CacheEntry, FeatureCache, cache_key
+from ssl_pipeline.features.shards import open_writer
 
 
 def split_identity(info: BackboneInfo, split: ImageSplit) -> dict:
@@ -91,7 +92,7 @@ def extract_split(
     if entry is not None:
         return entry
     shard_size = math.ceil(cfg.shard_size / cfg.batch_size) * cfg.batch_size
-    with cache.writer(key, identity, len(split), shard_size, force=cfg.force) as writer:
+    with open_writer(cache, key, identity, len(split), shard_size, force=cfg.force) as writer:
         pending = writer.pending()
         skipped: list[str] = []
         start = time.perf_counter()
@@ -185,7 +186,7 @@ def extract_text(
     if entry is not None:
         return entry
     texts = [template.format(name) for template in prompts for name in class_names]
-    with cache.writer(key, identity, len(texts), len(texts), force=force) as writer:
+    with open_writer(cache, key, identity, len(texts), len(texts), force=force) as writer:
         backbone = get_backbone()
         start = time.perf_counter()
         features = backbone.encode_text(texts).cpu().numpy().astype(np.float32)

@@ -18,6 +18,7 @@ from ssl_pipeline.data.labelled import LabelledFeatures, stratified_split
 from ssl_pipeline.digests import json_digest
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.features.cache import CacheEntry, FeatureCache, cache_key
+from ssl_pipeline.reporting.cache_tables import extraction_table
 
 if TYPE_CHECKING:
     from ssl_pipeline.backbones import BackboneInfo
@@ -52,7 +53,7 @@ def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
     if info.has_text:
         class_names = entries["train"].manifest["class_names"]
         entries["text"] = extract_text(info, get_backbone, class_names, cfg.backbone.prompts, cache, cfg.extract.force)
-    console.print(cache_summary(entries, info.identity, extracted=bool(built)))
+    console.print(extraction_table(entries, info.identity, extracted=bool(built)))
     return entries
 
 
@@ -72,20 +73,6 @@ def _refuse_unreadable_images(
         (path, reason), more = bad[0], f" and {len(bad) - 1} more unreadable images" if len(bad) > 1 else ""
         raise DataError(f"cannot read image {path} ({reason}){more}; fix or remove it, or set "
                         "data.dataset.skip_corrupt=true to skip unreadable images")
-
-
-def cache_summary(entries: dict[str, CacheEntry], backbone: str, extracted: bool):
-    """The end-of-extraction table: one row per cache entry (split, key, shape, where it lives, img/s)."""
-    from rich.table import Table
-
-    table = Table(title=f"features of {backbone}" + ("" if extracted else " (all from the cache)"), header_style="bold")
-    for column in ("split", "cache key", "items", "dim", "img/s", "path"):
-        table.add_column(column, justify="right" if column in ("items", "dim", "img/s") else "left")
-    for name, entry in entries.items():
-        rate = entry.manifest.get("timing", {}).get("images_per_second")
-        table.add_row(name, entry.key, str(entry.manifest["num_items"]), str(entry.manifest["dim"]),
-                      f"{rate:.0f}" if rate else "–", str(entry.path))
-    return table
 
 
 def load_image_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
