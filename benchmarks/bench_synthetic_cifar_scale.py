@@ -40,13 +40,15 @@ from rich.console import Console  # noqa: E402
 from _machine import LoadMeter, write_results  # noqa: E402  (benchmarks/_machine.py; this script's folder is on sys.path)
 
 import ssl_pipeline.scoring.kmeans as kmeans_module  # noqa: E402
-import ssl_pipeline.scoring.projections as projections_module  # noqa: E402
+import ssl_pipeline.scoring.run as scoring_run_module  # noqa: E402
 import ssl_pipeline.scoring.score as score_module  # noqa: E402
 
-from ssl_pipeline import experiment  # noqa: E402
+from ssl_pipeline import experiment, rundir  # noqa: E402
 from ssl_pipeline.config import (  # noqa: E402
     DataConfig, ExperimentConfig, GMMConfig, HeadsConfig, KMeansConfig, ScoreConfig, validate_experiment,
 )
+from ssl_pipeline.features.source import load_features  # noqa: E402
+from ssl_pipeline.scoring.run import score_run  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - IMPORT_START
 GOAL_SECONDS = 60.0
@@ -106,7 +108,7 @@ def main() -> None:
     timed(score_module, "fisher_cos2", "fisher_cos2+energy")
     timed(score_module, "fisher_energy", "fisher_cos2+energy")
     timed(score_module, "clustering_scores", "nmi/ari/acc")
-    timed(projections_module, "baseline_projection", "baseline fits")
+    timed(scoring_run_module, "baseline_projection", "baseline fits")
     timed(kmeans_module, "kmeans_plusplus", SEEDING)  # called by faiss_kmeans, so part of "kmeans"
 
     console = Console(width=160)
@@ -123,14 +125,14 @@ def main() -> None:
 
         load = LoadMeter().start()
         validate_experiment(cfg)
-        features = experiment.load_features(cfg.data)
+        features = load_features(cfg.data)
         stage("data generation")
-        run_dir = experiment.resolve_run_dir(cfg)
-        experiment.write_config(cfg, run_dir)
+        run_dir = rundir.resolve_run_dir(cfg)
+        rundir.write_config(cfg, run_dir)
         stage("write_config")
         heads = experiment.fit_heads(cfg, features, run_dir, console)
         stage("fit_heads")
-        records = experiment.score_run(cfg, features, heads, run_dir, console)
+        records = score_run(cfg, features, heads, run_dir, console)
         stage("score_run")
         total = time.perf_counter() - start
         load.stop()

@@ -18,22 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ssl_pipeline.config import ExperimentConfig
-from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.errors import ConfigError
+from ssl_pipeline.features.source import load_features
 from ssl_pipeline.heads.fit import FittedHead
+from ssl_pipeline.reporting.progress import progress_bar
+from ssl_pipeline.rundir import resolve_run_dir, saved_heads, write_config
+from ssl_pipeline.scoring.run import score_run
 
 GAP_METRICS = ("nmi", "probe_acc", "fisher_cos2", "fisher_energy", "effective_rank")
-
-
-def heads_for(cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, console: Console, logger) -> list[FittedHead]:
-    """The config's heads in ``run_dir`` if ``fit``/``run`` already saved them for these features, else fitted."""
-    from ssl_pipeline.errors import DataError
-    from ssl_pipeline.experiment import fit_heads, load_heads
-
-    try:
-        return load_heads(cfg, run_dir, features)
-    except DataError:
-        return fit_heads(cfg, features, run_dir, console, logger)
 
 
 def half_fit_records(heads: list[FittedHead], half_bases: tuple[np.ndarray, np.ndarray]) -> dict[tuple, float]:
@@ -71,14 +63,7 @@ def gap_records(real: dict[tuple, float], surrogates: list[dict[tuple, float]], 
 
 def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path]:
     """Run every check; write ``checks.json``, ``results.json`` (real + surrogate records), ``checks/*.png``."""
-    from ssl_pipeline.experiment import (
-        check_devices,
-        load_features,
-        progress_bar,
-        resolve_run_dir,
-        score_run,
-        write_config,
-    )
+    from ssl_pipeline.experiment import check_devices, fit_heads
     from ssl_pipeline.reporting.check_plots import save_check_figures
     from ssl_pipeline.reporting.plots import plot_delta_sweep
     from ssl_pipeline.reporting.results import write_json_atomic
@@ -92,10 +77,15 @@ def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path
     if cfg.check.pca_dim >= features.dim:
         raise ConfigError(f"check.pca_dim={cfg.check.pca_dim} must be below the feature dimension d={features.dim}")
     run_dir = resolve_run_dir(cfg)
-    write_config(cfg, run_dir)
     datasets = [features] + [
         sample_surrogate(features, cfg.check.shrinkage, cfg.check.seed + 1 + s) for s in range(cfg.check.surrogates)
     ]
+    head_runs = datasets if cfg.check.surrogate_heads else datasets[:1]
+    head_dirs = [run_dir if i == 0 else run_dir / "surrogates" / f"s{i}" for i in range(len(head_runs))]
+    # Heads saved by an earlier fit/run/check are checked as `score` checks them, before anything is written:
+    # heads fitted on other features or with other settings are refused, never fitted over.
+    saved = [saved_heads(cfg, where, data) for where, data in zip(head_dirs, head_runs)]
+    write_config(cfg, run_dir)
     with wandb_run(cfg, "check", run_dir) as logger:
         results = []
         with progress_bar(console) as progress:
@@ -107,13 +97,12 @@ def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path
         statistics = calibrate(results[0], results[1:], cfg.check)
         records = list(statistics)
 
-        head_runs = datasets if cfg.check.surrogate_heads else datasets[:1]
         all_records, halves, means = [], [], []
-        for i, data in enumerate(head_runs):
-            where = run_dir if i == 0 else run_dir / "surrogates" / f"s{i}"
+        for i, (data, where, heads) in enumerate(zip(head_runs, head_dirs, saved)):
             where.mkdir(parents=True, exist_ok=True)
             console.print(f"heads and scores on the {'real features' if i == 0 else f'surrogate {i}'}")
-            heads = heads_for(cfg, data, where, console, logger if i == 0 else None)
+            if heads is None:
+                heads = fit_heads(cfg, data, where, console, logger if i == 0 else None)
             scored = score_run(cfg, data, heads, where, console)
             all_records += scored
             halves.append(half_fit_records(heads, results[i].lda_half_bases))

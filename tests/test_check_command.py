@@ -53,3 +53,25 @@ def test_heads_and_baselines_are_rerun_on_every_surrogate_with_their_gap(check_r
     lda = next(r for r in checks if r.get("method") == "lda" and r["statistic"] == "nmi")
     assert abs(lda["gap"]) < 0.05, lda
     assert any(r.get("method") == "infonce" and r["statistic"] == "fisher_cos2_vs_lda_halves" for r in checks)
+
+
+def test_check_refuses_heads_fitted_with_other_settings_and_leaves_them_untouched(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    small = [
+        "--config", str(ROOT / "configs" / "synthetic" / "pancakes.yaml"), "--run_dir", str(run_dir),
+        "--data.synthetic.d", "8", "--data.synthetic.k", "3", "--data.synthetic.n_train", "300",
+        "--data.synthetic.n_val", "60", "--data.synthetic.n_test", "60", "--heads.r", "2", "--heads.epochs", "1",
+        "--heads.methods", "[infonce]", "--heads.per_delta", "[]", "--seeds", "0", "--deltas", "1",
+        "--check.pca_dim", "4", "--wandb.mode", "disabled",
+    ]
+    assert main(["fit", *small]) == 0
+    saved = {path: path.read_bytes() for path in [*(run_dir / "heads").iterdir(), run_dir / "config.yaml"]}
+    listing = sorted(run_dir.iterdir())
+    capsys.readouterr()
+    for change, message in ((["--heads.epochs", "2"], "was fitted with other settings than this config's"),
+                            (["--data.synthetic.seed", "1"], "was fitted on features gmm-")):
+        assert main(["check", *small, *change]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("ssl-pipeline: error: ") and message in err, err
+        assert {path: path.read_bytes() for path in saved} == saved  # heads and config.yaml as fit left them
+        assert sorted(run_dir.iterdir()) == listing  # no checks.json, no surrogates/

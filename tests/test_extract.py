@@ -133,7 +133,7 @@ def test_cache_key_changes_with_preprocessing_and_weight_file(tmp_path):
 def test_tiny_open_clip_encodes_images_and_class_prompts_and_scores_zero_shot(tmp_path):
     import open_clip
 
-    from ssl_pipeline.features.extract import zeroshot_accuracy, zeroshot_classifier
+    from ssl_pipeline.scoring.zeroshot import zeroshot_accuracy, zeroshot_classifier
 
     (tmp_path / "ssl-test-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
     open_clip.add_model_config(tmp_path / "ssl-test-tiny-clip.json")

@@ -194,17 +194,3 @@ def extract_text(
         writer.write_shard(0, features, np.tile(np.arange(k), len(prompts)), np.arange(len(texts)))
         return writer.finalize({"backbone": info.identity, "class_names": list(class_names), "prompts": list(prompts),
                                 "timing": {"seconds": round(time.perf_counter() - start, 3)}})
-
-
-def zeroshot_classifier(text_features: np.ndarray, num_classes: int) -> np.ndarray:
-    """CLIP's zero-shot classifier [K, D]: per class, the mean of its L2-normalised template embeddings,
-    normalised again (rows of ``text_features`` are ordered template-major, as ``extract_text`` writes them)."""
-    t = text_features.reshape(-1, num_classes, text_features.shape[1]).astype(np.float64)
-    t /= np.linalg.norm(t, axis=2, keepdims=True)
-    w = t.mean(axis=0)
-    return (w / np.linalg.norm(w, axis=1, keepdims=True)).astype(np.float32)
-
-
-def zeroshot_accuracy(x: np.ndarray, y: np.ndarray, classifier: np.ndarray) -> float:
-    """Accuracy of argmax_k cos(x, w_k) — the text-prompt classifier CLIP users compare against."""
-    return float(np.mean(np.argmax(x @ classifier.T, axis=1) == y))

@@ -1,38 +1,74 @@
-"""Labelled features of an image dataset under a frozen backbone: the ``images`` feature source.
+"""The labelled feature sources of a config (``data.source``: ``images``, ``synthetic``, ``npz``) and their
+identity keys (``LabelledFeatures.features_key``: saved heads record it, and ``score`` refuses heads fitted on
+other features).
 
-Order of work, so that mistakes cost nothing: validate the dataset's presence and the backbone's name, tag and
-weights' reachability (one clear line each), check the headers of the image files of every split still to be
-extracted (``unreadable_images``), then reuse complete cache entries — building the backbone only if some split
-still has to be extracted — and finally carve val from train (seeded, stratified).
+The ``images`` source, in an order of work that makes mistakes cost nothing: validate the dataset's presence and
+the backbone's name, tag and weights' reachability (one clear line each), check the headers of the image files of
+every split still to be extracted (``unreadable_images``), then reuse complete cache entries — building the
+backbone only if some split still has to be extracted — and finally carve val from train (seeded, stratified).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from rich.console import Console
 
-from ssl_pipeline.config import DataConfig
-from ssl_pipeline.data.labelled import LabelledFeatures, stratified_split
-from ssl_pipeline.digests import json_digest
+from ssl_pipeline import backbones
+from ssl_pipeline.config import DataConfig, GMMConfig
+from ssl_pipeline.data.labelled import LabelledFeatures, load_npz_features, stratified_split
+from ssl_pipeline.digests import file_sha256, json_digest
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.features.cache import CacheEntry, FeatureCache, cache_key
 from ssl_pipeline.reporting.cache_tables import extraction_table
 
 if TYPE_CHECKING:
-    from ssl_pipeline.backbones import BackboneInfo
     from ssl_pipeline.data.images import ImageSplit
+
+
+def load_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
+    """The labelled feature source of a config, validated, with its identity in ``features_key``."""
+    if cfg.source == "synthetic":
+        from ssl_pipeline.data.synthetic import make_synthetic  # scipy
+
+        features = make_synthetic(cfg.synthetic)
+        features.features_key = synthetic_features_key(cfg.synthetic)
+        features.validate()
+        return features
+    if cfg.source == "images":
+        return load_image_features(cfg, console)
+    features = load_npz_features(cfg.path, cfg.name, cfg.val_fraction, cfg.split_seed)
+    features.features_key = npz_features_key(cfg.path)
+    return features
+
+
+def synthetic_features_key(cfg: GMMConfig) -> str:
+    """``gmm-`` and a digest of the mixture's settings (the data are generated from them, seed included)."""
+    return "gmm-" + json_digest(asdict(cfg))
+
+
+def npz_features_key(path: str | Path) -> str:
+    """``npz-`` and the file's sha256 (its first 16 hex characters)."""
+    return "npz-" + file_sha256(path)[:16]
+
+
+def image_features_key(train: CacheEntry, test: CacheEntry, val_fraction: float, split_seed: int) -> str:
+    """``img-`` and a digest of the train and test cache keys (backbone, weights, preprocessing, dataset split)
+    and of the carve of val from train."""
+    return "img-" + json_digest({"train": train.key, "test": test.key, "val_fraction": val_fraction,
+                                 "split_seed": split_seed})
 
 
 def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
     """Cache entries of the train and test splits (and of the class-name prompts for a text tower)."""
-    from ssl_pipeline.backbones import describe_backbone, load_backbone
-    from ssl_pipeline.data.images import check_available, load_split
-    from ssl_pipeline.features.extract import extract_split, extract_text
+    from ssl_pipeline.data.images import check_available, load_split  # torch, torchvision, PIL
+    from ssl_pipeline.features.extract import extract_split, extract_text  # torch
 
     check_available(cfg.dataset)
-    info = describe_backbone(cfg.backbone)
+    info = backbones.describe_backbone(cfg.backbone)
     cache = FeatureCache(cfg.extract.cache_root)
     splits = {name: load_split(cfg.dataset, name, cfg.split_seed) for name in ("train", "test")}
     if not cfg.dataset.skip_corrupt:
@@ -43,7 +79,7 @@ def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
     def get_backbone():
         if not built:
             console.print(f"loading backbone {info.identity}")
-            built.append(load_backbone(cfg.backbone, info))
+            built.append(backbones.load_backbone(cfg.backbone, info))
         return built[0]
 
     entries = {}
@@ -58,12 +94,12 @@ def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
 
 
 def _refuse_unreadable_images(
-    split: ImageSplit, info: BackboneInfo, cache: FeatureCache, cfg: DataConfig, console: Console
+    split: ImageSplit, info: backbones.BackboneInfo, cache: FeatureCache, cfg: DataConfig, console: Console
 ) -> None:
     """DataError naming the first unreadable image file of ``split`` (and how many there are) when the split is
     still to be extracted; a complete cache entry is used without opening its images again."""
-    from ssl_pipeline.data.images import unreadable_images
-    from ssl_pipeline.features.extract import split_identity
+    from ssl_pipeline.data.images import unreadable_images  # torch, torchvision, PIL
+    from ssl_pipeline.features.extract import split_identity  # torch
 
     if split.paths is None or (not cfg.extract.force and cache.get(cache_key(split_identity(info, split)))):
         return
@@ -85,15 +121,13 @@ def load_image_features(cfg: DataConfig, console: Optional[Console] = None) -> L
     x_test, y_test, _ = entries["test"].load(verify=verify)
     keep, carved = stratified_split(y_train, cfg.val_fraction, cfg.split_seed)
     manifest = entries["train"].manifest
-    key_payload = {"train": entries["train"].key, "test": entries["test"].key,
-                   "val_fraction": cfg.val_fraction, "split_seed": cfg.split_seed}
     features = LabelledFeatures(
         np.asarray(x_train[keep], dtype=np.float32), y_train[keep],
         np.asarray(x_train[carved], dtype=np.float32), y_train[carved],
         np.asarray(x_test, dtype=np.float32), np.asarray(y_test),
         dataset=cfg.dataset.name, data_kind="real", split_seed=cfg.split_seed,
         class_names=list(manifest["class_names"]), backbone=manifest["backbone"],
-        features_key="img-" + json_digest(key_payload),
+        features_key=image_features_key(entries["train"], entries["test"], cfg.val_fraction, cfg.split_seed),
     )
     if "text" in entries:
         features.text_features = np.asarray(entries["text"].load(verify=verify)[0])

@@ -1,0 +1,128 @@
+"""Scoring a run: every fitted head and every baseline on the test split → ``results.json`` records (one per
+seed), the zero-shot record of a CLIP backbone, and a 2-D sample of the main projections (``projections.npz``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress, TaskID
+
+from ssl_pipeline.config import ExperimentConfig
+from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.heads.fit import FittedHead
+from ssl_pipeline.reporting.progress import progress_bar
+from ssl_pipeline.reporting.results import make_record, write_json_atomic
+from ssl_pipeline.reporting.scatter import save_projection_sample
+from ssl_pipeline.scoring.projections import Projection, baseline_projection, head_projection
+from ssl_pipeline.scoring.score import ProjectionScorer, score_projection
+from ssl_pipeline.scoring.zeroshot import zeroshot_accuracy, zeroshot_classifier
+from ssl_pipeline.theory.subspaces import estimate_fisher_subspace
+
+
+def score_run(
+    cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], run_dir: Path, console: Console
+) -> list[dict]:
+    """Score every head and every baseline (one record per seed), write ``results.json`` and a 2-D sample of the
+    main projections (``projections.npz``, for the report's scatter plots)."""
+    records, scored = score_records(cfg, features, heads, console)
+    write_json_atomic(run_dir / "results.json", records)
+    write_projection_sample(cfg, features, scored, run_dir)
+    return records
+
+
+def write_projection_sample(cfg: ExperimentConfig, features: LabelledFeatures, scored: dict, run_dir: Path) -> None:
+    """First two coordinates of PCA, LDA and each head method (first seed, largest δ) on a test subsample.
+    ``scored`` holds the projections scoring already fitted; PCA/LDA are fitted here only if not among them."""
+    projections = {
+        method: scored.get(method) or baseline_projection(
+            method, features.x_train, features.y_train, cfg.heads.r, cfg.seeds[0], cfg.score.lda_shrinkage
+        )
+        for method in ("pca", "lda")
+    }
+    projections |= {method: scored[method] for method in cfg.heads.methods if method in scored}
+    save_projection_sample(run_dir / "projections.npz", features.x_test, features.y_test, projections,
+                           features.class_names, seed=cfg.seeds[0])
+
+
+def score_records(
+    cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], console: Console
+) -> tuple[list[dict], dict[str, Projection]]:
+    """The records, and the projections of the first seed (heads at the largest δ, baselines) for the scatter."""
+    fisher_basis = features.fisher_basis
+    if fisher_basis is None:
+        fisher_basis = estimate_fisher_subspace(
+            features.x_train, features.y_train, features.num_classes, cfg.score.lda_shrinkage
+        )
+    common = dict(
+        data=features.data_kind, dataset=features.dataset, backbone=features.backbone,
+        features=features.features_key, split="test", split_seed=features.split_seed,
+    )
+    first_seed: dict[str, Projection] = {}
+    total = len(heads) + len(cfg.score.baselines) * len(cfg.seeds)
+    with progress_bar(console) as progress:
+        task = progress.add_task("scoring", total=total, current="")
+        records = _head_records(cfg, features, heads, fisher_basis, common, first_seed, progress, task)
+        records += _baseline_records(cfg, features, fisher_basis, common, first_seed, progress, task)
+    if features.text_features is not None:
+        records.append(zeroshot_record(features, common))
+    return records, first_seed
+
+
+def _head_records(
+    cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], fisher_basis: np.ndarray,
+    common: dict, first_seed: dict[str, Projection], progress: Progress, task: TaskID,
+) -> list[dict]:
+    """One record per head; the projection of each method's first-seed head at the largest δ goes to
+    ``first_seed``."""
+    records = []
+    top = max(cfg.deltas)
+    for head in heads:
+        s = head.settings
+        progress.update(task, current=s.tag)
+        projection = head_projection(head)
+        if s.seed == cfg.seeds[0] and s.delta == top:
+            first_seed.setdefault(s.method, projection)
+        metrics = score_projection(projection, features, fisher_basis, cfg.score, s.seed)
+        records.append(make_record(
+            **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, similarity=s.similarity,
+            symmetric=s.symmetric, epochs=s.epochs, batch_size=s.batch_size, normalized=projection.normalized,
+            seed=s.seed, fit_seconds=head.fit_seconds, **metrics,
+        ))
+        progress.advance(task)
+    return records
+
+
+def _baseline_records(
+    cfg: ExperimentConfig, features: LabelledFeatures, fisher_basis: np.ndarray, common: dict,
+    first_seed: dict[str, Projection], progress: Progress, task: TaskID,
+) -> list[dict]:
+    """One record per baseline and seed; each baseline's first-seed projection goes to ``first_seed``."""
+    records = []
+    for method in cfg.score.baselines:
+        for seed in cfg.seeds:
+            progress.update(task, current=f"{method}_seed{seed}")
+            # Only the random projection depends on the seed; the others are fitted and probed once and
+            # only their k-means is seeded.
+            if method == "random" or seed == cfg.seeds[0]:
+                start = time.perf_counter()
+                projection = baseline_projection(
+                    method, features.x_train, features.y_train, cfg.heads.r, seed, cfg.score.lda_shrinkage
+                )
+                fit_seconds = time.perf_counter() - start
+                scorer = ProjectionScorer(projection, features, fisher_basis, cfg.score)
+                first_seed.setdefault(method, projection)
+            records.append(make_record(
+                **common, method=method, r=projection.r, normalized=False, seed=seed,
+                fit_seconds=fit_seconds, **scorer.scores(seed),
+            ))
+            progress.advance(task)
+    return records
+
+
+def zeroshot_record(features: LabelledFeatures, common: dict) -> dict:
+    """The text-prompt classifier of a CLIP backbone on test (method ``zeroshot``; no head, no seed)."""
+    classifier = zeroshot_classifier(features.text_features, features.num_classes)
+    return make_record(**common, method="zeroshot", zeroshot_acc=zeroshot_accuracy(features.x_test, features.y_test, classifier))
