@@ -1,8 +1,8 @@
 """The ``ssl-pipeline`` command: ``run | extract | fit | score | synthetic | check | report | cache``.
 
 Every sub-command takes the same experiment config (``--config FILE.yaml``, dotted overrides such as
-``--heads.r 8``, ``--print_config``). Heavy libraries are imported only inside the commands, so ``--help``
-and config errors answer at once. User errors print one line and exit 2.
+``--heads.r 8``, ``--print_config``). Each command's modules (and with them rich, numpy, torch, …) are
+imported only inside it, so ``--help`` and config errors answer at once. User errors print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ import sys
 import typing
 from pathlib import Path
 from typing import Optional, Sequence
+
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from ssl_pipeline.config import ExperimentConfig, WandbConfig, validate_experiment
 from ssl_pipeline.errors import ConfigError, PipelineError
@@ -49,8 +52,6 @@ def build_parser(command: Optional[str] = None):
     """The parser of every command. Only the experiment command ``command`` (the one being run) gets the config's
     options: their help is read from the attribute docstrings of the config dataclasses, about 0.15 s a
     sub-parser, and the other sub-parsers are never used."""
-    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
-
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog="ssl-pipeline", description=DESCRIPTION, exit_on_error=False)
     subcommands = parser.add_subcommands(dest="command", required=True)
@@ -152,8 +153,6 @@ def config_files(argv: Sequence[str]) -> list[str]:
 def invalid_yaml(argv: Sequence[str]) -> Optional[str]:
     """One line naming the first config file of ``argv`` that is not valid YAML, with the line and column of the
     problem; None if every one parses (jsonargparse's own message does not name the file)."""
-    import yaml
-
     for file in config_files(argv):
         path = Path(file)
         if not path.is_file():
@@ -181,15 +180,13 @@ def parse_config(argv: Sequence[str]):
 
 def parse_command(argv: Sequence[str]):
     """``parse_config``'s (command, config), and whether ``--wide`` asked for every metric in the table."""
-    from argparse import ArgumentError
-
     parser = build_parser(next((arg for arg in argv if arg in COMMANDS), None))
     try:
         namespace = parser.parse_args(bracket_lists(argv))
         if namespace.command in ("cache", "report"):
             return namespace.command, namespace[namespace.command], False
         parsed = parser.instantiate_classes(namespace)[namespace.command]
-    except (ArgumentError, UnicodeDecodeError) as error:
+    except (argparse.ArgumentError, UnicodeDecodeError) as error:
         raise ConfigError(invalid_yaml(argv) or explain_parse_error(str(error))) from None
     cfg = ExperimentConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(ExperimentConfig)})
     validate_experiment(cfg)
@@ -253,10 +250,6 @@ def extraction_metrics(entries: dict) -> dict:
 
 def report_command(args, console) -> int:
     """``report``: the HTML comparison of many runs (and, online, a W&B Report over the project's runs)."""
-    import dataclasses
-    from pathlib import Path
-
-    from ssl_pipeline.config import ExperimentConfig, WandbConfig
     from ssl_pipeline.reporting.html import build_report, resolve_runs
     from ssl_pipeline.reporting.wandb_logging import wandb_run
 
@@ -268,8 +261,6 @@ def report_command(args, console) -> int:
         if logger is not None:
             logger.log_figures(artifacts.figures)
     if args.wandb_report:
-        import yaml
-
         from ssl_pipeline.reporting.wandb_report import build_wandb_report
 
         groups = sorted({yaml.safe_load((d / "config.yaml").read_text()).get("name", d.name) for d in run_dirs})

@@ -7,6 +7,7 @@ and unreachable weights. ``load_backbone(cfg)`` builds the frozen model in ``eva
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal, Optional
 
@@ -77,6 +78,7 @@ class Backbone:
 
 def _kind_module(kind: str):
     """The module implementing ``describe(cfg)`` and ``build(cfg)`` for a ``data.backbone.kind``."""
+    # Imported here, not above: each of them imports BackboneInfo and Preprocess from this package.
     from ssl_pipeline.backbones import open_clip_models, packaged, timm_models, torchvision_models
 
     return {"packaged": packaged, "torchvision": torchvision_models, "open_clip": open_clip_models,
@@ -110,8 +112,6 @@ def resolve_device(name: str):
 def load_backbone(cfg: BackboneConfig, info: Optional[BackboneInfo] = None) -> Backbone:
     """Build the frozen model (weights loaded, ``eval()``, no gradients) on its device, with AMP and
     channels_last as configured, and measure its feature dimension with one dummy batch."""
-    import contextlib
-
     import torch
 
     info = info or describe_backbone(cfg)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ssl_pipeline.backbones import BackboneInfo, Preprocess
 from ssl_pipeline.backbones.weights import checkpoint_identity, hf_file_cached, require_download
 from ssl_pipeline.config import BackboneConfig
 from ssl_pipeline.digests import json_digest
@@ -35,8 +36,6 @@ def _pretrained_cfg(cfg: BackboneConfig) -> dict:
 def describe(cfg: BackboneConfig):
     import open_clip
     from open_clip.transform import PreprocessCfg
-
-    from ssl_pipeline.backbones import BackboneInfo, Preprocess
 
     pretrained = _pretrained_cfg(cfg)
     model_cfg = open_clip.get_model_config(cfg.name)

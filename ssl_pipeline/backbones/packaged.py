@@ -9,6 +9,7 @@ logits; sklearn's sample images are classified as "palace" and "daisy". Preproce
 
 from __future__ import annotations
 
+from ssl_pipeline.backbones import BackboneInfo, Preprocess
 from ssl_pipeline.backbones.weights import checkpoint_identity
 from ssl_pipeline.config import BackboneConfig
 from ssl_pipeline.errors import ConfigError
@@ -29,8 +30,6 @@ def weights_path(cfg: BackboneConfig) -> str:
 
 
 def describe(cfg: BackboneConfig):
-    from ssl_pipeline.backbones import BackboneInfo, Preprocess
-
     return BackboneInfo(
         identity=f"packaged:efficientnet_lite0:{checkpoint_identity(weights_path(cfg))}",
         preprocess=Preprocess(256, 224, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),

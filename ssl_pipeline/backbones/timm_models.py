@@ -5,7 +5,9 @@ timm's pooled pre-logits (``num_classes=0``)."""
 from __future__ import annotations
 
 import difflib
+import math
 
+from ssl_pipeline.backbones import BackboneInfo, Preprocess
 from ssl_pipeline.backbones.weights import checkpoint_identity, hf_file_cached, require_download
 from ssl_pipeline.config import BackboneConfig
 from ssl_pipeline.errors import ConfigError
@@ -26,10 +28,6 @@ def _pretrained_cfg(cfg: BackboneConfig):
 
 
 def describe(cfg: BackboneConfig):
-    import math
-
-    from ssl_pipeline.backbones import BackboneInfo, Preprocess
-
     pcfg = _pretrained_cfg(cfg)
     if cfg.checkpoint:
         tag = checkpoint_identity(cfg.checkpoint)

@@ -3,6 +3,7 @@ is replaced by the identity, so features are the pooled penultimate activations 
 
 from __future__ import annotations
 
+from ssl_pipeline.backbones import BackboneInfo, Preprocess
 from ssl_pipeline.backbones.weights import checkpoint_identity, require_download, torch_hub_cached
 from ssl_pipeline.config import BackboneConfig
 from ssl_pipeline.errors import ConfigError
@@ -28,8 +29,6 @@ def _weights(cfg: BackboneConfig):
 
 
 def describe(cfg: BackboneConfig):
-    from ssl_pipeline.backbones import BackboneInfo, Preprocess
-
     weights = _weights(cfg)
     if cfg.checkpoint:
         tag = checkpoint_identity(cfg.checkpoint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
@@ -76,8 +77,6 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 def load_npz_features(path: str, name: Optional[str], val_fraction: float, split_seed: int) -> LabelledFeatures:
     """Labelled features from an ``.npz`` (arrays x_train, y_train, x_test, y_test, optional x_val, y_val)."""
-    from pathlib import Path
-
     file = Path(path)
     if not file.is_file():
         raise DataError(f"feature file {file} does not exist; give an .npz with x_train, y_train, x_test, y_test")

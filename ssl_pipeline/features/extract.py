@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
+import torch
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Subset
 
 from ssl_pipeline.backbones import Backbone, BackboneInfo
 from ssl_pipeline.config import ExtractConfig
@@ -42,8 +45,6 @@ def resolve_workers(num_workers: int) -> int:
 def _collate(batch):
     """Stack uint8 images; unreadable ones (label −1, a placeholder) become zeros of the batch's shape. The third
     field is the item's position in the split (``ImageSplit.indices`` maps it to the dataset's own index)."""
-    import torch
-
     shape = next((image.shape for image, label, _ in batch if label >= 0), batch[0][0].shape)
     images = torch.stack([image if label >= 0 else torch.zeros(shape, dtype=torch.uint8) for image, label, _ in batch])
     labels = torch.tensor([label for _, label, _ in batch], dtype=torch.int64)
@@ -54,8 +55,6 @@ def _collate(batch):
 def _array_batches(split: ImageSplit, positions: np.ndarray, batch_size: int, geometry: Callable, device):
     """Batches of an in-memory dataset (CIFAR, digits: equal-sized images): one gather per batch and the resize
     applied to the whole batch on the model's device — no per-image work, no worker processes."""
-    import torch
-
     for start in range(0, len(positions), batch_size):
         items = positions[start:start + batch_size]
         pixels = torch.from_numpy(split.pixels[split.indices[items]]).to(device, non_blocking=True)
@@ -63,9 +62,8 @@ def _array_batches(split: ImageSplit, positions: np.ndarray, batch_size: int, ge
         yield images, torch.from_numpy(split.labels[items]), torch.from_numpy(items)
 
 
-def rate_progress(console: Console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+def rate_progress(console: Console) -> Progress:
+    """The extraction progress bar: images done of the total, images/s, elapsed and remaining time."""
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
@@ -118,8 +116,6 @@ def _encode_shards(
 ) -> int:
     """Encode the ``pending`` shards' images in order and hand each finished shard to a background writer;
     unreadable images are refused or (``skip_corrupt``) appended to ``skipped``. Returns the images read."""
-    from torch.utils.data import DataLoader, Subset
-
     ranges = [writer.shard_range(i) for i in pending]
     positions = np.concatenate([np.arange(a, b) for a, b in ranges])
     geometry = info.preprocess.geometry()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from ssl_pipeline.atomic import atomic_write_bytes
 from ssl_pipeline.config import HeadSettings, TrainerConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.errors import DataError
@@ -43,8 +44,6 @@ class FittedHead:
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename) as safetensors, settings in the metadata."""
         from safetensors.numpy import save
-
-        from ssl_pipeline.atomic import atomic_write_bytes
 
         tensors = {"weight": self.weight, "mean": self.mean, "scale": self.scale}
         metadata = {

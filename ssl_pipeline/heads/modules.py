@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from ssl_pipeline.config import HeadSettings
@@ -24,16 +25,12 @@ class _GatherWithGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, t: Tensor) -> tuple[Tensor, ...]:
-        import torch.distributed as dist
-
         pieces = [torch.empty_like(t) for _ in range(dist.get_world_size())]
         dist.all_gather(pieces, t.contiguous())
         return tuple(pieces)
 
     @staticmethod
     def backward(ctx, *grads: Tensor) -> Tensor:
-        import torch.distributed as dist
-
         stacked = torch.stack([g.contiguous() for g in grads])
         dist.all_reduce(stacked)
         return stacked[dist.get_rank()]
@@ -45,8 +42,6 @@ def gather_with_gradient(t: Tensor) -> tuple[Tensor, int]:
     The backward sums gradients back to the owning rank, so with DDP's gradient averaging the update equals
     the single-process gradient of the loss over the global batch (docs/theory.md, "Under DDP").
     """
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t, 0
     return torch.cat(_GatherWithGradient.apply(t), dim=1), dist.get_rank() * t.shape[1]

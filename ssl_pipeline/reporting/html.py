@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from matplotlib.figure import Figure
 
 from ssl_pipeline.atomic import atomic_write_bytes
@@ -91,8 +92,6 @@ def resolve_runs(patterns: list[str]) -> list[Path]:
 
 def load_run(path: Path) -> Run:
     """A run directory's records and its config (empty when ``config.yaml`` is missing); DataError if unreadable."""
-    import yaml
-
     try:
         records = load_results(path / "results.json")
         config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}

@@ -10,7 +10,9 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from ssl_pipeline.scoring.kmeans import faiss_openblas_coretype
+from threadpoolctl import threadpool_info
+
+from ssl_pipeline.scoring.kmeans import faiss_openblas_coretype, import_faiss
 
 PACKAGES = ("ssl-pipeline", "torch", "torchvision", "pytorch-lightning", "open-clip-torch", "faiss-cpu", "scikit-learn", "numpy")
 
@@ -86,9 +88,6 @@ def blas_libraries() -> list[dict]:
     """The BLAS/OpenMP libraries loaded by numpy, scipy and faiss (threadpoolctl): library, version, the kernel
     set it chose (``architecture``) and its thread count."""
     import scipy.linalg  # noqa: F401  (load its BLAS so it is listed)
-    from threadpoolctl import threadpool_info
-
-    from ssl_pipeline.scoring.kmeans import import_faiss
 
     import_faiss()
     keys = ("internal_api", "version", "architecture", "num_threads", "threading_layer", "filepath")

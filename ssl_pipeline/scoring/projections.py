@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ssl_pipeline.heads.fit import FittedHead
+from ssl_pipeline.theory.subspaces import auto_shrinkage, class_statistics
 
 
 @dataclass
@@ -40,8 +41,6 @@ def baseline_projection(
     mean = x_train.mean(axis=0, dtype=np.float64).astype(np.float32)
     if method == "lda":
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-        from ssl_pipeline.theory.subspaces import auto_shrinkage, class_statistics
 
         num_classes = int(y_train.max()) + 1
         shrinkage = auto_shrinkage(class_statistics(x_train, y_train, num_classes), lda_shrinkage)
