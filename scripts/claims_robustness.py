@@ -202,18 +202,19 @@ def print_claims(results: dict[str, dict], rows: list[Row]) -> bool:
     for env_name, result in results.items():
         n = result["numerics"]
         print(f"  {env_name:28s} {n['torch_capability']:8s} {n['torch_threads']}  {'; '.join(n['blas'])}  {result['seconds']:.0f} s")
-    print(f"\n{'claim: check':70s} {'environment':28s} {'value':>8s} {'threshold':>10s} {'margin':>8s}")
+    w = max(len(row.check) for row in rows)
+    print(f"\n{'claim: check':{w}s} {'environment':28s} {'value':>8s} {'threshold':>10s} {'margin':>8s}")
     for row in rows:
         for env_name, value in row.values.items():
-            print(f"{row.check:70s} {env_name:28s} {value:8.4f} {'≥' if row.at_least else '≤'}{row.threshold:9.4f} {row.margins[env_name]:+8.4f}")
-    print(f"\n{'claim: check':70s} {'worst environment':28s} {'worst margin':>12s} {'required':>9s}")
+            print(f"{row.check:{w}s} {env_name:28s} {value:8.4f} {'≥' if row.at_least else '≤'}{row.threshold:9.4f} {row.margins[env_name]:+8.4f}")
+    print(f"\n{'claim: check':{w}s} {'worst environment':28s} {'worst margin':>12s} {'required':>9s}")
     ok = True
     for row in rows:
         worst = min(row.margins, key=row.margins.get)
         required = MIN_MARGIN.get(row.metric, 0.0)
         holds = row.margins[worst] >= required
         ok &= holds
-        print(f"{row.check:70s} {worst:28s} {row.margins[worst]:+12.4f} {required:9.2f} {'ok' if holds else 'FAIL'}")
+        print(f"{row.check:{w}s} {worst:28s} {row.margins[worst]:+12.4f} {required:9.2f} {'ok' if holds else 'FAIL'}")
     return ok
 
 
