@@ -100,6 +100,7 @@ def fit_head(
     from ssl_pipeline.data.pairs import DeltaPairDataModule
     from ssl_pipeline.heads.callbacks import KeepBestWeights
     from ssl_pipeline.heads.modules import HEAD_CLASSES
+    from ssl_pipeline.heads.teardown import EndProcessGroup
 
     x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
     y = torch.from_numpy(features.y_train.astype(np.int64))
@@ -121,6 +122,7 @@ def fit_head(
         )
         best_weights = KeepBestWeights("val/loss")
         callbacks = [EarlyStopping("val/loss", patience=settings.early_stopping_patience, mode="min"), best_weights]
+    callbacks.append(EndProcessGroup())  # spawned DDP ranks must not exit with Gloo's threads alive (teardown.py)
     datamodule = DeltaPairDataModule(x, y, settings.delta, settings.batch_size, settings.seed, **held_out)
     trainer = pl.Trainer(
         max_epochs=settings.epochs,
