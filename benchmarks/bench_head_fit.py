@@ -34,8 +34,7 @@ from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.data.pairs import DeltaPairSampler, PairFeatures
 from ssl_pipeline.data.synthetic import make_synthetic
 from ssl_pipeline.experiment import quiet_lightning
-from ssl_pipeline.heads.fit import fit_head
-from ssl_pipeline.heads.modules import HEAD_CLASSES
+from ssl_pipeline.heads.fit import fit_head, head_module
 
 GOAL = 1.25
 
@@ -45,9 +44,7 @@ class BareLoop:
 
     def __init__(self, features: LabelledFeatures, settings: HeadSettings) -> None:
         x = torch.from_numpy(features.x_train)
-        self.module = HEAD_CLASSES[settings.method].from_settings(
-            settings, features.dim, x.mean(0), torch.ones(features.dim)
-        )
+        self.module = head_module(features, settings)
         self.module.train()
         self.optimizer = self.module.configure_optimizers()
         self.sampler = DeltaPairSampler(torch.from_numpy(features.y_train), settings.delta, settings.batch_size, settings.seed)

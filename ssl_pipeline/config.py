@@ -28,8 +28,10 @@ from ssl_pipeline.validation import (
     require_positive,
 )
 
-HeadMethod = Literal["infonce", "simsiam"]
-BaselineMethod = Literal["lda", "pca", "random", "raw"]
+HeadMethod = Literal["infonce", "simsiam", "spectral_contrastive", "vicreg", "barlowtwins"]
+BaselineMethod = Literal["lda", "pca", "random", "raw", "means", "spectral"]
+SPECTRAL_METHODS = ("spectral_contrastive", "vicreg", "barlowtwins")
+"""Heads whose losses are functions of the batch's second moments (docs/theory.md, "Spectral view of the pairs")."""
 
 
 @dataclass
@@ -41,11 +43,14 @@ class GMMConfig:
     any two means in units of ``signal_std`` (a regular simplex). PCA then picks nuisance directions.
     ``random``: a random SPD covariance whose eigenvalues are log-uniform in [signal_std², nuisance_std²] and
     Gaussian means rescaled so the mean pairwise Mahalanobis distance is ``separation``.
+    ``fisher_vs_means``: the Fisher subspace, the class-mean subspace and the top-(K−1) PCA subspace pairwise far
+    apart, with unequal Fisher eigenvalues (``theory.gmm.fisher_vs_means_parameters``).
     ``rotate`` applies one random rotation so no subspace is axis-aligned.
     """
 
-    preset: Literal["pancakes", "random"] = "pancakes"
-    """``pancakes`` (PCA picks nuisance directions) or ``random`` (random SPD covariance)."""
+    preset: Literal["pancakes", "random", "fisher_vs_means"] = "pancakes"
+    """``pancakes`` (PCA picks nuisance directions), ``random`` (random SPD covariance) or ``fisher_vs_means`` (Fisher,
+    class-mean and PCA subspaces far apart)."""
     d: int = 100
     """Feature dimension."""
     k: int = 5
@@ -269,19 +274,56 @@ class InfoNCEConfig:
 class SimSiamConfig:
     """SimSiam (docs/theory.md, "SimSiam") with a collapse guard and a linear predictor.
 
-    ξ weights the collapse guard ξ‖AᵀA − I‖²_F (0 turns it off); the linear predictor learns at
-    ``predictor_lr_scale`` × the head's learning rate.
+    ξ weights the collapse guard: ``covariance`` ξ‖AᵀΣ̂A − I‖²_F in the data's metric (Σ̂ the covariance of the
+    head's input on train; the head is then optimised inside the span the training features occupy), or
+    ``euclidean`` ξ‖AᵀA − I‖²_F (ties A to the feature axes' scale). 0 turns it off. The linear predictor learns
+    at ``predictor_lr_scale`` × the head's learning rate.
     """
 
     xi: float = 1.0
-    """Weight ξ of the collapse guard ξ‖AᵀA − I‖²_F (0 turns it off)."""
+    """Weight ξ of the collapse guard (0 turns it off)."""
+    regularizer: Literal["covariance", "euclidean"] = "covariance"
+    """``covariance``: ξ‖AᵀΣ̂A − I‖²_F (the data's metric); ``euclidean``: ξ‖AᵀA − I‖²_F."""
     predictor_lr_scale: float = 0.1
     """The linear predictor's learning rate as a multiple of the head's."""
 
     def validate(self, path: str = "heads.simsiam") -> None:
         """Raise ConfigError naming the first field of SimSiam out of its valid range."""
+        check_choices(self, path)
         require_at_least(f"{path}.xi", self.xi, 0.0, why="0 turns the collapse guard off")
         require_positive(f"{path}.predictor_lr_scale", self.predictor_lr_scale)
+
+
+@dataclass
+class VICRegConfig:
+    """VICReg (Bardes et al. 2022; docs/theory.md, "Spectral view of the pairs"): invariance, variance and
+    covariance weights λ, μ, ν of the paper (25/25/1 by default)."""
+
+    sim_coeff: float = 25.0
+    """λ: weight of the invariance term (mean squared distance of the pair's projections)."""
+    std_coeff: float = 25.0
+    """μ: weight of the variance hinge max(0, 1 − std) per output."""
+    cov_coeff: float = 1.0
+    """ν: weight of the squared off-diagonal covariances."""
+
+    def validate(self, path: str = "heads.vicreg") -> None:
+        """Raise ConfigError naming the first weight out of its valid range."""
+        for name in ("sim_coeff", "std_coeff", "cov_coeff"):
+            require_at_least(f"{path}.{name}", getattr(self, name), 0.0, why="a loss weight")
+
+
+@dataclass
+class BarlowTwinsConfig:
+    """BarlowTwins (Zbontar et al. 2021): Σ_i (1 − C_ii)² + λ_off Σ_{i≠j} C_ij² on the cross-correlation C of the
+    pair's batch-standardised projections."""
+
+    lambda_off: float = 1.0
+    """λ_off: weight of the off-diagonal (redundancy) term (docs/theory.md: at small λ_off the closed form is not
+    the optimum)."""
+
+    def validate(self, path: str = "heads.barlowtwins") -> None:
+        """Raise ConfigError naming the weight if it is out of its valid range."""
+        require_at_least(f"{path}.lambda_off", self.lambda_off, 0.0, why="a loss weight")
 
 
 @dataclass
@@ -344,7 +386,7 @@ class HeadsConfig:
     """
 
     methods: list[HeadMethod] = field(default_factory=lambda: ["infonce", "simsiam"])
-    """Head methods to fit: ``infonce``, ``simsiam``."""
+    """Head methods to fit: ``infonce``, ``simsiam``, ``spectral_contrastive``, ``vicreg``, ``barlowtwins``."""
     r: int = 4
     """Projection dimension r (columns of A); K − 1 matches the Fisher subspace."""
     epochs: int = 20
@@ -356,6 +398,8 @@ class HeadsConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     infonce: InfoNCEConfig = field(default_factory=InfoNCEConfig)
     simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
+    vicreg: VICRegConfig = field(default_factory=VICRegConfig)
+    barlowtwins: BarlowTwinsConfig = field(default_factory=BarlowTwinsConfig)
     per_delta: list[DeltaSetting] = field(default_factory=list)
     """Settings that replace the defaults above for one δ each (``[{delta: 0.5, tau: 1.0, epochs: 40}]``)."""
     early_stopping_patience: Optional[int] = None
@@ -375,6 +419,8 @@ class HeadsConfig:
         self.optimizer.validate(f"{path}.optimizer")
         self.infonce.validate(f"{path}.infonce")
         self.simsiam.validate(f"{path}.simsiam")
+        self.vicreg.validate(f"{path}.vicreg")
+        self.barlowtwins.validate(f"{path}.barlowtwins")
         self.trainer.validate(f"{path}.trainer")
         for i, override in enumerate(self.per_delta):
             override.validate(f"{path}.per_delta[{i}]")
@@ -591,11 +637,27 @@ class HeadSettings:
     xi: Optional[float]
     predictor_lr_scale: Optional[float] = None
     early_stopping_patience: Optional[int] = None
+    regularizer: Optional[str] = None
+    """SimSiam's collapse guard, ``covariance`` or ``euclidean`` (None for the other methods)."""
+    sim_coeff: Optional[float] = None
+    std_coeff: Optional[float] = None
+    cov_coeff: Optional[float] = None
+    lambda_off: Optional[float] = None
 
     @property
     def tag(self) -> str:
-        """A file-name-safe identity, e.g. ``infonce_delta0.5_seed1``."""
-        return f"{self.method}_delta{self.delta:g}_seed{self.seed}"
+        """A file-name-safe identity, e.g. ``infonce_delta0.5_seed1``, ``simsiam-euclidean_delta1_seed0``."""
+        method = self.method if self.regularizer in (None, "covariance") else f"{self.method}-{self.regularizer}"
+        return f"{method}_delta{self.delta:g}_seed{self.seed}"
+
+    @property
+    def loss_weights(self) -> Optional[str]:
+        """The spectral losses' weights as a results field (``25/25/1`` for VICReg's λ/μ/ν, ``0.005`` for λ_off)."""
+        if self.method == "vicreg":
+            return f"{self.sim_coeff:g}/{self.std_coeff:g}/{self.cov_coeff:g}"
+        if self.method == "barlowtwins":
+            return f"{self.lambda_off:g}"
+        return None
 
 
 def resolve_head_settings(heads: HeadsConfig, method: HeadMethod, delta: float, seed: int) -> HeadSettings:
@@ -619,6 +681,11 @@ def resolve_head_settings(heads: HeadsConfig, method: HeadMethod, delta: float, 
         xi=heads.simsiam.xi if method == "simsiam" else None,
         predictor_lr_scale=heads.simsiam.predictor_lr_scale if method == "simsiam" else None,
         early_stopping_patience=heads.early_stopping_patience,
+        regularizer=heads.simsiam.regularizer if method == "simsiam" else None,
+        sim_coeff=heads.vicreg.sim_coeff if method == "vicreg" else None,
+        std_coeff=heads.vicreg.std_coeff if method == "vicreg" else None,
+        cov_coeff=heads.vicreg.cov_coeff if method == "vicreg" else None,
+        lambda_off=heads.barlowtwins.lambda_off if method == "barlowtwins" else None,
     )
 
 

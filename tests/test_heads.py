@@ -20,7 +20,9 @@ from ssl_pipeline.theory.subspaces import fisher_cos2, fisher_subspace
 
 
 def test_heads_are_stacks_and_feature_space_weight_undoes_standardisation():
-    settings = resolve_head_settings(HeadsConfig(r=3), "simsiam", 1.0, 0)
+    heads = HeadsConfig(r=3)
+    heads.simsiam.regularizer = "euclidean"
+    settings = resolve_head_settings(heads, "simsiam", 1.0, 0)
     mean, scale = torch.randn(7), torch.rand(7) + 0.5
     head = SimSiamHead.from_settings(settings, 7, mean, scale, num_heads=4)
     assert head.weight.shape == (4, 7, 3) and head.predictor.shape == (4, 3, 3)
@@ -86,3 +88,53 @@ def test_constant_features_get_zero_scale_so_they_cannot_dominate_the_head():
 
     std = torch.tensor([2.0, 0.5, 0.0, 1e-9], dtype=torch.float64)
     assert standardization_scale(std).tolist() == [0.5, 2.0, 0.0, 0.0]
+
+
+def _rank_deficient_features(seed: int = 0):
+    """40 training points in 60 dimensions (rank ≤ 39) with 5 constant channels: the head's input covariance is
+    singular, as on real backbone features."""
+    from ssl_pipeline.data.labelled import LabelledFeatures
+
+    rng = np.random.default_rng(seed)
+    means = 3.0 * rng.standard_normal((4, 60))
+
+    def draw(n):
+        y = np.arange(n) % 4
+        x = means[y] + rng.standard_normal((n, 60))
+        x[:, :5] = 1.5
+        return x.astype(np.float32), y
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = draw(40), draw(40), draw(40)
+    return LabelledFeatures(x_train, y_train, x_val, y_val, x_test, y_test, dataset="deficient",
+                            data_kind="synthetic", split_seed=0)
+
+
+@pytest.mark.parametrize("regularizer", ["covariance", "euclidean"])
+def test_covariance_guard_leaves_no_weight_outside_the_span_of_the_training_features(regularizer):
+    """With the covariance guard the head is optimised inside the span of the training inputs (A = U·B): no weight
+    in the constant channels or the directions no training point reaches. The Euclidean guard keeps its random
+    initial weight there (the reason the span is handled explicitly)."""
+    from ssl_pipeline.heads.fit import head_module, input_span
+
+    quiet_lightning()
+    features = _rank_deficient_features()
+    heads = HeadsConfig(r=3, epochs=5, batch_size=20)
+    heads.simsiam.regularizer = regularizer
+    settings = resolve_head_settings(heads, "simsiam", 1.0, 0)
+    fitted = fit_head(features, settings, TrainerConfig())
+    span = input_span(features, np.ones(60))
+    assert span.rank <= 39  # rank-deficient: 40 points, less what the floor drops
+    weight = fitted.feature_space_weight().astype(np.float64)
+    outside = weight - span.basis @ (span.basis.T @ weight)
+    share = np.linalg.norm(outside) / np.linalg.norm(weight)
+    if regularizer == "covariance":
+        assert share < 1e-5
+        module = head_module(features, settings)
+        a = module.head_weight()[0].double()
+        x = torch.from_numpy(features.x_train).double()
+        centred = x - x.mean(0)
+        gram = a.T @ (centred.T @ centred / len(x)) @ a
+        expected = ((gram - torch.eye(3, dtype=torch.float64)) ** 2).sum()
+        torch.testing.assert_close(module.collapse_guard()[0].double(), expected, rtol=1e-4, atol=1e-6)
+    else:
+        assert share > 0.3

@@ -16,7 +16,7 @@ class LabelledFeatures:
     """Train/val/test features [N, d] (float32) with integer labels [N] in 0..K−1.
 
     ``fisher_basis`` is the true Fisher subspace [d, q] when it is known (synthetic data); otherwise scores use
-    the one estimated by LDA on train. ``text_features`` (CLIP backbones) give the zero-shot classifier.
+    the one estimated on train (``theory.subspaces.fisher_estimate``). ``text_features`` (CLIP backbones) give the zero-shot classifier.
     """
 
     x_train: np.ndarray
@@ -32,6 +32,8 @@ class LabelledFeatures:
     backbone: Optional[str] = None
     features_key: Optional[str] = None
     fisher_basis: Optional[np.ndarray] = None
+    means_basis: Optional[np.ndarray] = None
+    """The true class-mean subspace span{μ_k − μ̄} [d, q] when known (synthetic data); else estimated on train."""
     text_features: Optional[np.ndarray] = None
     """Text-tower embeddings of the class-name prompts [T·K, D] (template-major), for CLIP backbones."""
 

@@ -1,5 +1,5 @@
 """Labelled features drawn from a shared-covariance Gaussian mixture (docs/theory.md, "GMM"): the config's
-"parallel pancakes" or random-Σ mixture (``theory.gmm``), split into train/val/test."""
+"parallel pancakes", random-Σ or fisher-vs-means mixture (``theory.gmm``), split into train/val/test."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from scipy.stats import ortho_group
 
 from ssl_pipeline.config import GMMConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
-from ssl_pipeline.theory.gmm import GMMParameters, pancakes_parameters, random_parameters
+from ssl_pipeline.theory.gmm import (
+    GMMParameters,
+    fisher_vs_means_parameters,
+    pancakes_parameters,
+    random_parameters,
+)
+from ssl_pipeline.theory.subspaces import orthonormal_basis
 
 
 def gmm_parameters(cfg: GMMConfig) -> GMMParameters:
@@ -16,7 +22,12 @@ def gmm_parameters(cfg: GMMConfig) -> GMMParameters:
     rng = np.random.default_rng(cfg.seed)
     shape = dict(k=cfg.k, d=cfg.d, separation=cfg.separation, signal_std=cfg.signal_std,
                  nuisance_std=cfg.nuisance_std)
-    params = pancakes_parameters(**shape) if cfg.preset == "pancakes" else random_parameters(**shape, rng=rng)
+    if cfg.preset == "pancakes":
+        params = pancakes_parameters(**shape)
+    elif cfg.preset == "fisher_vs_means":
+        params = fisher_vs_means_parameters(**shape, rng=rng)
+    else:
+        params = random_parameters(**shape, rng=rng)
     if cfg.rotate and cfg.d > 1:
         params = params.rotated(ortho_group.rvs(cfg.d, random_state=rng))
     return params
@@ -33,4 +44,11 @@ def make_synthetic(cfg: GMMConfig) -> LabelledFeatures:
         x_train, y_train, x_val, y_val, x_test, y_test,
         dataset=f"gmm-{cfg.preset}", data_kind="synthetic", split_seed=cfg.seed,
         class_names=[f"component_{k}" for k in range(cfg.k)], fisher_basis=params.fisher_basis(),
+        means_basis=class_mean_basis(params),
     )
+
+
+def class_mean_basis(params: GMMParameters) -> np.ndarray:
+    """The true class-mean subspace span{μ_k − μ̄} [d, ≤ K − 1] of a mixture."""
+    centred = params.means - params.weights @ params.means
+    return orthonormal_basis(centred.T)[:, : len(params.weights) - 1]

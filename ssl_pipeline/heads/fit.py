@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from ssl_pipeline.atomic import atomic_write_bytes
-from ssl_pipeline.config import HeadSettings, TrainerConfig
+from ssl_pipeline.config import SPECTRAL_METHODS, HeadSettings, TrainerConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.errors import DataError
+from ssl_pipeline.theory.subspaces import FEATURE_FLOOR, FeatureSpan, class_statistics, feature_span, total_covariance
 
 if TYPE_CHECKING:
     import torch
@@ -65,8 +66,11 @@ class FittedHead:
                 tensors = {k: f.get_tensor(k) for k in ("weight", "mean", "scale")}
         except Exception as error:  # safetensors raises several types for corrupt files
             raise DataError(f"cannot read head file {path} ({error}); re-run `ssl-pipeline fit`") from error
+        settings = json.loads(metadata["settings"])
+        if settings["method"] == "simsiam" and settings.get("regularizer") is None:
+            settings["regularizer"] = "euclidean"  # heads saved before the covariance guard existed (schema 1)
         return cls(
-            settings=HeadSettings(**json.loads(metadata["settings"])),
+            settings=HeadSettings(**settings),
             fit_seconds=float(metadata["fit_seconds"]),
             features_key=metadata["features_key"] or None,
             epochs_trained=int(metadata["epochs_trained"]) if metadata.get("epochs_trained") else None,
@@ -79,12 +83,54 @@ def standardization_scale(std: torch.Tensor, relative_floor: float = 1e-6) -> to
 
     Real backbones have dead channels (120 of EfficientNet-Lite0's 1280 on digits). They carry no information,
     and 1/σ there would blow Ã = D^(−1/2) A up along directions the data never moves in, so every subspace
-    score would see only them.
+    score would see only them. Unlike the eigenvalue floor of Σ_T (``FEATURE_FLOOR``, 10⁻³ of the largest
+    variance), this floor only catches constant channels: standardising exists to undo per-channel units, and a
+    channel in small units (tests: scales spanning 0.05–20, a variance ratio of 6·10⁻⁶) still carries signal.
+    Near-constant channels are then left out by the span the span-restricted heads are optimised in.
     """
     import torch
 
     keep = std > relative_floor * std.max()
     return torch.where(keep, 1.0 / torch.where(keep, std, torch.ones_like(std)), torch.zeros_like(std))
+
+
+def uses_feature_span(settings: HeadSettings) -> bool:
+    """Heads optimised inside the span of the training inputs (A = U·B): SimSiam with the covariance guard, whose
+    guard is written in Σ̂'s eigenbasis, and the spectral heads, whose losses see only the batch's second
+    moments (directions outside the span get no gradient)."""
+    return (settings.method == "simsiam" and settings.regularizer == "covariance") or settings.method in SPECTRAL_METHODS
+
+
+def input_span(features: LabelledFeatures, scale: np.ndarray) -> FeatureSpan:
+    """The eigenbasis [d, m] and variances [m] of the head's training input D^(−1/2)(x − x̄_train) above the floor
+    (Σ̂ = D^(−1/2) Σ_T D^(−1/2), Σ_T accumulated in float64 chunks)."""
+    sigma_t = total_covariance(class_statistics(features.x_train, features.y_train, features.num_classes))
+    return feature_span(scale[:, None] * sigma_t * scale[None, :])
+
+
+def head_module(features: LabelledFeatures, settings: HeadSettings, num_heads: int = 1):
+    """The untrained LightningModule of ``settings`` on ``features``' training split: its mean and scale
+    D^(−1/2) (``standardization_scale``), and for the heads optimised inside the span of the training inputs
+    (``uses_feature_span``) that span and the variances along it."""
+    import torch
+
+    from ssl_pipeline.heads.modules import head_class
+
+    x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
+    mean = x.mean(dim=0, dtype=torch.float64)
+    scale = torch.ones(features.dim, dtype=torch.float64)
+    if settings.standardize:
+        scale = standardization_scale(x.std(dim=0).double())
+    span = {}
+    if uses_feature_span(settings):
+        kept = input_span(features, scale.numpy())
+        if settings.r > kept.rank:
+            raise DataError(f"heads.r={settings.r} exceeds the rank the training features occupy ({kept.rank} "
+                            f"directions above the relative eigenvalue floor {FEATURE_FLOOR:g}); choose r ≤ {kept.rank}")
+        span = dict(basis=torch.from_numpy(kept.basis), input_variances=torch.from_numpy(kept.eigenvalues))
+    return head_class(settings.method).from_settings(
+        settings, features.dim, mean.float(), scale.float(), num_heads, **span
+    )
 
 
 def fit_head(
@@ -99,16 +145,11 @@ def fit_head(
 
     from ssl_pipeline.data.pairs import DeltaPairDataModule
     from ssl_pipeline.heads.callbacks import KeepBestWeights
-    from ssl_pipeline.heads.modules import HEAD_CLASSES
     from ssl_pipeline.heads.teardown import EndProcessGroup
 
     x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
     y = torch.from_numpy(features.y_train.astype(np.int64))
-    mean = x.mean(dim=0, dtype=torch.float64)
-    scale = torch.ones(features.dim, dtype=torch.float64)
-    if settings.standardize:
-        scale = standardization_scale(x.std(dim=0).double())
-    module = HEAD_CLASSES[settings.method].from_settings(settings, features.dim, mean.float(), scale.float())
+    module = head_module(features, settings)
     stopping = settings.early_stopping_patience is not None
     held_out = {}
     callbacks = []
@@ -145,9 +186,9 @@ def fit_head(
     fit_seconds = time.perf_counter() - start
     return FittedHead(
         settings=settings,
-        weight=module.weight.detach().cpu().numpy().astype(np.float32),
-        mean=mean.numpy().astype(np.float32),
-        scale=scale.numpy().astype(np.float32),
+        weight=module.head_weight().detach().cpu().numpy().astype(np.float32),
+        mean=module.mean.cpu().numpy(),
+        scale=module.scale.cpu().numpy(),
         fit_seconds=fit_seconds,
         features_key=features.features_key,
         epochs_trained=best_weights.best_epoch if best_weights else settings.epochs,

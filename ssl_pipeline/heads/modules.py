@@ -3,11 +3,17 @@
 Features are centred (and optionally standardised, D = per-feature variances) inside the module with
 statistics of the training split, so a saved head carries them; ``feature_space_weight`` is Ã = D^(−1/2) A,
 the matrix whose column space is compared with the Fisher subspace (docs/theory.md, "Coordinates").
+
+A head given a ``basis`` U [d, m] (the span the training inputs occupy, ``theory.subspaces.feature_span``) is
+optimised inside it: A = U B with B [G, m, r] the parameter, so no weight can sit in directions the training
+data never moves in (they get no gradient and would keep their random initial values, which test points do see;
+docs/theory.md, "The span the features occupy").
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Optional
 
 import pytorch_lightning as pl
 import torch
@@ -56,27 +62,40 @@ def orthonormal_init(num_heads: int, dim: int, r: int, seed: int) -> Tensor:
 class LinearHead(pl.LightningModule):
     """Base class: G stacked linear heads on centred (optionally standardised) features."""
 
-    def __init__(self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1) -> None:
+    def __init__(
+        self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
+        basis: Optional[Tensor] = None, input_variances: Optional[Tensor] = None,
+    ) -> None:
+        """``basis`` U [d, m]: optimise A = U·B inside it; ``input_variances`` [m]: the training inputs' variances
+        along U's columns (U being eigenvectors of the input covariance Σ̂, UᵀΣ̂U = diag of these)."""
         super().__init__()
         # The per-head settings are kept with the module but not sent to a logger: one W&B run holds many fits,
         # and its config is the experiment's (each head's settings are in the results table).
-        self.save_hyperparameters(ignore=["mean", "scale"], logger=False)
+        self.save_hyperparameters(ignore=["mean", "scale", "basis", "input_variances"], logger=False)
         self.settings = HeadSettings(**settings)
-        self.weight = nn.Parameter(orthonormal_init(num_heads, dim, self.settings.r, self.settings.seed))
+        inner = dim if basis is None else basis.shape[1]
+        self.weight = nn.Parameter(orthonormal_init(num_heads, inner, self.settings.r, self.settings.seed))
         self.register_buffer("mean", mean.float())
         self.register_buffer("scale", scale.float())
+        self.register_buffer("basis", None if basis is None else basis.float())
+        self.register_buffer("input_variances", None if input_variances is None else input_variances.float())
 
     @classmethod
-    def from_settings(cls, settings: HeadSettings, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1):
-        return cls(asdict(settings), dim, mean, scale, num_heads)
+    def from_settings(cls, settings: HeadSettings, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
+                      basis: Optional[Tensor] = None, input_variances: Optional[Tensor] = None):
+        return cls(asdict(settings), dim, mean, scale, num_heads, basis, input_variances)
+
+    def head_weight(self) -> Tensor:
+        """A [G, d, r] acting on the module's (centred, scaled) input: U·B with a basis, else the parameter."""
+        return self.weight if self.basis is None else self.basis @ self.weight
 
     def forward(self, x: Tensor) -> Tensor:
         """x [B, d] → z [G, B, r]."""
-        return ((x - self.mean) * self.scale) @ self.weight
+        return ((x - self.mean) * self.scale) @ self.head_weight()
 
     def feature_space_weight(self) -> Tensor:
         """Ã = D^(−1/2) A [G, d, r], the head acting on centred, unscaled features."""
-        return self.scale[None, :, None] * self.weight
+        return self.scale[None, :, None] * self.head_weight()
 
     def head_losses(self, x: Tensor, x_positive: Tensor) -> Tensor:
         """One loss per head, [G]."""
@@ -115,10 +134,25 @@ class InfoNCEHead(LinearHead):
 
 
 class SimSiamHead(LinearHead):
-    """Linear SimSiam head with a linear predictor P [G, r, r] (docs/theory.md, "SimSiam"), initialised at I."""
+    """Linear SimSiam head with a linear predictor P [G, r, r] (docs/theory.md, "SimSiam"), initialised at I.
 
-    def __init__(self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1) -> None:
-        super().__init__(settings, dim, mean, scale, num_heads)
+    The collapse guard (``settings.regularizer``): ``covariance`` ξ‖AᵀΣ̂A − I‖²_F in the data's metric, or
+    ``euclidean`` ξ‖AᵀA − I‖²_F. Σ̂ is the covariance of the head's input on the whole training split, computed
+    **once** before training (``fit_head``), not per batch: the guard asks the head's outputs to be decorrelated
+    with unit variance on the data, and the full-train covariance is that constraint exactly, where a batch
+    estimate (1,024 pairs in 1,280 dimensions) is rank-deficient and noisy. Every rank holds the same training
+    features, so under DDP every rank computes the same Σ̂ and the guard needs no communication. The head is then
+    optimised in the eigenbasis U of Σ̂ restricted to the floor (A = U·B): there UᵀΣ̂U = diag(λ), so the guard is
+    ‖(Λ^(1/2)B)ᵀ(Λ^(1/2)B) − I‖²_F, and no weight is left in the span Σ̂ discards.
+    """
+
+    def __init__(
+        self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
+        basis: Optional[Tensor] = None, input_variances: Optional[Tensor] = None,
+    ) -> None:
+        super().__init__(settings, dim, mean, scale, num_heads, basis, input_variances)
+        if self.settings.regularizer == "covariance" and self.input_variances is None:
+            raise ValueError("the covariance guard needs the training inputs' eigenbasis (basis, input_variances)")
         r = self.settings.r
         self.predictor = nn.Parameter(torch.eye(r).repeat(num_heads, 1, 1))
 
@@ -133,8 +167,23 @@ class SimSiamHead(LinearHead):
         z, z_positive = self(x), self(x_positive)
         loss = simsiam_loss(z @ self.predictor, z_positive @ self.predictor, z, z_positive)
         if self.settings.xi:
-            loss = loss + self.settings.xi * orthogonality_penalty(self.weight)
+            loss = loss + self.settings.xi * self.collapse_guard()
         return loss
+
+    def collapse_guard(self) -> Tensor:
+        """‖AᵀΣ̂A − I‖²_F (covariance) or ‖AᵀA − I‖²_F (euclidean) per head, [G]."""
+        if self.settings.regularizer == "covariance":
+            return orthogonality_penalty(self.input_variances.sqrt()[None, :, None] * self.weight)
+        return orthogonality_penalty(self.head_weight())
+
+
+def head_class(method: str) -> type[LinearHead]:
+    """The LightningModule of a head method (the spectral heads live in ``heads/spectral.py``)."""
+    if method in HEAD_CLASSES:
+        return HEAD_CLASSES[method]
+    from ssl_pipeline.heads.spectral import SPECTRAL_HEAD_CLASSES
+
+    return SPECTRAL_HEAD_CLASSES[method]
 
 
 HEAD_CLASSES: dict[str, type[LinearHead]] = {"infonce": InfoNCEHead, "simsiam": SimSiamHead}

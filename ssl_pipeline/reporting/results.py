@@ -11,14 +11,17 @@ from typing import Any, Iterable, Optional
 
 from ssl_pipeline.atomic import atomic_write_bytes
 
-SCHEMA = 1
+SCHEMA = 2
+"""2: settings ``regularizer`` (SimSiam's collapse guard) and ``loss_weights`` (VICReg λ/μ/ν, BarlowTwins λ_off);
+metrics ``means_cos2``, ``pca_cos2``, ``optimum_cos2`` and ``feature_rank``. Schema-1 records are read with those
+fields missing (shown as null); their SimSiam heads used the Euclidean guard."""
 SETTING_FIELDS = (
     "method", "data", "dataset", "backbone", "features", "split", "split_seed", "delta", "r", "tau", "xi",
-    "similarity", "symmetric", "epochs", "batch_size", "normalized", "seed",
+    "regularizer", "loss_weights", "similarity", "symmetric", "epochs", "batch_size", "normalized", "seed",
 )
 METRIC_FIELDS = (
-    "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "effective_rank",
-    "fit_seconds",
+    "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2", "pca_cos2",
+    "optimum_cos2", "effective_rank", "feature_rank", "fit_seconds",
 )
 TABLE_METRICS = ("nmi", "probe_acc", "fisher_cos2", "effective_rank")
 """The metrics of the default summary table, which fits 80 columns; the wide table shows every metric of
@@ -39,7 +42,20 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 
 def load_results(path: Path) -> list[dict[str, Any]]:
-    return json.loads(Path(path).read_text())
+    """The records of a results.json, any schema: fields a record lacks (schema 1) are null, and a schema-1
+    SimSiam record gets ``regularizer: euclidean`` (the only guard that existed)."""
+    records = json.loads(Path(path).read_text())
+    return [upgrade_record(record) for record in records]
+
+
+def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A record with every field of the current schema (missing ones null); the ``schema`` it was written with
+    is kept."""
+    upgraded = {"schema": record.get("schema", 1), **{k: record.get(k) for k in SETTING_FIELDS + METRIC_FIELDS}}
+    if upgraded["schema"] < 2 and upgraded["method"] == "simsiam" and upgraded["regularizer"] is None:
+        upgraded["regularizer"] = "euclidean"
+    extra = {k: v for k, v in record.items() if k not in upgraded}
+    return {**upgraded, **extra}
 
 
 def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,7 +81,8 @@ def _mean_std(values: list[float]) -> Optional[tuple[float, float]]:
 
 
 def _method_order(row: dict) -> tuple:
-    order = ["infonce", "simsiam", "clip", "lda", "pca", "random", "raw", "zeroshot"]
+    order = ["infonce", "simsiam", "spectral_contrastive", "vicreg", "barlowtwins", "clip", "spectral", "lda", "means",
+             "pca", "random", "raw", "zeroshot"]
     method = row["method"]
     delta = row.get("delta")
     return (order.index(method) if method in order else len(order), method, -(delta if delta is not None else math.inf))
@@ -86,8 +103,19 @@ def summary_table(records: list[dict[str, Any]], title: str = "results (mean ± 
     for row in sorted(aggregate(records), key=_method_order):
         cells = [_format(row[m], m) for m in metrics]
         delta = "" if row.get("delta") is None else f"{row['delta']:g}"
-        table.add_row(row["method"], delta, str(row["seeds"]), *cells)
+        table.add_row(method_label(row), delta, str(row["seeds"]), *cells)
     return table
+
+
+def method_label(row: dict[str, Any]) -> str:
+    """The method as tables and plots name it: ``simsiam-euclidean`` for the Euclidean guard, VICReg and
+    BarlowTwins with their loss weights (``vicreg 25/25/1``)."""
+    label = row["method"]
+    if row.get("regularizer") not in (None, "covariance"):
+        label += f"-{row['regularizer']}"
+    if row.get("loss_weights"):
+        label += f" {row['loss_weights']}"
+    return label
 
 
 def _format(value: Optional[tuple[float, float]], metric: str) -> str:

@@ -10,16 +10,40 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from ssl_pipeline.config import ExperimentConfig
+from ssl_pipeline.config import SPECTRAL_METHODS, ExperimentConfig, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.heads.fit import FittedHead
 from ssl_pipeline.reporting.progress import progress_bar
 from ssl_pipeline.reporting.results import make_record, write_json_atomic
 from ssl_pipeline.reporting.scatter import save_projection_sample
-from ssl_pipeline.scoring.projections import Projection, baseline_projection, head_projection
-from ssl_pipeline.scoring.score import ProjectionScorer, score_projection
+from ssl_pipeline.scoring.projections import Projection, baseline_projection, closed_form_projection, head_projection
+from ssl_pipeline.scoring.score import ProjectionScorer, ReferenceSubspaces, reference_subspaces, score_projection
 from ssl_pipeline.scoring.zeroshot import zeroshot_accuracy, zeroshot_classifier
-from ssl_pipeline.theory.subspaces import estimate_fisher_subspace
+from ssl_pipeline.theory.spectral import ClosedForm, sampled_pair_moments, spectral_closed_form
+
+
+class ClosedForms:
+    """The spectral closed form per (δ, seed), computed once on demand from the pairs a head with those settings
+    draws (``theory.spectral``): the ``spectral`` baseline, and the optimum the spectral heads are compared with
+    (``optimum_cos2``). The sampler's batch is the global one (per-device batch × devices): the union of the DDP
+    ranks' slices is the single-process draw at that batch."""
+
+    def __init__(self, cfg: ExperimentConfig, features: LabelledFeatures) -> None:
+        self.cfg = cfg
+        self.features = features
+        self.cache: dict[tuple[float, int], ClosedForm] = {}
+
+    def get(self, delta: float, seed: int) -> ClosedForm:
+        if (delta, seed) not in self.cache:
+            s = self.settings(delta, seed)
+            moments = sampled_pair_moments(self.features.x_train, self.features.y_train, delta,
+                                           s.batch_size * self.cfg.heads.trainer.devices, seed, s.epochs)
+            self.cache[delta, seed] = spectral_closed_form(moments, self.cfg.heads.r)
+        return self.cache[delta, seed]
+
+    def settings(self, delta: float, seed: int):
+        """Epochs and batch of a spectral head at (δ, seed): the pairs the closed form is sampled from."""
+        return resolve_head_settings(self.cfg.heads, "spectral_contrastive", delta, seed)
 
 
 def score_run(
@@ -51,32 +75,30 @@ def score_records(
     cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], console: Console
 ) -> tuple[list[dict], dict[str, Projection]]:
     """The records, and the projections of the first seed (heads at the largest δ, baselines) for the scatter."""
-    fisher_basis = features.fisher_basis
-    if fisher_basis is None:
-        fisher_basis = estimate_fisher_subspace(
-            features.x_train, features.y_train, features.num_classes, cfg.score.lda_shrinkage
-        )
+    references = reference_subspaces(features, cfg.heads.r, cfg.score.lda_shrinkage)
+    closed_forms = ClosedForms(cfg, features)
     common = dict(
         data=features.data_kind, dataset=features.dataset, backbone=features.backbone,
         features=features.features_key, split="test", split_seed=features.split_seed,
     )
     first_seed: dict[str, Projection] = {}
-    total = len(heads) + len(cfg.score.baselines) * len(cfg.seeds)
+    per_seed = sum(len(cfg.deltas) if method == "spectral" else 1 for method in cfg.score.baselines)
+    total = len(heads) + per_seed * len(cfg.seeds)
     with progress_bar(console) as progress:
         task = progress.add_task("scoring", total=total, current="")
-        records = _head_records(cfg, features, heads, fisher_basis, common, first_seed, progress, task)
-        records += _baseline_records(cfg, features, fisher_basis, common, first_seed, progress, task)
+        records = _head_records(cfg, features, heads, references, closed_forms, common, first_seed, progress, task)
+        records += _baseline_records(cfg, features, references, closed_forms, common, first_seed, progress, task)
     if features.text_features is not None:
         records.append(zeroshot_record(features, common))
     return records, first_seed
 
 
 def _head_records(
-    cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], fisher_basis: np.ndarray,
-    common: dict, first_seed: dict[str, Projection], progress: Progress, task: TaskID,
+    cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], references: ReferenceSubspaces,
+    closed_forms: ClosedForms, common: dict, first_seed: dict[str, Projection], progress: Progress, task: TaskID,
 ) -> list[dict]:
-    """One record per head; the projection of each method's first-seed head at the largest δ goes to
-    ``first_seed``."""
+    """One record per head (a spectral head also against its closed form at the same δ and seed); the projection
+    of each method's first-seed head at the largest δ goes to ``first_seed``."""
     records = []
     top = max(cfg.deltas)
     for head in heads:
@@ -85,9 +107,11 @@ def _head_records(
         projection = head_projection(head)
         if s.seed == cfg.seeds[0] and s.delta == top:
             first_seed.setdefault(s.method, projection)
-        metrics = score_projection(projection, features, fisher_basis, cfg.score, s.seed)
+        optimum = closed_forms.get(s.delta, s.seed).basis if s.method in SPECTRAL_METHODS else None
+        metrics = score_projection(projection, features, references, cfg.score, s.seed, optimum)
         records.append(make_record(
-            **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, similarity=s.similarity,
+            **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, regularizer=s.regularizer,
+            loss_weights=s.loss_weights, similarity=s.similarity,
             symmetric=s.symmetric, epochs=s.epochs, batch_size=s.batch_size, normalized=projection.normalized,
             seed=s.seed, fit_seconds=head.fit_seconds, **metrics,
         ))
@@ -96,12 +120,16 @@ def _head_records(
 
 
 def _baseline_records(
-    cfg: ExperimentConfig, features: LabelledFeatures, fisher_basis: np.ndarray, common: dict,
-    first_seed: dict[str, Projection], progress: Progress, task: TaskID,
+    cfg: ExperimentConfig, features: LabelledFeatures, references: ReferenceSubspaces, closed_forms: ClosedForms,
+    common: dict, first_seed: dict[str, Projection], progress: Progress, task: TaskID,
 ) -> list[dict]:
-    """One record per baseline and seed; each baseline's first-seed projection goes to ``first_seed``."""
+    """One record per baseline and seed (``spectral``: per δ and seed); each baseline's first-seed projection goes
+    to ``first_seed``."""
     records = []
     for method in cfg.score.baselines:
+        if method == "spectral":
+            records += _closed_form_records(cfg, features, references, closed_forms, common, progress, task)
+            continue
         for seed in cfg.seeds:
             progress.update(task, current=f"{method}_seed{seed}")
             # Only the random projection depends on the seed; the others are fitted and probed once and
@@ -112,11 +140,34 @@ def _baseline_records(
                     method, features.x_train, features.y_train, cfg.heads.r, seed, cfg.score.lda_shrinkage
                 )
                 fit_seconds = time.perf_counter() - start
-                scorer = ProjectionScorer(projection, features, fisher_basis, cfg.score)
+                scorer = ProjectionScorer(projection, features, references, cfg.score)
                 first_seed.setdefault(method, projection)
             records.append(make_record(
                 **common, method=method, r=projection.r, normalized=False, seed=seed,
                 fit_seconds=fit_seconds, **scorer.scores(seed),
+            ))
+            progress.advance(task)
+    return records
+
+
+def _closed_form_records(
+    cfg: ExperimentConfig, features: LabelledFeatures, references: ReferenceSubspaces, closed_forms: ClosedForms,
+    common: dict, progress: Progress, task: TaskID,
+) -> list[dict]:
+    """The ``spectral`` baseline: one record per δ and seed, the closed form of that seed's sampled pairs."""
+    records = []
+    for delta in sorted(cfg.deltas, reverse=True):
+        for seed in cfg.seeds:
+            progress.update(task, current=f"spectral_delta{delta:g}_seed{seed}")
+            start = time.perf_counter()
+            closed = closed_forms.get(delta, seed)
+            projection = closed_form_projection(features.x_train, closed.basis)
+            fit_seconds = time.perf_counter() - start
+            s = closed_forms.settings(delta, seed)
+            metrics = score_projection(projection, features, references, cfg.score, seed, closed.basis)
+            records.append(make_record(
+                **common, method="spectral", delta=delta, r=projection.r, epochs=s.epochs, batch_size=s.batch_size,
+                normalized=False, seed=seed, fit_seconds=fit_seconds, **metrics,
             ))
             progress.advance(task)
     return records

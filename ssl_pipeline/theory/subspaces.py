@@ -8,6 +8,7 @@ accumulated in float64 over chunks, so a float32 feature matrix is never copied 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy.linalg import subspace_angles
@@ -50,20 +51,29 @@ class ClassStatistics:
         return self.counts / self.counts.sum()
 
 
-def class_statistics(x: np.ndarray, y: np.ndarray, num_classes: int) -> ClassStatistics:
-    """Two chunked passes over x [N, d]: class means, then the within-class covariance of the residuals
-    x − μ_y and the Ledoit–Wolf shrinkage of that covariance (the formula of ``sklearn.covariance.
-    ledoit_wolf_shrinkage`` applied to the residuals, accumulated without materialising them)."""
-    n, d = x.shape
+def class_statistics(
+    x: np.ndarray, y: np.ndarray, num_classes: int, basis: np.ndarray | None = None
+) -> ClassStatistics:
+    """Two chunked passes over x [N, d] (or over its coordinates x·U in ``basis`` U [d, m]): class means, then
+    the within-class covariance of the residuals x − μ_y and the Ledoit–Wolf shrinkage of that covariance (the
+    formula of ``sklearn.covariance.ledoit_wolf_shrinkage`` applied to the residuals, accumulated without
+    materialising them)."""
+    n = x.shape[0]
+    d = x.shape[1] if basis is None else basis.shape[1]
+
+    def chunk(start: int) -> np.ndarray:
+        block = x[start : start + _CHUNK].astype(np.float64)
+        return block if basis is None else block @ basis
+
     counts = np.bincount(y, minlength=num_classes).astype(np.float64)
     sums = np.zeros((num_classes, d))
     for start in range(0, n, _CHUNK):
-        np.add.at(sums, y[start : start + _CHUNK], x[start : start + _CHUNK].astype(np.float64))
+        np.add.at(sums, y[start : start + _CHUNK], chunk(start))
     means = sums / np.maximum(counts, 1)[:, None]
     scatter = np.zeros((d, d))
     fourth_moment = 0.0
     for start in range(0, n, _CHUNK):
-        residual = x[start : start + _CHUNK].astype(np.float64) - means[y[start : start + _CHUNK]]
+        residual = chunk(start) - means[y[start : start + _CHUNK]]
         scatter += residual.T @ residual
         fourth_moment += float(np.sum(np.einsum("nd,nd->n", residual, residual) ** 2))
     covariance = scatter / n
@@ -75,6 +85,44 @@ def class_statistics(x: np.ndarray, y: np.ndarray, num_classes: int) -> ClassSta
 
 
 WELL_DETERMINED_RATIO = 10
+
+FEATURE_FLOOR = 1e-3
+"""Relative eigenvalue floor of the total covariance Σ_T (docs/theory.md, "The span the features occupy"):
+directions whose variance is at most ``FEATURE_FLOOR`` × the largest eigenvalue of Σ_T are treated as absent, by
+the Fisher estimate, the spectral closed forms, SimSiam's covariance guard and ``standardization_scale``. Real
+backbones have exactly constant channels (120 of EfficientNet-Lite0's 1,280 on digits), where S_W is singular,
+and near-constant ones, whose inverse variance turns estimation noise into a dominant discriminant direction
+(two channels at std 0.01 against ≈ 1: cos² of the estimate to the true S_F 0.99 → 0.43 without the floor)."""
+
+
+def total_covariance(stats: ClassStatistics) -> np.ndarray:
+    """Σ_T = S_W + Σ_k π_k (μ_k − μ̄)(μ_k − μ̄)ᵀ [d, d] (biased, divided by N), from the class statistics."""
+    weights = stats.weights
+    centred = stats.means - weights @ stats.means
+    return stats.within_covariance + (centred.T * weights) @ centred
+
+
+class FeatureSpan(NamedTuple):
+    """The directions the features occupy: orthonormal eigenvectors [d, m] of a covariance with eigenvalue above
+    the floor, and those eigenvalues [m] (descending)."""
+
+    basis: np.ndarray
+    eigenvalues: np.ndarray
+
+    @property
+    def rank(self) -> int:
+        return self.basis.shape[1]
+
+
+def feature_span(covariance: np.ndarray, relative_floor: float = FEATURE_FLOOR) -> FeatureSpan:
+    """Eigenvectors of ``covariance`` [d, d] whose eigenvalue exceeds ``relative_floor`` × the largest."""
+    eigenvalues, vectors = np.linalg.eigh(np.asarray(covariance, dtype=np.float64))
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues, vectors = eigenvalues[order], vectors[:, order]
+    keep = eigenvalues > relative_floor * max(float(eigenvalues[0]), 0.0) if eigenvalues.size else eigenvalues > 0
+    if eigenvalues.size and eigenvalues[0] <= 0:
+        keep[:] = False
+    return FeatureSpan(vectors[:, keep], eigenvalues[keep])
 
 
 def auto_shrinkage(stats: ClassStatistics, shrinkage: float | None) -> float:
@@ -100,15 +148,47 @@ def shrunk_within_covariance(stats: ClassStatistics, shrinkage: float | None) ->
     return (1 - s) * cov + s * (np.trace(cov) / d) * np.eye(d), s
 
 
+class FisherEstimate(NamedTuple):
+    """The estimated Fisher subspace [d, q], the rank of Σ_T kept by the floor, and the shrinkage used."""
+
+    basis: np.ndarray
+    rank: int
+    shrinkage: float
+
+
+def fisher_estimate(
+    x: np.ndarray, y: np.ndarray, num_classes: int, shrinkage: float | None = None,
+    relative_floor: float = FEATURE_FLOOR,
+) -> FisherEstimate:
+    """The Fisher subspace estimated from labelled data, S_W⁻¹(μ_k − μ̄), solved inside the span the features
+    occupy (``feature_span`` of Σ_T with ``relative_floor``): S_W and the means are expressed in that basis
+    [m], the within-class covariance there is shrunk as ``auto_shrinkage`` says (with m as the dimension), and
+    the directions are mapped back to the features' coordinates [d, q]. Constant channels then cost nothing (S_W
+    is singular there) and near-constant ones cannot dominate."""
+    span = feature_span(total_covariance(class_statistics(x, y, num_classes)), relative_floor)
+    u = span.basis
+    reduced = class_statistics(x, y, num_classes, basis=u)
+    present = reduced.counts > 0
+    shrunk, used = shrunk_within_covariance(reduced, shrinkage)
+    basis = fisher_subspace(reduced.means[present], shrunk, reduced.counts[present])
+    return FisherEstimate(u @ basis, span.rank, used)
+
+
 def estimate_fisher_subspace(
     x: np.ndarray, y: np.ndarray, num_classes: int, shrinkage: float | None = None
 ) -> np.ndarray:
-    """The Fisher subspace estimated from labelled data (the LDA directions S_W⁻¹(μ_k − μ̄)), [d, q];
-    the within-class covariance shrunk as ``auto_shrinkage`` says."""
+    """The Fisher subspace estimated from labelled data [d, q] (``fisher_estimate``)."""
+    return fisher_estimate(x, y, num_classes, shrinkage).basis
+
+
+def class_mean_subspace(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
+    """S_M = span{μ_k − μ̄} estimated on (x, y), an orthonormal basis [d, q ≤ K − 1] (docs/theory.md,
+    "Subspace recovery"): the subspace a head would learn if it followed the class means, not the Fisher
+    directions."""
     stats = class_statistics(x, y, num_classes)
-    shrunk, _ = shrunk_within_covariance(stats, shrinkage)
     present = stats.counts > 0
-    return fisher_subspace(stats.means[present], shrunk, stats.counts[present])
+    means, weights = stats.means[present], stats.weights[present]
+    return orthonormal_basis((means - weights @ means).T)[:, : int(present.sum()) - 1]
 
 
 def principal_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
