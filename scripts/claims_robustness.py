@@ -118,9 +118,9 @@ def worker(job: str, env: Environment, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if job == "claims":
             claims = load_claims_module()
-            run = claims.run_pancakes(Path(tmp), [f"--data.synthetic.seed={env.seed}"])
+            runs = claims.LabRuns(Path(tmp), [f"--data.synthetic.seed={env.seed}"])
             result = {
-                name: [asdict(check) for check in checks(run)] for name, checks in claims.CLAIMS.items()
+                name: [asdict(check) for check in checks(runs)] for name, checks in claims.CLAIMS.items()
             }
         else:
             result = digits_numbers(Path(tmp), env)

@@ -113,7 +113,18 @@ def report(
     log both to W&B."""
     from ssl_pipeline.reporting.plots import plot_delta_sweep  # matplotlib
 
-    console.print(summary_table(records, title or "results (mean ± std over seeds)", wide))
+    table = summary_table(records, title or "results (mean ± std over seeds)", wide)
+    if wide:  # every metric at its natural width: the terminal wraps long lines, but no number or header is folded
+        from rich.measure import Measurement
+
+        width, console_width = Measurement.get(console, console.options.update(width=100_000), table).maximum, console.width
+        console.width = max(width, console_width)  # print() caps its width at the console's
+        try:
+            console.print(table, crop=False)
+        finally:
+            console.width = console_width
+    else:
+        console.print(table)
     figure = plot_delta_sweep(records, run_dir / "delta_sweep.png")
     if logger is not None:
         logger.log_records(records)

@@ -1,10 +1,12 @@
-"""The theory's claims on the synthetic pancakes (docs/theory.md; arXiv 2411.03517), checked on the median over
-3 seeds of the shipped config ``configs/synthetic/pancakes.yaml`` run end to end.
+"""The theory's claims on the synthetic lab (docs/theory.md; arXiv 2411.03517), checked on the median over 3 seeds
+of the shipped configs run end to end: ``configs/synthetic/pancakes.yaml`` (Fisher and class-mean subspaces
+coincide, PCA picks nuisance) and ``configs/synthetic/fisher_vs_means.yaml`` (Fisher, class-mean and PCA subspaces
+pairwise far apart, unequal Fisher eigenvalues), with the spectral heads and their closed forms.
 
-Each claim is a function of the run that returns its ``Check``s (value, threshold, direction); ``@claim`` registers
-it in ``CLAIMS`` and turns it into the test that asserts every check. ``scripts/claims_robustness.py`` reruns every
-registered claim under perturbed numerics (CPU kernels, BLAS, threads, data seeds), so a claim added here joins it
-without edits there.
+Each claim is a function of the runs (``LabRuns``: each run fitted on first use) that returns its ``Check``s (value,
+threshold, direction); ``@claim`` registers it in ``CLAIMS`` and turns it into the test that asserts every check.
+``scripts/claims_robustness.py`` reruns every registered claim under perturbed numerics (CPU kernels, BLAS,
+threads, data seeds), so a claim added here joins it without edits there.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from ssl_pipeline import experiment
 from ssl_pipeline.cli import parse_config
 from ssl_pipeline.reporting.results import METRIC_FIELDS, SETTING_FIELDS, load_results
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "pancakes.yaml"
+LAB = Path(__file__).resolve().parents[1] / "configs" / "synthetic"
+CONFIG = LAB / "pancakes.yaml"
 DELTAS = "1,0.5,0"
+SPECTRAL_HEADS = "[spectral_contrastive,vicreg,barlowtwins]"
+EXACT_WEIGHTS = ["--heads.vicreg.cov_coeff", "5", "--heads.barlowtwins.lambda_off", "10"]
+"""Loss weights at which the closed form is the optimum of VICReg and BarlowTwins on ``fisher_vs_means`` at δ = 1
+(heads/spectral.py): VICReg with the variance hinge binding needs λ_r − λ̄ < 2ν/λ (0.074 there; ν = 5 gives 0.4,
+the default ν = 1 only 0.08), BarlowTwins the decorrelating limit of large λ_off."""
 
 
 @dataclass(frozen=True)
@@ -47,38 +55,77 @@ class Check:
 
 @dataclass
 class PancakesRun:
+    """One lab config fitted and scored: its records, config and run directory."""
+
     records: list[dict]
     cfg: object
     run_dir: Path
 
 
-def run_pancakes(run_dir: Path, overrides: Sequence[str] = ()) -> PancakesRun:
-    """The shipped pancakes config at δ ∈ {1, 0.5, 0}, fitted and scored into ``run_dir``."""
-    argv = ["synthetic", "--config", str(CONFIG), "--deltas", DELTAS, "--run_dir", str(run_dir), *overrides]
+def run_lab(config: Path, run_dir: Path, overrides: Sequence[str] = ()) -> PancakesRun:
+    """A shipped lab config with ``overrides``, fitted and scored into ``run_dir``."""
+    argv = ["synthetic", "--config", str(config), "--run_dir", str(run_dir), *overrides]
     _, cfg = parse_config(argv)
     records, _ = experiment.run("synthetic", cfg, Console(quiet=True))
     return PancakesRun(records, cfg, run_dir)
 
 
-CLAIMS: dict[str, Callable[[PancakesRun], list[Check]]] = {}
-"""Every registered claim by name: run → its checks."""
+def run_pancakes(run_dir: Path, overrides: Sequence[str] = ()) -> PancakesRun:
+    """The shipped pancakes config at δ ∈ {1, 0.5, 0}, fitted and scored into ``run_dir``."""
+    return run_lab(CONFIG, run_dir, ["--deltas", DELTAS, *overrides])
 
 
-def claim(checks: Callable[[PancakesRun], list[Check]]):
+class LabRuns:
+    """The runs the claims read, each fitted on first use under ``root`` with ``overrides`` (e.g. a data seed)
+    added to its own: ``pancakes`` (δ ∈ {1, 0.5, 0}); ``fisher_vs_means`` (InfoNCE, SimSiam and the spectral
+    heads at δ ∈ {1, 0.5}); ``exact_weights`` (VICReg and BarlowTwins on fisher_vs_means at δ = 1 with the
+    ``EXACT_WEIGHTS``)."""
+
+    def __init__(self, root: Path, overrides: Sequence[str] = ()) -> None:
+        self.root = Path(root)
+        self.overrides = list(overrides)
+
+    @functools.cached_property
+    def pancakes(self) -> PancakesRun:
+        return run_pancakes(self.root / "pancakes", self.overrides)
+
+    @functools.cached_property
+    def fisher_vs_means(self) -> PancakesRun:
+        methods = f"[infonce,simsiam,{SPECTRAL_HEADS[1:-1]}]"
+        return run_lab(LAB / "fisher_vs_means.yaml", self.root / "fisher_vs_means",
+                       ["--heads.methods", methods, *self.overrides])
+
+    @functools.cached_property
+    def exact_weights(self) -> PancakesRun:
+        return run_lab(LAB / "fisher_vs_means.yaml", self.root / "exact_weights",
+                       ["--heads.methods", "[vicreg,barlowtwins]", "--deltas", "[1]", "--score.baselines", "[]",
+                        *EXACT_WEIGHTS, *self.overrides])
+
+
+CLAIMS: dict[str, Callable[[LabRuns], list[Check]]] = {}
+"""Every registered claim by name: runs → its checks."""
+
+
+def claim(checks: Callable[[LabRuns], list[Check]]):
     """Register ``checks`` under its name (without ``test_``) and return the test asserting all of them."""
     CLAIMS[checks.__name__.removeprefix("test_")] = checks
 
     @functools.wraps(checks)
-    def test(pancakes: PancakesRun) -> None:
-        failed = [str(check) for check in checks(pancakes) if check.margin < 0]
+    def test(lab: LabRuns) -> None:
+        failed = [str(check) for check in checks(lab) if check.margin < 0]
         assert not failed, "; ".join(failed)
 
     return test
 
 
 @pytest.fixture(scope="module")
-def pancakes(tmp_path_factory) -> PancakesRun:
-    return run_pancakes(tmp_path_factory.mktemp("pancakes"))
+def lab(tmp_path_factory) -> LabRuns:
+    return LabRuns(tmp_path_factory.mktemp("lab"))
+
+
+@pytest.fixture(scope="module")
+def pancakes(lab: LabRuns) -> PancakesRun:
+    return lab.pancakes
 
 
 def median(records: list[dict], metric: str, method: str, delta: float | None = None) -> float:
@@ -98,12 +145,13 @@ def at_most(run: PancakesRun, metric: str, method: str, delta: float | None, thr
 
 
 @claim
-def test_pca_picks_the_wrong_subspace(pancakes: PancakesRun) -> list[Check]:
-    return [at_most(pancakes, "fisher_cos2", "pca", None, 0.2)]
+def test_pca_picks_the_wrong_subspace(lab: LabRuns) -> list[Check]:
+    return [at_most(lab.pancakes, "fisher_cos2", "pca", None, 0.2)]
 
 
 @claim
-def test_heads_recover_the_fisher_subspace_at_delta_one(pancakes: PancakesRun) -> list[Check]:
+def test_heads_recover_the_fisher_subspace_at_delta_one(lab: LabRuns) -> list[Check]:
+    pancakes = lab.pancakes
     checks = []
     for method in ("infonce", "simsiam"):
         checks.append(at_least(pancakes, "fisher_cos2", method, 1.0, 0.95))
@@ -112,17 +160,19 @@ def test_heads_recover_the_fisher_subspace_at_delta_one(pancakes: PancakesRun) -
 
 
 @claim
-def test_infonce_recovers_the_fisher_subspace_at_delta_half(pancakes: PancakesRun) -> list[Check]:
-    return [at_least(pancakes, "fisher_cos2", "infonce", 0.5, 0.9)]
+def test_infonce_recovers_the_fisher_subspace_at_delta_half(lab: LabRuns) -> list[Check]:
+    return [at_least(lab.pancakes, "fisher_cos2", "infonce", 0.5, 0.9)]
 
 
 @claim
-def test_infonce_clusters_as_well_as_lda(pancakes: PancakesRun) -> list[Check]:
+def test_infonce_clusters_as_well_as_lda(lab: LabRuns) -> list[Check]:
+    pancakes = lab.pancakes
     return [at_least(pancakes, "nmi", "infonce", 1.0, median(pancakes.records, "nmi", "lda") - 0.02)]
 
 
 @claim
-def test_infonce_learns_nothing_at_delta_zero(pancakes: PancakesRun) -> list[Check]:
+def test_infonce_learns_nothing_at_delta_zero(lab: LabRuns) -> list[Check]:
+    pancakes = lab.pancakes
     gmm = pancakes.cfg.data.synthetic
     random_level = max(pancakes.cfg.heads.r, gmm.k - 1) / gmm.d
     return [
@@ -131,10 +181,51 @@ def test_infonce_learns_nothing_at_delta_zero(pancakes: PancakesRun) -> list[Che
     ]
 
 
+@claim
+def test_heads_learn_the_fisher_subspace_not_the_class_means(lab: LabRuns) -> list[Check]:
+    """Where the two disagree (fisher_vs_means, population cos² 0.15), InfoNCE and SimSiam (covariance guard)
+    learn S_F, not span{μ_k − μ̄}."""
+    run = lab.fisher_vs_means
+    checks = []
+    for method in ("infonce", "simsiam"):
+        checks.append(at_least(run, "fisher_cos2", method, 1.0, 0.9))
+        checks.append(at_most(run, "means_cos2", method, 1.0, 0.5))
+    return checks
+
+
+@claim
+def test_the_class_mean_subspace_costs_clustering(lab: LabRuns) -> list[Check]:
+    """Learning the wrong subspace costs something measurable: the ``means`` baseline's NMI ≤ 0.8 × LDA's."""
+    run = lab.fisher_vs_means
+    return [at_most(run, "nmi", "means", None, 0.8 * median(run.records, "nmi", "lda"))]
+
+
+@claim
+def test_spectral_closed_form_is_the_fisher_subspace(lab: LabRuns) -> list[Check]:
+    """The r smallest generalised eigenvectors of the sampled (Σ_Δ, Σ_T) span S_F at δ = 1 and 0.5."""
+    return [at_least(run, "fisher_cos2", "spectral", delta, 0.98)
+            for run in (lab.pancakes, lab.fisher_vs_means) for delta in (1.0, 0.5)]
+
+
+@claim
+def test_spectral_heads_reach_their_closed_form(lab: LabRuns) -> list[Check]:
+    """Trained heads reach the closed form where it is their optimum (heads/spectral.py): spectral contrastive at
+    any setting, VICReg and BarlowTwins at ``EXACT_WEIGHTS``; BarlowTwins at its default λ_off = 1 keeps full rank
+    (duplicating columns is a local minimum only for λ_off ≤ 0.001 there)."""
+    run, exact = lab.fisher_vs_means, lab.exact_weights
+    q = run.cfg.data.synthetic.k - 1
+    return [
+        at_least(run, "optimum_cos2", "spectral_contrastive", 1.0, 0.95),
+        at_least(exact, "optimum_cos2", "vicreg", 1.0, 0.95),
+        at_least(exact, "optimum_cos2", "barlowtwins", 1.0, 0.95),
+        at_least(run, "effective_rank", "barlowtwins", 1.0, 0.9 * min(run.cfg.heads.r, q)),
+    ]
+
+
 def test_a_failing_check_fails_its_claim() -> None:
     """The wrapper ``@claim`` builds asserts: a check below its threshold (or above an upper one) fails it."""
 
-    def test_impossible(pancakes: PancakesRun) -> list[Check]:
+    def test_impossible(lab: LabRuns) -> list[Check]:
         return [Check("x", "nmi", 0.5, 0.6), Check("y", "nmi", 0.5, 0.4, at_least=False)]
 
     wrapped = claim(test_impossible)
@@ -148,7 +239,8 @@ def test_results_follow_the_contract(pancakes):
     assert load_results(run_dir / "results.json") == records
     assert all(set(r) == {"schema", *SETTING_FIELDS, *METRIC_FIELDS} for r in records)
     heads = len(cfg.heads.methods) * 3 * len(cfg.seeds)
-    assert len(records) == heads + len(cfg.score.baselines) * len(cfg.seeds)
+    per_seed = sum(len(cfg.deltas) if b == "spectral" else 1 for b in cfg.score.baselines)
+    assert len(records) == heads + per_seed * len(cfg.seeds)
     settings = {tuple(r[k] for k in SETTING_FIELDS) for r in records}
     assert len(settings) == len(records)  # one record per (method, setting, seed)
     assert len(list((run_dir / "heads").glob("*.safetensors"))) == heads

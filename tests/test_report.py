@@ -32,6 +32,7 @@ SMALL = [
     "--data.synthetic.n_train", "1500", "--data.synthetic.n_val", "300", "--data.synthetic.n_test", "600",
     "--heads.r", "2", "--heads.epochs", "5", "--heads.per_delta", "[]", "--wandb.mode", "disabled",
     "--score.kmeans.nredo", "1", "--score.kmeans.niter", "20", "--score.probe.l2_grid", "[0.001]",
+    "--score.baselines", "[lda,pca,random,raw]",
 ]
 
 
@@ -114,8 +115,9 @@ def test_report_has_every_table_and_figure(report):
     page = parse(artifacts.html)
     assert set(page.tables) == {"runs", "table-gmm-pancakes", "checks-both"} == set(artifacts.tables)
     assert [row[0][0] for row in page.tables["runs"][1:]] == ["both", "infonce"]
-    per_delta = [f"gmm-pancakes-{m}-vs-delta" for m in ("nmi", "probe_acc", "fisher_cos2")]
-    bars = [f"backbones-{m}" for m in ("nmi", "probe_acc", "fisher_cos2")]
+    metrics = ("nmi", "probe_acc", "fisher_cos2", "means_cos2", "pca_cos2")
+    per_delta = [f"gmm-pancakes-{m}-vs-delta" for m in metrics]
+    bars = [f"backbones-{m}" for m in metrics]
     assert page.figures == [*per_delta, *bars, "projections-both", "projections-infonce", "checks-both-bic"]
     assert set(artifacts.figures) == set(page.figures)
     assert len(page.images) == len(page.figures)
@@ -199,7 +201,7 @@ def test_report_opens_in_headless_chromium_without_errors(report):
         assert driver.title == "Pancakes <small> comparison"
         assert driver.execute_script("return document.querySelector('h1').textContent") == "Pancakes <small> comparison"
         widths = driver.execute_script("return Array.from(document.images, i => i.complete ? i.naturalWidth : 0)")
-        assert len(widths) == len(artifacts.figures) == 9 and min(widths) > 0
+        assert len(widths) == len(artifacts.figures) == 13 and min(widths) > 0
         assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
     finally:
         driver.quit()

@@ -6,7 +6,8 @@ import pytest
 
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.theory.gmm import pancakes_parameters
-from ssl_pipeline.theory.spectral import expected_pair_covariance, sampled_pair_moments, spectral_closed_form
+from ssl_pipeline.data.pairs import sampled_pair_moments
+from ssl_pipeline.theory.spectral import expected_pair_covariance, spectral_closed_form
 from ssl_pipeline.theory.subspaces import fisher_cos2
 
 
@@ -51,5 +52,5 @@ def test_closed_form_spans_the_fisher_subspace_and_refuses_too_few_pairs_and_too
     assert np.all(np.diff(closed.eigenvalues) >= 0) and closed.eigenvalues[-1] < 1
     with pytest.raises(DataError, match="choose r < 12"):
         spectral_closed_form(moments, r=12)
-    with pytest.raises(DataError, match=r"at least 10·d = 120 pairs"):
+    with pytest.raises(DataError, match=r"at least 10·d = 120 pairs \(raise heads.epochs"):
         sampled_pair_moments(x[:100], y[:100], 1.0, batch_size=50, seed=0, epochs=1)

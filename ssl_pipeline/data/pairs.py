@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ssl_pipeline.theory.spectral import PairMoments, pair_moments
 
 
 class ClassIndex:
@@ -129,3 +132,19 @@ class DeltaPairDataModule(pl.LightningDataModule):
             return []
         sampler = HeldOutPairSampler(self.val_labels, self.delta, self.batch_size, self.seed + 1, *self._rank())
         return DataLoader(PairFeatures(self.val_features), sampler=sampler, batch_size=None)
+
+
+def sampled_pair_moments(
+    x: np.ndarray, y: np.ndarray, delta: float, batch_size: int, seed: int, epochs: int
+) -> PairMoments:
+    """Σ_T and Σ_Δ (``theory.spectral.pair_moments``) over every pair that ``epochs`` epochs of
+    ``DeltaPairSampler(y, delta, batch_size, seed)`` draw: the pairs a head with these settings trains on (the
+    union of the DDP ranks' slices of a global batch is the single-process draw at that batch)."""
+    sampler = DeltaPairSampler(torch.from_numpy(np.asarray(y, dtype=np.int64)), delta, batch_size, seed)
+
+    def epochs_of_pairs():
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            yield torch.cat(list(sampler), dim=1).numpy()
+
+    return pair_moments(x, y, epochs_of_pairs())

@@ -14,7 +14,6 @@ from ssl_pipeline.theory.gmm import (
     pancakes_parameters,
     random_parameters,
 )
-from ssl_pipeline.theory.subspaces import orthonormal_basis
 
 
 def gmm_parameters(cfg: GMMConfig) -> GMMParameters:
@@ -33,9 +32,10 @@ def gmm_parameters(cfg: GMMConfig) -> GMMParameters:
     return params
 
 
-def make_synthetic(cfg: GMMConfig) -> LabelledFeatures:
-    """Train/val/test splits drawn from the config's mixture, with its true Fisher subspace attached."""
-    params = gmm_parameters(cfg)
+def make_synthetic(cfg: GMMConfig, params: GMMParameters | None = None) -> LabelledFeatures:
+    """Train/val/test splits drawn from the config's mixture (``params``, if already built from ``cfg``), with its
+    true Fisher and class-mean subspaces attached."""
+    params = gmm_parameters(cfg) if params is None else params
     rng = np.random.default_rng([cfg.seed, 1])
     x_train, y_train = params.sample(cfg.n_train, rng)
     x_val, y_val = params.sample(cfg.n_val, rng)
@@ -44,11 +44,5 @@ def make_synthetic(cfg: GMMConfig) -> LabelledFeatures:
         x_train, y_train, x_val, y_val, x_test, y_test,
         dataset=f"gmm-{cfg.preset}", data_kind="synthetic", split_seed=cfg.seed,
         class_names=[f"component_{k}" for k in range(cfg.k)], fisher_basis=params.fisher_basis(),
-        means_basis=class_mean_basis(params),
+        means_basis=params.mean_basis(),
     )
-
-
-def class_mean_basis(params: GMMParameters) -> np.ndarray:
-    """The true class-mean subspace span{μ_k − μ̄} [d, ≤ K − 1] of a mixture."""
-    centred = params.means - params.weights @ params.means
-    return orthonormal_basis(centred.T)[:, : len(params.weights) - 1]

@@ -32,9 +32,17 @@ if TYPE_CHECKING:
 def load_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
     """The labelled feature source of a config, validated, with its identity in ``features_key``."""
     if cfg.source == "synthetic":
-        from ssl_pipeline.data.synthetic import make_synthetic  # scipy
+        from ssl_pipeline.data.synthetic import gmm_parameters, make_synthetic  # scipy
+        from ssl_pipeline.theory.gmm import subspace_report
 
-        features = make_synthetic(cfg.synthetic)
+        params = gmm_parameters(cfg.synthetic)
+        if console is not None:
+            report = subspace_report(params)
+            eigenvalues = "/".join(f"{v:.2g}" for v in report["fisher_eigenvalues"])
+            console.print(f"mixture {cfg.synthetic.preset}: cos² Fisher–means {report['fisher_vs_means']:.2f}, "
+                          f"Fisher–PCA {report['fisher_vs_pca']:.2f}, means–PCA {report['means_vs_pca']:.2f} "
+                          f"(top-{len(params.weights) - 1} PCA of Σ_T); Fisher eigenvalues {eigenvalues}")
+        features = make_synthetic(cfg.synthetic, params)
         features.features_key = synthetic_features_key(cfg.synthetic)
         features.validate()
         return features

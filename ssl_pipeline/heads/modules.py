@@ -64,26 +64,24 @@ class LinearHead(pl.LightningModule):
 
     def __init__(
         self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
-        basis: Optional[Tensor] = None, input_variances: Optional[Tensor] = None,
+        basis: Optional[Tensor] = None,
     ) -> None:
-        """``basis`` U [d, m]: optimise A = U·B inside it; ``input_variances`` [m]: the training inputs' variances
-        along U's columns (U being eigenvectors of the input covariance Σ̂, UᵀΣ̂U = diag of these)."""
+        """``basis`` [d, m]: optimise A = basis·B inside its column span (``heads.fit.whitened_in_span``)."""
         super().__init__()
         # The per-head settings are kept with the module but not sent to a logger: one W&B run holds many fits,
         # and its config is the experiment's (each head's settings are in the results table).
-        self.save_hyperparameters(ignore=["mean", "scale", "basis", "input_variances"], logger=False)
+        self.save_hyperparameters(ignore=["mean", "scale", "basis"], logger=False)
         self.settings = HeadSettings(**settings)
         inner = dim if basis is None else basis.shape[1]
         self.weight = nn.Parameter(orthonormal_init(num_heads, inner, self.settings.r, self.settings.seed))
         self.register_buffer("mean", mean.float())
         self.register_buffer("scale", scale.float())
         self.register_buffer("basis", None if basis is None else basis.float())
-        self.register_buffer("input_variances", None if input_variances is None else input_variances.float())
 
     @classmethod
     def from_settings(cls, settings: HeadSettings, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
-                      basis: Optional[Tensor] = None, input_variances: Optional[Tensor] = None):
-        return cls(asdict(settings), dim, mean, scale, num_heads, basis, input_variances)
+                      basis: Optional[Tensor] = None):
+        return cls(asdict(settings), dim, mean, scale, num_heads, basis)
 
     def head_weight(self) -> Tensor:
         """A [G, d, r] acting on the module's (centred, scaled) input: U·B with a basis, else the parameter."""
@@ -141,18 +139,18 @@ class SimSiamHead(LinearHead):
     **once** before training (``fit_head``), not per batch: the guard asks the head's outputs to be decorrelated
     with unit variance on the data, and the full-train covariance is that constraint exactly, where a batch
     estimate (1,024 pairs in 1,280 dimensions) is rank-deficient and noisy. Every rank holds the same training
-    features, so under DDP every rank computes the same Σ̂ and the guard needs no communication. The head is then
-    optimised in the eigenbasis U of Σ̂ restricted to the floor (A = U·B): there UᵀΣ̂U = diag(λ), so the guard is
-    ‖(Λ^(1/2)B)ᵀ(Λ^(1/2)B) − I‖²_F, and no weight is left in the span Σ̂ discards.
+    features, so under DDP every rank computes the same Σ̂ and the guard needs no communication. The head is
+    optimised in Σ̂'s whitened eigenbasis above the floor, A = U Λ^(−1/2) B (``heads.fit.whitened_in_span``):
+    there AᵀΣ̂A = BᵀB, so the guard is ξ‖BᵀB − I‖²_F, and no weight is left in the span Σ̂ discards.
     """
 
     def __init__(
         self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
-        basis: Optional[Tensor] = None, input_variances: Optional[Tensor] = None,
+        basis: Optional[Tensor] = None,
     ) -> None:
-        super().__init__(settings, dim, mean, scale, num_heads, basis, input_variances)
-        if self.settings.regularizer == "covariance" and self.input_variances is None:
-            raise ValueError("the covariance guard needs the training inputs' eigenbasis (basis, input_variances)")
+        super().__init__(settings, dim, mean, scale, num_heads, basis)
+        if self.settings.regularizer == "covariance" and basis is None:
+            raise ValueError("the covariance guard needs the whitened basis of the training inputs (basis)")
         r = self.settings.r
         self.predictor = nn.Parameter(torch.eye(r).repeat(num_heads, 1, 1))
 
@@ -171,9 +169,9 @@ class SimSiamHead(LinearHead):
         return loss
 
     def collapse_guard(self) -> Tensor:
-        """‖AᵀΣ̂A − I‖²_F (covariance) or ‖AᵀA − I‖²_F (euclidean) per head, [G]."""
+        """‖AᵀΣ̂A − I‖²_F = ‖BᵀB − I‖²_F in the whitened basis (covariance), or ‖AᵀA − I‖²_F (euclidean), [G]."""
         if self.settings.regularizer == "covariance":
-            return orthogonality_penalty(self.input_variances.sqrt()[None, :, None] * self.weight)
+            return orthogonality_penalty(self.weight)
         return orthogonality_penalty(self.head_weight())
 
 

@@ -21,10 +21,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ssl_pipeline.atomic import atomic_write_bytes
-from ssl_pipeline.reporting.results import _method_order
+from ssl_pipeline.reporting.results import _method_order, method_label
 from ssl_pipeline.reporting.scatter import ProjectionSample
 
-BASELINE_STYLES = {"lda": ("black", "-"), "pca": ("tab:red", ":"), "random": ("grey", "--")}
+BASELINE_STYLES = {"lda": ("black", "-"), "means": ("tab:purple", "-."), "pca": ("tab:red", ":"),
+                   "random": ("grey", "--")}
+CLOSED_FORMS = ("spectral",)
+"""Methods with a δ that are computed, not trained (the spectral closed form): drawn dashed with square markers."""
 SERIES_FIELDS = ("r", "features", "run")
 """Settings that split one method into several curves (runs on other features or with another r, and repeated
 runs of one setting in a report); the per-δ overrides (τ, epochs) do not."""
@@ -55,7 +58,7 @@ def _labelled_series(rows: list[dict]) -> dict[str, list[dict]]:
     """Rows of each method split by ``SERIES_FIELDS``; a label names the fields that differ within a method."""
     series: dict[tuple, list[dict]] = defaultdict(list)
     for row in sorted(rows, key=_method_order):
-        series[(row["method"], *(row.get(f) for f in SERIES_FIELDS))].append(row)
+        series[(method_label(row), *(row.get(f) for f in SERIES_FIELDS))].append(row)
     labelled = {}
     for key, members in series.items():
         siblings = [k for k in series if k[0] == key[0]]
@@ -74,9 +77,11 @@ def _draw_metric_vs_delta(axis: Axes, rows: list[dict], metric: str) -> None:
     heads = [row for row in rows if row.get("delta") is not None and row.get(metric) is not None]
     for label, members in _labelled_series(heads).items():
         members = sorted(members, key=lambda row: row["delta"])
+        closed = members[0]["method"] in CLOSED_FORMS
         axis.errorbar(
             [row["delta"] for row in members], [row[metric][0] for row in members],
-            yerr=[row[metric][1] for row in members], marker="o", capsize=3, label=label,
+            yerr=[row[metric][1] for row in members], marker="s" if closed else "o", capsize=3,
+            linestyle="--" if closed else "-", label=f"{label} (closed form)" if closed else label,
         )
     baselines = [row for row in rows if row["method"] in BASELINE_STYLES and row.get(metric) is not None]
     for label, members in _labelled_series(baselines).items():
@@ -101,8 +106,12 @@ def metric_vs_delta(rows: list[dict], metric: str, title: str) -> Figure:
     return figure
 
 
-def delta_sweep(rows: list[dict], metrics: Sequence[str] = ("fisher_cos2", "nmi", "probe_acc")) -> Figure:
-    """One ``metric_vs_delta`` panel per metric, side by side (a run's ``delta_sweep.png``)."""
+def delta_sweep(
+    rows: list[dict], metrics: Sequence[str] = ("fisher_cos2", "means_cos2", "pca_cos2", "nmi", "probe_acc")
+) -> Figure:
+    """One ``metric_vs_delta`` panel per metric with values, side by side (a run's ``delta_sweep.png``): which
+    subspace the heads learned (Fisher, class means, PCA) and how well they cluster and classify."""
+    metrics = [m for m in metrics if any(row.get(m) is not None for row in rows)] or list(metrics[:1])
     figure = Figure(figsize=(4.2 * len(metrics), 3.6), layout="constrained")
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     for axis, metric in zip(axes, metrics):
@@ -120,14 +129,14 @@ def _bar_values(rows: list[dict], metric: str) -> dict[str, tuple[float, float]]
     largest: dict[tuple, float] = {}
     for row in rows:
         if row.get("delta") is not None:
-            series = (row["method"], row.get("run"))
+            series = (method_label(row), row.get("run"))
             largest[series] = max(row["delta"], largest.get(series, row["delta"]))
     values: dict[str, tuple[float, float]] = {}
     for row in sorted(rows, key=_method_order):
         delta = row.get("delta")
-        if row.get(metric) is None or (delta is not None and delta != largest[(row["method"], row.get("run"))]):
+        if row.get(metric) is None or (delta is not None and delta != largest[(method_label(row), row.get("run"))]):
             continue
-        label = row["method"] if delta is None else f"{row['method']} δ={delta:g}"
+        label = method_label(row) if delta is None else f"{method_label(row)} δ={delta:g}"
         values.setdefault(f"{label} [{row['run']}]" if several_runs else label, row[metric])
     return values
 

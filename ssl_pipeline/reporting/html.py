@@ -28,11 +28,12 @@ from matplotlib.figure import Figure
 from ssl_pipeline.atomic import atomic_write_bytes
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.reporting import figures
-from ssl_pipeline.reporting.results import _method_order, aggregate, load_results
+from ssl_pipeline.reporting.results import _method_order, aggregate, load_results, method_label
 from ssl_pipeline.reporting.scatter import load_projection_sample
 
-FIGURE_METRICS = ("nmi", "probe_acc", "fisher_cos2")
-REPORT_METRICS = ("nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "effective_rank")
+FIGURE_METRICS = ("nmi", "probe_acc", "fisher_cos2", "means_cos2", "pca_cos2")
+REPORT_METRICS = ("nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2",
+                  "pca_cos2", "optimum_cos2", "effective_rank")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1280px;padding:0 1rem;color:#222}
@@ -204,7 +205,7 @@ def _group_section(page: Page, label: str, members: list[tuple[Run, dict]]) -> l
     page.text(f'<section id="group-{slug}"><h2>{html.escape(label)}</h2>')
     table_rows, flat = [], []
     for row in rows:
-        settings = [row["method"], row["delta"], row["r"], row["seeds"], row["run"]]
+        settings = [method_label(row), row["delta"], row["r"], row["seeds"], row["run"]]
         table_rows.append([*settings, *(row[m] for m in REPORT_METRICS)])
         flat.append(dict(zip(("method", "delta", "r", "seeds", "run"), settings)))
         for metric in REPORT_METRICS:

@@ -122,5 +122,7 @@ def _format(value: Optional[tuple[float, float]], metric: str) -> str:
     if value is None:
         return "–"
     mean, std = value
+    if metric == "feature_rank":
+        return f"{mean:.0f}" if std == 0 else f"{mean:.0f}±{std:.0f}"
     digits = 1 if metric == "effective_rank" else 3
     return f"{mean:.{digits}f}±{std:.{digits}f}"

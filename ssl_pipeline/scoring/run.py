@@ -19,7 +19,8 @@ from ssl_pipeline.reporting.scatter import save_projection_sample
 from ssl_pipeline.scoring.projections import Projection, baseline_projection, closed_form_projection, head_projection
 from ssl_pipeline.scoring.score import ProjectionScorer, ReferenceSubspaces, reference_subspaces, score_projection
 from ssl_pipeline.scoring.zeroshot import zeroshot_accuracy, zeroshot_classifier
-from ssl_pipeline.theory.spectral import ClosedForm, sampled_pair_moments, spectral_closed_form
+from ssl_pipeline.data.pairs import sampled_pair_moments
+from ssl_pipeline.theory.spectral import ClosedForm, spectral_closed_form
 
 
 class ClosedForms:

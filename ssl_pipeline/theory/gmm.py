@@ -24,6 +24,11 @@ class GMMParameters:
         """The true Fisher subspace [d, q] from μ_k and Σ."""
         return fisher_subspace(self.means, self.covariance, self.weights)
 
+    def mean_basis(self) -> np.ndarray:
+        """The true class-mean subspace span{μ_k − μ̄} [d, ≤ K − 1], μ̄ = Σ_k π_k μ_k."""
+        weights = np.asarray(self.weights, dtype=np.float64) / np.sum(self.weights)
+        return orthonormal_basis((self.means - weights @ self.means).T)[:, : len(weights) - 1]
+
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draw k ~ π, x ~ N(μ_k, Σ): features [n, d] float32, labels [n] int64."""
         labels = rng.choice(len(self.weights), size=n, p=self.weights)
@@ -242,7 +247,7 @@ def subspace_report(params: GMMParameters, r: int | None = None) -> dict[str, fl
     q = len(weights) - 1
     r = q if r is None else r
     fisher = params.fisher_basis()
-    means = orthonormal_basis(centred.T)[:, :q]
+    means = params.mean_basis()
     pca = np.linalg.eigh(total)[1][:, ::-1][:, :r]
     eigenvalues = eigh(fisher.T @ between @ fisher, fisher.T @ params.covariance @ fisher, eigvals_only=True)[::-1]
     eigenvalues = [float(v) for v in eigenvalues]

@@ -1,5 +1,6 @@
 """The spectral view of δ-pairs (docs/theory.md, "Spectral view of the pairs"): the pair statistics Σ_T and Σ_Δ,
-accumulated from the pairs the heads' own sampler draws, and the closed-form head they determine.
+accumulated from given pairs (``data.pairs.sampled_pair_moments`` feeds it the pairs the heads' own sampler
+draws), their exact expectation under that sampler, and the closed-form head they determine.
 
 Σ_T = Cov(x), Σ_Δ = ½E[(x − x⁺)(x − x⁺)ᵀ]. The closed form is the r generalised eigenvectors of (Σ_Δ, Σ_T) with
 the smallest eigenvalues, solved inside the span Σ_T occupies above ``FEATURE_FLOOR``: the linear optimum of the
@@ -8,7 +9,7 @@ spectral contrastive loss, and in the population the Fisher subspace for every �
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -36,36 +37,27 @@ class ClosedForm(NamedTuple):
     rank: int
 
 
-def sampled_pair_moments(
-    x: np.ndarray, y: np.ndarray, delta: float, batch_size: int, seed: int, epochs: int, chunk: int = 8192
-) -> PairMoments:
-    """Σ_T of x [N, d] and Σ_Δ = ½·mean over pairs of (x − x⁺)(x − x⁺)ᵀ over every pair that ``epochs`` epochs of
-    ``DeltaPairSampler(y, delta, batch_size, seed)`` draw — the pairs a head with these settings trains on
-    (single process; the DDP ranks' slices of a global batch are the same pairs). Accumulated in float64 chunks."""
-    import torch
-
-    from ssl_pipeline.data.pairs import DeltaPairSampler
-
-    x = np.ascontiguousarray(x, dtype=np.float32)
+def pair_moments(x: np.ndarray, y: np.ndarray, pairs: Iterable[np.ndarray], chunk: int = 8192) -> PairMoments:
+    """Σ_T of x [N, d] (biased) and Σ_Δ = ½·mean over the given pairs of (x_a − x_b)(x_a − x_b)ᵀ, ``pairs`` being
+    index arrays [2, P] (e.g. one per epoch of the heads' sampler, ``data.pairs.sampled_pair_moments``).
+    Accumulated in float64 chunks; fewer than ``MIN_PAIRS_PER_DIMENSION``·d pairs are refused."""
+    x = np.asarray(x)
     d = x.shape[1]
-    sampler = DeltaPairSampler(torch.from_numpy(y.astype(np.int64)), delta, batch_size, seed)
-    scatter = torch.zeros(d, d, dtype=torch.float64)
-    features = torch.from_numpy(x)
-    pairs = 0
-    for epoch in range(epochs):
-        sampler.set_epoch(epoch)
-        drawn = torch.cat(list(sampler), dim=1)  # [2, P]: this epoch's pairs, in the order the head sees them
-        for start in range(0, drawn.shape[1], chunk):
-            a, b = drawn[:, start : start + chunk]
-            diff = (features[a] - features[b]).double()
+    scatter = np.zeros((d, d))
+    count = 0
+    for block in pairs:
+        block = np.asarray(block)
+        for start in range(0, block.shape[1], chunk):
+            a, b = block[:, start : start + chunk]
+            diff = x[a].astype(np.float64) - x[b]
             scatter += diff.T @ diff
-        pairs += drawn.shape[1]
-    if pairs < MIN_PAIRS_PER_DIMENSION * d:
-        raise DataError(f"Σ_Δ from {pairs} sampled pairs in {d} dimensions is noise; it needs at least "
-                        f"{MIN_PAIRS_PER_DIMENSION}·d = {MIN_PAIRS_PER_DIMENSION * d} pairs (more epochs or training points)")
-    num_classes = int(y.max()) + 1
-    total = total_covariance(class_statistics(x, y, num_classes))
-    return PairMoments(total, 0.5 * scatter.numpy() / pairs, pairs)
+        count += block.shape[1]
+    if count < MIN_PAIRS_PER_DIMENSION * d:
+        raise DataError(f"Σ_Δ from {count} sampled pairs in {d} dimensions is noise; it needs at least "
+                        f"{MIN_PAIRS_PER_DIMENSION}·d = {MIN_PAIRS_PER_DIMENSION * d} pairs (raise heads.epochs or "
+                        "the number of training points)")
+    total = total_covariance(class_statistics(x, y, int(y.max()) + 1))
+    return PairMoments(total, 0.5 * scatter / count, count)
 
 
 def expected_pair_covariance(x: np.ndarray, y: np.ndarray, delta: float) -> np.ndarray:
