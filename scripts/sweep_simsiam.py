@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import statistics
 import sys
@@ -59,6 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--xi", nargs="+", type=float, default=[0.01, 0.03, 0.1, 0.3, 1.0])
     parser.add_argument("--predictor", nargs="+", type=float, default=[0.1, 1.0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--lr", nargs="+", type=float, default=[None], help="head learning rates (default: the config's)")
+    parser.add_argument("--epochs", nargs="+", type=int, default=[None], help="epochs (default: the config's)")
     args = parser.parse_args(argv)
 
     from ssl_pipeline.config import TrainerConfig, resolve_head_settings
@@ -73,8 +76,11 @@ def main(argv=None) -> int:
         features, cfg = load(name)
         val = val_as_test(features)
         references = reference_subspaces(features, cfg.heads.r, cfg.score.lda_shrinkage)
-        for xi in args.xi:
-            for scale in args.predictor:
+        base_lr, base_epochs = cfg.heads.optimizer.lr, cfg.heads.epochs
+        for xi, scale, lr, epochs in itertools.product(args.xi, args.predictor, args.lr, args.epochs):
+            cfg.heads.optimizer.lr = base_lr if lr is None else lr
+            cfg.heads.epochs = base_epochs if epochs is None else epochs
+            if True:
                 for seed in args.seeds:
                     cfg.heads.simsiam.xi, cfg.heads.simsiam.predictor_lr_scale = xi, scale
                     cfg.heads.simsiam.regularizer = "covariance"
@@ -83,10 +89,11 @@ def main(argv=None) -> int:
                     head = fit_head(features, settings, TrainerConfig())
                     scores = score_projection(head_projection(head), val, references, cfg.score, seed)
                     rows.append(dict(dataset=name, xi=xi, predictor_lr_scale=scale, seed=seed, r=settings.r,
-                                     epochs=settings.epochs, val_nmi=scores["nmi"],
+                                     lr=settings.lr, epochs=settings.epochs, val_nmi=scores["nmi"],
                                      val_effective_rank=scores["effective_rank"],
                                      fisher_cos2=scores["fisher_cos2"], seconds=time.perf_counter() - start))
-                    print(f"{name} ξ={xi:g} predictor×{scale:g} seed {seed}: val NMI {scores['nmi']:.3f}, "
+                    print(f"{name} ξ={xi:g} predictor×{scale:g} lr {settings.lr:g} epochs {settings.epochs} seed {seed}: "
+                          f"val NMI {scores['nmi']:.3f}, "
                           f"effective rank {scores['effective_rank']:.2f}, fisher_cos2 {scores['fisher_cos2']:.3f}",
                           flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,17 @@ class GMMConfig:
         for name in ("separation", "signal_std", "nuisance_std"):
             require_positive(f"{path}.{name}", getattr(self, name))
         require_at_least(f"{path}.seed", self.seed, 0)
+        if self.preset == "fisher_vs_means":
+            from ssl_pipeline.theory.gmm import fisher_vs_means_min_nuisance_std  # numpy, only for this preset
+
+            require(self.d >= 3 * (self.k - 1), f"{path}.d", self.d,
+                    f"at least 3·(k − 1) = {3 * (self.k - 1)} for the fisher_vs_means preset (mean, partner and "
+                    "nuisance axes)")
+            low = fisher_vs_means_min_nuisance_std(self.k, self.separation, self.signal_std)
+            require(self.nuisance_std >= low, f"{path}.nuisance_std", self.nuisance_std,
+                    f"at least {math.ceil(low * 10) / 10:g} for the fisher_vs_means preset at k={self.k}, "
+                    f"separation={self.separation:g}, signal_std={self.signal_std:g} (else PCA would find the "
+                    "signal); raise it or lower the separation")
 
 
 DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder"]
@@ -280,12 +291,12 @@ class SimSiamConfig:
     at ``predictor_lr_scale`` × the head's learning rate.
     """
 
-    xi: float = 1.0
-    """Weight ξ of the collapse guard (0 turns it off)."""
+    xi: float = 0.1
+    """Weight ξ of the collapse guard (0 turns it off; 0.1 chosen on val, benchmarks/README.md "SimSiam's guard")."""
     regularizer: Literal["covariance", "euclidean"] = "covariance"
     """``covariance``: ξ‖AᵀΣ̂A − I‖²_F (the data's metric); ``euclidean``: ξ‖AᵀA − I‖²_F."""
-    predictor_lr_scale: float = 0.1
-    """The linear predictor's learning rate as a multiple of the head's."""
+    predictor_lr_scale: float = 0.03
+    """The linear predictor's learning rate as a multiple of the head's (chosen on val, with ξ)."""
 
     def validate(self, path: str = "heads.simsiam") -> None:
         """Raise ConfigError naming the first field of SimSiam out of its valid range."""

@@ -46,6 +46,11 @@ SYNTHETIC_CASES = [
     (["--heads.infonce.tau", "-0.5"], "heads.infonce.tau=-0.5 must be > 0"),
     (["--heads.simsiam.xi", "-0.1"], "heads.simsiam.xi=-0.1 must be at least 0"),
     (["--heads.simsiam.predictor_lr_scale", "0"], "heads.simsiam.predictor_lr_scale=0.0 must be > 0"),
+    (["--heads.simsiam.regularizer", "l2"], "heads.simsiam.regularizer: 'l2' is not one of covariance, euclidean"),
+    (["--heads.vicreg.sim_coeff", "-1"], "heads.vicreg.sim_coeff=-1.0 must be at least 0 (a loss weight)"),
+    (["--heads.vicreg.std_coeff", "-0.5"], "heads.vicreg.std_coeff=-0.5 must be at least 0 (a loss weight)"),
+    (["--heads.vicreg.cov_coeff", "-2"], "heads.vicreg.cov_coeff=-2.0 must be at least 0 (a loss weight)"),
+    (["--heads.barlowtwins.lambda_off", "-0.01"], "heads.barlowtwins.lambda_off=-0.01 must be at least 0 (a loss weight)"),
     (["--heads.trainer.devices", "0"], "heads.trainer.devices=0 must be at least 1"),
     (["--heads.trainer.log_every_n_steps", "0"], "heads.trainer.log_every_n_steps=0 must be at least 1"),
     # score
@@ -82,6 +87,10 @@ SYNTHETIC_CASES = [
     (["--data.synthetic.signal_std", "0"], "data.synthetic.signal_std=0.0 must be > 0"),
     (["--data.synthetic.nuisance_std", "-1"], "data.synthetic.nuisance_std=-1.0 must be > 0"),
     (["--data.synthetic.seed", "-1"], "data.synthetic.seed=-1 must be at least 0"),
+    (["--data.synthetic.preset", "fisher_vs_means"],
+     "data.synthetic.nuisance_std=5.0 must be at least 12.5 for the fisher_vs_means preset at k=5, separation=6"),
+    (["--data.synthetic.preset", "fisher_vs_means", "--data.synthetic.nuisance_std", "15", "--data.synthetic.d", "11"],
+     "data.synthetic.d=11 must be at least 3·(k − 1) = 12 for the fisher_vs_means preset"),
     # top level
     (["--seeds", "0,-1"], "seeds[1]=-1 must be at least 0"),
     (["--seeds", "[]"], "seeds is empty"),

@@ -24,7 +24,7 @@ def test_heads_are_stacks_and_feature_space_weight_undoes_standardisation():
     heads.simsiam.regularizer = "euclidean"
     settings = resolve_head_settings(heads, "simsiam", 1.0, 0)
     mean, scale = torch.randn(7), torch.rand(7) + 0.5
-    head = SimSiamHead.from_settings(settings, 7, mean, scale, num_heads=4)
+    head = SimSiamHead.from_settings(settings, 7, mean, scale, num_heads=4)  # no basis: A is the parameter
     assert head.weight.shape == (4, 7, 3) and head.predictor.shape == (4, 3, 3)
     x = torch.randn(11, 7)
     z = head(x)
@@ -109,26 +109,32 @@ def _rank_deficient_features(seed: int = 0):
                             data_kind="synthetic", split_seed=0)
 
 
-@pytest.mark.parametrize("regularizer", ["covariance", "euclidean"])
-def test_covariance_guard_leaves_no_weight_outside_the_span_of_the_training_features(regularizer):
-    """With the covariance guard the head is optimised inside the span of the training inputs (A = U·B): no weight
-    in the constant channels or the directions no training point reaches. The Euclidean guard keeps its random
-    initial weight there (the reason the span is handled explicitly)."""
+@pytest.mark.parametrize(("method", "regularizer"), [("simsiam", "covariance"), ("simsiam", "euclidean"),
+                                                     ("infonce", None), ("barlowtwins", None)])
+def test_heads_leave_no_weight_outside_the_span_of_the_training_features(method, regularizer):
+    """Every head is optimised inside the span of the training inputs (A = basis·B): no weight in the constant
+    channels or the directions no training point reaches. An unconfined head keeps its random initial weight
+    there (about half of it here), which test points see and every subspace score counts."""
     from ssl_pipeline.heads.fit import head_module, input_span
+    from ssl_pipeline.heads.modules import orthonormal_init
 
     quiet_lightning()
     features = _rank_deficient_features()
     heads = HeadsConfig(r=3, epochs=5, batch_size=20)
-    heads.simsiam.regularizer = regularizer
-    settings = resolve_head_settings(heads, "simsiam", 1.0, 0)
+    if regularizer:
+        heads.simsiam.regularizer = regularizer
+    settings = resolve_head_settings(heads, method, 1.0, 0)
     fitted = fit_head(features, settings, TrainerConfig())
     span = input_span(features, np.ones(60))
     assert span.rank <= 39  # rank-deficient: 40 points, less what the floor drops
-    weight = fitted.feature_space_weight().astype(np.float64)
-    outside = weight - span.basis @ (span.basis.T @ weight)
-    share = np.linalg.norm(outside) / np.linalg.norm(weight)
-    if regularizer == "covariance":
-        assert share < 1e-5
+
+    def share_outside(weight: np.ndarray) -> float:
+        outside = weight - span.basis @ (span.basis.T @ weight)
+        return float(np.linalg.norm(outside) / np.linalg.norm(weight))
+
+    assert share_outside(fitted.feature_space_weight().astype(np.float64)) < 1e-5
+    assert share_outside(orthonormal_init(1, 60, 3, 0)[0].double().numpy()) > 0.3
+    if regularizer == "covariance":  # the guard in the whitened basis is ‖AᵀΣ̂A − I‖²_F
         module = head_module(features, settings)
         a = module.head_weight()[0].double()
         x = torch.from_numpy(features.x_train).double()
@@ -136,5 +142,32 @@ def test_covariance_guard_leaves_no_weight_outside_the_span_of_the_training_feat
         gram = a.T @ (centred.T @ centred / len(x)) @ a
         expected = ((gram - torch.eye(3, dtype=torch.float64)) ** 2).sum()
         torch.testing.assert_close(module.collapse_guard()[0].double(), expected, rtol=1e-4, atol=1e-6)
-    else:
-        assert share > 0.3
+
+
+def test_r_above_the_rank_of_the_training_features_is_refused_in_one_line():
+    from ssl_pipeline.errors import DataError
+
+    features = _rank_deficient_features()
+    settings = resolve_head_settings(HeadsConfig(r=50), "vicreg", 1.0, 0)
+    with pytest.raises(DataError, match=r"^heads.r=50 exceeds the rank the training features occupy \(\d+ directions "
+                                        r"above the relative eigenvalue floor 0.001\); choose r ≤ \d+$"):
+        fit_head(features, settings, TrainerConfig())
+
+
+def test_a_schema_one_simsiam_head_file_loads_as_the_euclidean_guard(tmp_path):
+    """Head files written before the covariance guard have no ``regularizer`` in their settings: they were trained
+    with the Euclidean guard and load as such (so re-scoring them needs ``--heads.simsiam.regularizer euclidean``)."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors.numpy import save_file
+
+    settings = asdict(resolve_head_settings(HeadsConfig(r=2), "simsiam", 1.0, 0))
+    for new in ("regularizer", "sim_coeff", "std_coeff", "cov_coeff", "lambda_off"):
+        settings.pop(new)
+    arrays = {"weight": np.ones((1, 4, 2), np.float32), "mean": np.zeros(4, np.float32), "scale": np.ones(4, np.float32)}
+    path = tmp_path / "simsiam_delta1_seed0.safetensors"
+    save_file(arrays, str(path), metadata={"settings": json.dumps(settings), "fit_seconds": "1.0",
+                                           "features_key": "", "epochs_trained": "3"})
+    loaded = FittedHead.load(path)
+    assert loaded.settings.regularizer == "euclidean" and loaded.settings.tag == "simsiam-euclidean_delta1_seed0"

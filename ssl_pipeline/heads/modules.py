@@ -4,10 +4,10 @@ Features are centred (and optionally standardised, D = per-feature variances) in
 statistics of the training split, so a saved head carries them; ``feature_space_weight`` is Ã = D^(−1/2) A,
 the matrix whose column space is compared with the Fisher subspace (docs/theory.md, "Coordinates").
 
-A head given a ``basis`` U [d, m] (the span the training inputs occupy, ``theory.subspaces.feature_span``) is
-optimised inside it: A = U B with B [G, m, r] the parameter, so no weight can sit in directions the training
-data never moves in (they get no gradient and would keep their random initial values, which test points do see;
-docs/theory.md, "The span the features occupy").
+A head given a ``basis`` [d, m] (``fit.head_module`` always gives one: the span the training inputs occupy,
+orthonormal or whitened, ``heads.fit.whitened_in_span``) is optimised inside it: A = basis·B with B [G, m, r] the
+parameter, so no weight can sit in directions the training data never move in (they get no gradient and would
+keep their random initial values, which test points do see; docs/theory.md, "Linear heads").
 """
 
 from __future__ import annotations
