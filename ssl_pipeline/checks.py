@@ -88,7 +88,7 @@ def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path
     write_config(cfg, run_dir)
     with wandb_run(cfg, "check", run_dir) as logger:
         results = []
-        with progress_bar(console) as progress:
+        with progress_bar(console, "dataset") as progress:
             task = progress.add_task("GMM checks", total=len(datasets), current="")
             for i, data in enumerate(datasets):
                 progress.update(task, current="real" if i == 0 else f"surrogate {i}")

@@ -54,7 +54,7 @@ def fit_heads(
     heads = []
     with SigintWatch() as ctrl_c:
         try:
-            with progress_bar(console) as progress:
+            with progress_bar(console, "head") as progress:
                 task = progress.add_task("fitting heads", total=len(jobs), current="")
                 for settings in jobs:
                     progress.update(task, current=settings.tag)
@@ -62,13 +62,19 @@ def fit_heads(
                     head = fit_head(features, settings, cfg.heads.trainer, logger=fit_logger)
                     head.save(head_path(run_dir, settings.tag))
                     heads.append(head)
-                    progress.advance(task)
+                    progress.update(task, advance=1, note=finished_head_note(head))
         except (KeyboardInterrupt, SystemExit) as stop:
             # Lightning answers Ctrl-C inside trainer.fit with its own cleanup and sys.exit(1).
             if isinstance(stop, SystemExit) and not ctrl_c.pressed:
                 raise
             raise KeyboardInterrupt(kept_heads_message(run_dir, [h.settings.tag for h in heads], jobs)) from None
     return heads
+
+
+def finished_head_note(head: FittedHead) -> str:
+    """What a plain progress line (not a terminal) says about the head just fitted."""
+    epochs = f", {head.epochs_trained} epochs" if head.epochs_trained else ""
+    return f"{head.settings.tag} ({head.fit_seconds:.1f} s{epochs})"
 
 
 def kept_heads_message(run_dir: Path, kept: list[str], jobs: list[HeadSettings]) -> str:

@@ -17,7 +17,6 @@ from typing import Callable
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Subset
 
 from ssl_pipeline.backbones import Backbone, BackboneInfo
@@ -26,6 +25,7 @@ from ssl_pipeline.data.images import ImageSplit
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.features.cache import CacheEntry, FeatureCache, cache_key
 from ssl_pipeline.features.shards import open_writer
+from ssl_pipeline.reporting.progress import rate_progress
 
 
 def split_identity(info: BackboneInfo, split: ImageSplit) -> dict:
@@ -60,14 +60,6 @@ def _array_batches(split: ImageSplit, positions: np.ndarray, batch_size: int, ge
         pixels = torch.from_numpy(split.pixels[split.indices[items]]).to(device, non_blocking=True)
         images = geometry(pixels.permute(0, 3, 1, 2))
         yield images, torch.from_numpy(split.labels[items]), torch.from_numpy(items)
-
-
-def rate_progress(console: Console) -> Progress:
-    """The extraction progress bar: images done of the total, images/s, elapsed and remaining time."""
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-    )
 
 
 def extract_split(

@@ -85,7 +85,7 @@ def score_records(
     first_seed: dict[str, Projection] = {}
     per_seed = sum(len(cfg.deltas) if method == "spectral" else 1 for method in cfg.score.baselines)
     total = len(heads) + per_seed * len(cfg.seeds)
-    with progress_bar(console) as progress:
+    with progress_bar(console, "item") as progress:
         task = progress.add_task("scoring", total=total, current="")
         records = _head_records(cfg, features, heads, references, closed_forms, common, first_seed, progress, task)
         records += _baseline_records(cfg, features, references, closed_forms, common, first_seed, progress, task)
