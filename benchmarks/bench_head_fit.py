@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 import torch
 
 from _machine import LoadMeter, write_results  # benchmarks/_machine.py (this script's folder is on sys.path)
+from ssl_pipeline.allocator import configure_malloc
 from ssl_pipeline.config import GMMConfig, HeadMethod, HeadSettings, HeadsConfig, TrainerConfig, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.data.pairs import DeltaPairSampler, PairFeatures
@@ -116,6 +117,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="default benchmarks/results/head_fit[_quick].json")
     args = parser.parse_args()
     args.out = args.out or Path(f"benchmarks/results/head_fit{'_quick' if args.quick else ''}.json")
+    # The allocator setting ssl-pipeline makes at start-up (ssl_pipeline/allocator.py; torch is imported but has
+    # allocated nothing large yet). Lightning and bare epochs alternate in this one process, so both sides share it.
+    allocator = configure_malloc()
     quiet_lightning()
 
     gmm = GMMConfig(preset="random", d=128, k=20, n_train=10000) if args.quick else GMMConfig(
@@ -158,12 +162,14 @@ def main() -> None:
     print("ratio: median over epochs of lightning/bare (paired, warm-up epoch dropped); s/ep: median epoch; "
           "min: fastest epoch; fit s: whole fit_head incl. Trainer start-up, bare epochs subtracted")
     print(load.line())
+    print(f"allocator: {allocator['status']} {allocator.get('applied', '')}")
 
     payload = {
         "benchmark": "head_fit", "goal": f"lightning/bare time per epoch <= {GOAL}", "quick": args.quick,
         "data": {"n_train": len(features.x_train), "d": gmm.d, "k": gmm.k}, "r": r, "epochs": args.epochs,
         "batch_size": args.batch_size, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
-        "machine": platform.platform(), "load": load.summary(), "goal_met": all(res["ratio"] <= GOAL for res in results.values()),
+        "machine": platform.platform(), "load": load.summary(), "allocator": allocator,
+        "goal_met": all(res["ratio"] <= GOAL for res in results.values()),
         "results": results,
     }
     write_results(args.out, payload)

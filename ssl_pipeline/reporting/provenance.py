@@ -12,6 +12,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_info
 
+from ssl_pipeline.allocator import malloc_settings
 from ssl_pipeline.scoring.kmeans import faiss_openblas_coretype, import_faiss
 
 PACKAGES = ("ssl-pipeline", "torch", "torchvision", "pytorch-lightning", "open-clip-torch", "faiss-cpu", "scikit-learn", "numpy")
@@ -69,7 +70,8 @@ def cpu_model() -> str:
 
 def cpu_description() -> dict:
     """The CPU and what torch runs on it: model, cores, torch's kernel ISA level (``ATEN_CPU_CAPABILITY``), its
-    threads and BLAS (MKL is linked into torch statically, so threadpoolctl does not list it)."""
+    threads and BLAS (MKL is linked into torch statically, so threadpoolctl does not list it), and the allocator
+    settings ``ssl_pipeline.allocator`` applied."""
     import torch
 
     config = torch.__config__.show()
@@ -81,6 +83,7 @@ def cpu_description() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch_blas": f"mkl {mkl}" if mkl else ("mkl" if torch.backends.mkl.is_available() else "other"),
         "environment": {name: os.environ[name] for name in NUMERICS_ENVIRONMENT if name in os.environ},
+        "allocator": malloc_settings(),  # glibc malloc tuning applied at CLI start-up (ssl_pipeline/allocator.py)
     }
 
 
