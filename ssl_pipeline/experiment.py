@@ -45,30 +45,67 @@ def fit_heads(
     cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, console: Console,
     logger: Optional[WandbRun] = None,
 ) -> list[FittedHead]:
-    """Fit every (method, δ, seed) head on train and save it under ``run_dir/heads``; with a W&B run, each fit's
-    loss curve is logged under its tag (``infonce_delta0_5_seed1/train/loss_step`` and ``…/train/loss_epoch``;
-    the interval is ``heads.trainer.log_every_n_steps``). Ctrl-C raises KeyboardInterrupt naming the heads saved
-    before it (they are kept)."""
+    """Fit every (method, δ, seed) head on train and save it under ``run_dir/heads``, as grids: one
+    ``Trainer.fit`` per group of heads that share batches (``heads.grid``), each head with its solo
+    ``fit_head`` result. A head is saved as soon as its training is over, even while its grid goes on. With a W&B
+    run, each head's loss curve is logged under its tag (``infonce_delta0_5_seed1/train/loss_step`` and
+    ``…/train/loss_epoch``, against ``trainer/global_step``; the interval is ``heads.trainer.log_every_n_steps``).
+    Ctrl-C raises KeyboardInterrupt naming the heads saved before it (they are kept). Returns the heads in
+    ``head_jobs`` order."""
+    from ssl_pipeline.heads.grid import fit_grid, grid_groups, metric_tag
+
     quiet_lightning()
     jobs = head_jobs(cfg)
-    heads = []
+    fitted: dict[int, FittedHead] = {}
+    saved = SaveFinishedHeads(run_dir)
+    grid_jobs: list[HeadSettings] = []
     with SigintWatch() as ctrl_c:
         try:
             with progress_bar(console, "head") as progress:
                 task = progress.add_task("fitting heads", total=len(jobs), current="")
-                for settings in jobs:
-                    progress.update(task, current=settings.tag)
-                    fit_logger = logger.fit_logger(settings.tag) if logger is not None else None
-                    head = fit_head(features, settings, cfg.heads.trainer, logger=fit_logger)
-                    head.save(head_path(run_dir, settings.tag))
-                    heads.append(head)
-                    progress.update(task, advance=1, note=finished_head_note(head))
+                for group in grid_groups(jobs):
+                    grid_jobs = [jobs[i] for i in group]
+                    progress.update(task, current=f"grid of {len(group)}" if len(group) > 1 else grid_jobs[0].tag)
+                    grid_logger = None
+                    if logger is not None:
+                        grid_logger = logger.fit_logger("")
+                        logger.run.define_metric("trainer/global_step")
+                        for settings in grid_jobs:  # each head's curves against the trainer's step, as fit_logger does
+                            logger.run.define_metric(f"{metric_tag(settings.tag)}/*", step_metric="trainer/global_step")
+                    saved.progress = (progress, task)
+                    heads = fit_grid(features, grid_jobs, cfg.heads.trainer, logger=grid_logger, on_finished=saved)
+                    saved.progress = None
+                    for i, head in zip(group, heads):
+                        if head.settings.tag not in saved.tags:  # finished in a spawned DDP process: save it here
+                            saved(head)
+                        fitted[i] = head
         except (KeyboardInterrupt, SystemExit) as stop:
             # Lightning answers Ctrl-C inside trainer.fit with its own cleanup and sys.exit(1).
             if isinstance(stop, SystemExit) and not ctrl_c.pressed:
                 raise
-            raise KeyboardInterrupt(kept_heads_message(run_dir, [h.settings.tag for h in heads], jobs)) from None
-    return heads
+            stopped = [s.tag for s in grid_jobs if s.tag not in saved.tags]
+            raise KeyboardInterrupt(kept_heads_message(run_dir, saved.tags, stopped)) from None
+    return [fitted[i] for i in range(len(jobs))]
+
+
+class SaveFinishedHeads:
+    """``fit_grid``'s ``on_finished``: save a head in the run dir and advance the progress bar (in this process;
+    a spawned DDP process saves and the main process advances when the grid returns)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.tags: list[str] = []
+        self.progress = None
+
+    def __call__(self, head: FittedHead) -> None:
+        head.save(head_path(self.run_dir, head.settings.tag))
+        self.tags.append(head.settings.tag)
+        if self.progress is not None:
+            progress, task = self.progress
+            progress.update(task, advance=1, note=finished_head_note(head))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "progress": None}  # a rich Progress holds locks and threads
 
 
 def finished_head_note(head: FittedHead) -> str:
@@ -77,9 +114,11 @@ def finished_head_note(head: FittedHead) -> str:
     return f"{head.settings.tag} ({head.fit_seconds:.1f} s{epochs})"
 
 
-def kept_heads_message(run_dir: Path, kept: list[str], jobs: list[HeadSettings]) -> str:
-    """What an interrupted ``fit_heads`` leaves: the heads saved before the interrupt, and the one it stopped."""
-    stopped = f"; {jobs[len(kept)].tag} was not saved" if len(kept) < len(jobs) else ""
+def kept_heads_message(run_dir: Path, kept: list[str], stopped_tags: list[str]) -> str:
+    """What an interrupted ``fit_heads`` leaves: the heads saved before the interrupt, and the unfinished heads of
+    the grid it stopped."""
+    verb = "was" if len(stopped_tags) == 1 else "were"
+    stopped = f"; {', '.join(stopped_tags)} {verb} not saved" if stopped_tags else ""
     if not kept:
         return f"no head was finished, none saved in {run_dir / HEADS_DIR}{stopped}"
     heads = "head" if len(kept) == 1 else "heads"

@@ -35,17 +35,31 @@ class ClassIndex:
         return len(self.labels)
 
 
-def sample_delta_positives(index: ClassIndex, anchors: Tensor, delta: float, generator: torch.Generator) -> Tensor:
-    """Positives [B] for anchor indices [B]: with probability δ another sample of the anchor's class, else a
-    uniformly random sample. Every class must have at least 2 samples."""
+def sample_delta_candidates(index: ClassIndex, anchors: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """The three draws behind the positives of anchor indices [B], none of which depends on δ: another sample of
+    the anchor's class [B], a uniformly random sample [B] and the coin [B] (float32 in [0, 1)). The generator is
+    consumed in the same order whatever δ is, so heads of one seed with different δ share all three (grid fitting,
+    ``heads.grid``). Every class must have at least 2 samples."""
     classes = index.labels[anchors]
     count = index.counts[classes]
     draw = torch.floor(torch.rand(len(anchors), generator=generator) * (count - 1)).long()
     draw += (draw >= index.position[anchors]).long()  # skip the anchor itself
     same_class = index.order[index.starts[classes] + draw]
     uniform = torch.randint(len(index), (len(anchors),), generator=generator)
-    keep_class = torch.rand(len(anchors), generator=generator) < delta
-    return torch.where(keep_class, same_class, uniform)
+    coin = torch.rand(len(anchors), generator=generator)
+    return same_class, uniform, coin
+
+
+def delta_choice(coin: Tensor, delta: float) -> Tensor:
+    """Where the positive is the same-class candidate: coin < δ, compared in float32 as the sampler draws it."""
+    return coin.float() < delta
+
+
+def sample_delta_positives(index: ClassIndex, anchors: Tensor, delta: float, generator: torch.Generator) -> Tensor:
+    """Positives [B] for anchor indices [B]: with probability δ another sample of the anchor's class, else a
+    uniformly random sample. Every class must have at least 2 samples."""
+    same_class, uniform, coin = sample_delta_candidates(index, anchors, generator)
+    return torch.where(delta_choice(coin, delta), same_class, uniform)
 
 
 class DeltaPairSampler(Sampler[Tensor]):
@@ -79,6 +93,90 @@ class DeltaPairSampler(Sampler[Tensor]):
         for start in range(0, len(self) * step, step):
             offset = start + self.rank * self.batch_size
             yield pairs[:, offset : offset + self.batch_size]
+
+
+class CandidateSampler(Sampler[tuple[Tensor, Tensor]]):
+    """``DeltaPairSampler`` for every seed of a grid at once, before δ is applied: each step yields index sets
+    [S, 3, B] (anchor, same-class candidate, uniform candidate) and coins [S, B] for the S ``seeds``; a head of seed
+    s and parameter δ takes positive = same-class where ``delta_choice(coin, δ)``, else uniform — exactly the pairs
+    ``DeltaPairSampler(labels, δ, batch_size, s)`` yields, batch by batch and rank by rank. ``fixed``: the same
+    draw every epoch (``HeldOutPairSampler``)."""
+
+    def __init__(self, labels: Tensor, seeds: list[int], batch_size: int, rank: int = 0, world_size: int = 1,
+                 fixed: bool = False):
+        self.index = ClassIndex(labels)
+        self.seeds = list(seeds)
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = min(batch_size, len(labels) // world_size)
+        self.fixed = fixed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if not self.fixed:
+            self.epoch = epoch
+
+    def __len__(self) -> int:
+        return max(1, len(self.index) // (self.batch_size * self.world_size))
+
+    def __iter__(self):
+        indices, coins = [], []
+        for seed in self.seeds:
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + self.epoch)
+            anchors = torch.randperm(len(self.index), generator=generator)
+            same_class, uniform, coin = sample_delta_candidates(self.index, anchors, generator)
+            indices.append(torch.stack([anchors, same_class, uniform]))
+            coins.append(coin)
+        indices, coins = torch.stack(indices), torch.stack(coins)
+        step = self.batch_size * self.world_size
+        for start in range(0, len(self) * step, step):
+            offset = start + self.rank * self.batch_size
+            yield indices[..., offset : offset + self.batch_size], coins[:, offset : offset + self.batch_size]
+
+
+class CandidateFeatures(Dataset):
+    """Maps (index sets [S, 3, B], coins [S, B]) to (features [S, 3, B, d], coins): one gather per step."""
+
+    def __init__(self, features: Tensor) -> None:
+        self.features = features
+
+    def __getitem__(self, item: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        indices, coins = item
+        return self.features[indices.reshape(-1)].view(*indices.shape, -1), coins
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+class CandidateDataModule(pl.LightningDataModule):
+    """Serves ``CandidateSampler`` steps of in-memory features [N, d] for the seeds of a grid; with val features,
+    the fixed held-out draw of seed + 1 for each (``HeldOutPairSampler``'s pairs)."""
+
+    def __init__(
+        self, features: Tensor, labels: Tensor, seeds: list[int], batch_size: int,
+        val_features: Optional[Tensor] = None, val_labels: Optional[Tensor] = None,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.labels = labels
+        self.seeds = list(seeds)
+        self.batch_size = batch_size
+        self.val_features = val_features
+        self.val_labels = val_labels
+
+    def _rank(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = CandidateSampler(self.labels, self.seeds, self.batch_size, *self._rank())
+        return DataLoader(CandidateFeatures(self.features), sampler=sampler, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_features is None or self.val_labels is None:
+            return []
+        seeds = [seed + 1 for seed in self.seeds]
+        sampler = CandidateSampler(self.val_labels, seeds, self.batch_size, *self._rank(), fixed=True)
+        return DataLoader(CandidateFeatures(self.val_features), sampler=sampler, batch_size=None)
 
 
 class PairFeatures(Dataset):

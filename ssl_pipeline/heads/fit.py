@@ -147,40 +147,29 @@ def head_module(features: LabelledFeatures, settings: HeadSettings, num_heads: i
     )
 
 
-def fit_head(
-    features: LabelledFeatures, settings: HeadSettings, trainer_cfg: TrainerConfig, logger: Optional[Logger] = None
-) -> FittedHead:
-    """Train one head (G = 1) with Lightning on δ-pairs of ``features``' training split; with
-    ``early_stopping_patience``, stop on the loss of held-out δ-pairs of the val split. ``logger`` (e.g.
-    ``WandbRun.fit_logger``) receives the loss curves; None logs nothing."""
-    import pytorch_lightning as pl
+def held_out_features(features: LabelledFeatures) -> dict:
+    """The val split as tensors for the held-out δ-pairs of early stopping (refused without two samples of a class)."""
     import torch
-    from pytorch_lightning.callbacks import EarlyStopping
 
-    from ssl_pipeline.data.pairs import DeltaPairDataModule
-    from ssl_pipeline.heads.callbacks import KeepBestWeights
+    if len(features.y_val) < 2 or np.bincount(features.y_val).max() < 2:
+        raise DataError("early stopping needs held-out δ-pairs: the val split needs at least 2 samples of a class")
+    return dict(
+        val_features=torch.from_numpy(np.ascontiguousarray(features.x_val, dtype=np.float32)),
+        val_labels=torch.from_numpy(features.y_val.astype(np.int64)),
+    )
+
+
+def head_trainer(
+    trainer_cfg: TrainerConfig, max_epochs: int, logger: Optional[Logger], validate: bool, callbacks: list
+):
+    """The ``pl.Trainer`` of a head fit (solo or grid): no checkpoints, no sanity check, our own samplers, and
+    validation only for early stopping."""
+    import pytorch_lightning as pl
+
     from ssl_pipeline.heads.teardown import EndProcessGroup
 
-    x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
-    y = torch.from_numpy(features.y_train.astype(np.int64))
-    module = head_module(features, settings)
-    stopping = settings.early_stopping_patience is not None
-    held_out = {}
-    callbacks = []
-    best_weights: Optional[KeepBestWeights] = None
-    if stopping:
-        if len(features.y_val) < 2 or np.bincount(features.y_val).max() < 2:
-            raise DataError("early stopping needs held-out δ-pairs: the val split needs at least 2 samples of a class")
-        held_out = dict(
-            val_features=torch.from_numpy(np.ascontiguousarray(features.x_val, dtype=np.float32)),
-            val_labels=torch.from_numpy(features.y_val.astype(np.int64)),
-        )
-        best_weights = KeepBestWeights("val/loss")
-        callbacks = [EarlyStopping("val/loss", patience=settings.early_stopping_patience, mode="min"), best_weights]
-    callbacks.append(EndProcessGroup())  # spawned DDP ranks must not exit with Gloo's threads alive (teardown.py)
-    datamodule = DeltaPairDataModule(x, y, settings.delta, settings.batch_size, settings.seed, **held_out)
-    trainer = pl.Trainer(
-        max_epochs=settings.epochs,
+    return pl.Trainer(
+        max_epochs=max_epochs,
         accelerator=trainer_cfg.accelerator,
         devices=trainer_cfg.devices,
         strategy=trainer_cfg.strategy,
@@ -192,15 +181,45 @@ def fit_head(
         enable_model_summary=False,
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
-        limit_val_batches=None if stopping else 0,
-        callbacks=callbacks,
+        limit_val_batches=None if validate else 0,
+        # spawned DDP ranks must not exit with Gloo's threads alive (teardown.py)
+        callbacks=[*callbacks, EndProcessGroup()],
     )
+
+
+def fit_head(
+    features: LabelledFeatures, settings: HeadSettings, trainer_cfg: TrainerConfig, logger: Optional[Logger] = None
+) -> FittedHead:
+    """Train one head (G = 1) with Lightning on δ-pairs of ``features``' training split; with
+    ``early_stopping_patience``, stop on the loss of held-out δ-pairs of the val split. ``logger`` (e.g.
+    ``WandbRun.fit_logger``) receives the loss curves; None logs nothing. ``experiment.fit_heads`` trains the heads
+    of a run as grids (``heads.grid.fit_grid``), each with this function's result; this solo path is their
+    reference."""
+    import torch
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from ssl_pipeline.data.pairs import DeltaPairDataModule
+    from ssl_pipeline.heads.callbacks import KeepBestWeights
+
+    x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
+    y = torch.from_numpy(features.y_train.astype(np.int64))
+    module = head_module(features, settings)
+    stopping = settings.early_stopping_patience is not None
+    held_out = {}
+    callbacks = []
+    best_weights: Optional[KeepBestWeights] = None
+    if stopping:
+        held_out = held_out_features(features)
+        best_weights = KeepBestWeights("val/loss")
+        callbacks = [EarlyStopping("val/loss", patience=settings.early_stopping_patience, mode="min"), best_weights]
+    datamodule = DeltaPairDataModule(x, y, settings.delta, settings.batch_size, settings.seed, **held_out)
+    trainer = head_trainer(trainer_cfg, settings.epochs, logger, stopping, callbacks)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     fit_seconds = time.perf_counter() - start
     return FittedHead(
         settings=settings,
-        weight=module.head_weight().detach().cpu().numpy().astype(np.float32),
+        weight=module.head_weight().detach().cpu().numpy(),  # float32, or float64 at precision 64-true
         mean=module.mean.cpu().numpy(),
         scale=module.scale.cpu().numpy(),
         fit_seconds=fit_seconds,

@@ -96,7 +96,12 @@ class LinearHead(pl.LightningModule):
         return self.scale[None, :, None] * self.head_weight()
 
     def head_losses(self, x: Tensor, x_positive: Tensor) -> Tensor:
-        """One loss per head, [G]."""
+        """One loss per head, [G], of the feature batches x, x⁺ [B, d]."""
+        return self.output_losses(self(x), self(x_positive))
+
+    def output_losses(self, z: Tensor, z_positive: Tensor) -> Tensor:
+        """One loss per head, [G], of the outputs z = f(x), z⁺ = f(x⁺) [G, B, r] (a grid projects the features of
+        many heads at once, ``heads.grid``, and hands each head its own outputs)."""
         raise NotImplementedError
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -119,9 +124,8 @@ class LinearHead(pl.LightningModule):
 class InfoNCEHead(LinearHead):
     """Linear InfoNCE head (docs/theory.md, "InfoNCE"); negatives are every rank's positives under DDP."""
 
-    def head_losses(self, x: Tensor, x_positive: Tensor) -> Tensor:
+    def output_losses(self, z: Tensor, z_positive: Tensor) -> Tensor:
         s = self.settings
-        z, z_positive = self(x), self(x_positive)
         all_positive, offset = gather_with_gradient(z_positive)
         targets = torch.arange(z.shape[1], device=z.device) + offset
         loss = info_nce_loss(z, all_positive, targets, s.tau, s.similarity)
@@ -161,8 +165,7 @@ class SimSiamHead(LinearHead):
         predictor_lr = self.settings.lr * self.settings.predictor_lr_scale
         return [{"params": [self.weight]}, {"params": [self.predictor], "lr": predictor_lr}]
 
-    def head_losses(self, x: Tensor, x_positive: Tensor) -> Tensor:
-        z, z_positive = self(x), self(x_positive)
+    def output_losses(self, z: Tensor, z_positive: Tensor) -> Tensor:
         loss = simsiam_loss(z @ self.predictor, z_positive @ self.predictor, z, z_positive)
         if self.settings.xi:
             loss = loss + self.settings.xi * self.collapse_guard()

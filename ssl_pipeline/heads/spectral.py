@@ -129,9 +129,9 @@ class SpectralHead(LinearHead):
         """The loss of [G, M, r] global branches, [G]."""
         raise NotImplementedError
 
-    def head_losses(self, x: Tensor, x_positive: Tensor) -> Tensor:
-        z, _ = gather_with_gradient(self(x))
-        z_positive, _ = gather_with_gradient(self(x_positive))
+    def output_losses(self, z: Tensor, z_positive: Tensor) -> Tensor:
+        z, _ = gather_with_gradient(z)
+        z_positive, _ = gather_with_gradient(z_positive)
         return self.pair_loss(z, z_positive)
 
 

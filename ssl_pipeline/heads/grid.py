@@ -1,0 +1,271 @@
+"""Grid fitting: many heads of a run trained by one LightningModule and one ``Trainer.fit`` (docs/theory.md,
+"Grid fitting"), each head with exactly the result of its solo ``fit_head``.
+
+A grid holds every head as its own solo module (``head_module``: own parameters, basis, settings and loss), in
+``HeadGrid.members``. One ``CandidateSampler`` step gives, for every seed of the grid, the anchors, the
+same-class and the uniform candidates and the coins of that seed's ``DeltaPairSampler`` batch: the three index
+sets do not depend on δ, so the heads of one seed gather each block once and project it once with their
+concatenated weights; each head then picks its positives' outputs with its own δ (``delta_choice``) and computes
+its own loss (``LinearHead.output_losses``). One backward of the summed losses updates every head; each head's
+parameters are their own optimiser parameter groups with the head's lr and weight decay, so Adam's state of a
+parameter is the solo fit's. A head past its epochs or whose early stopping fired is frozen: its gradients are
+set to None before the step (torch's optimisers skip such parameters: no moment update, no weight decay), and at
+the end it holds the weights of its best validation epoch when it stops early (``KeepBestWeights``' rule).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Callable, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ssl_pipeline.config import HeadSettings, TrainerConfig
+from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.data.pairs import delta_choice
+from ssl_pipeline.heads.modules import LinearHead
+
+if TYPE_CHECKING:
+    from pytorch_lightning.loggers import Logger
+
+    from ssl_pipeline.heads.fit import FittedHead
+
+
+def grid_key(settings: HeadSettings) -> tuple:
+    """Heads with the same key share a grid: the same batches (batch size), the same input centring and scaling
+    (standardize) and the same optimiser class. Methods, δ, seeds, r, τ, ξ, lr, weight decay, epochs and early
+    stopping may differ inside a grid."""
+    return (settings.batch_size, settings.standardize, settings.optimizer)
+
+
+def grid_groups(jobs: list[HeadSettings]) -> list[list[int]]:
+    """Indices of ``jobs`` by grid, grids in the order of their first head, heads in job order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, settings in enumerate(jobs):
+        groups.setdefault(grid_key(settings), []).append(i)
+    return list(groups.values())
+
+
+def metric_tag(tag: str) -> str:
+    """A head tag as a logger metric prefix (``.`` and ``-`` → ``_``, as ``WandbRun.fit_logger`` does)."""
+    return tag.replace(".", "_").replace("-", "_")
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class HeadGrid(pl.LightningModule):
+    """G heads (``members``, each a solo head module of one grid) trained together; see the module docstring."""
+
+    def __init__(
+        self, members: list[LinearHead], features_key: Optional[str] = None,
+        on_finished: Optional[Callable[["FittedHead"], None]] = None,
+    ) -> None:
+        """``on_finished`` (picklable for ``ddp_spawn``) receives each head on global rank 0 as soon as it is frozen,
+        with its final weights: a run saves it there, so an interrupted grid keeps its finished heads."""
+        super().__init__()
+        if len({m.settings.optimizer for m in members}) > 1:
+            raise ValueError("the heads of a grid share one optimiser class")
+        self.members = nn.ModuleList(members)
+        self.seeds = sorted({m.settings.seed for m in members})
+        self.by_seed = [[h for h, m in enumerate(members) if m.settings.seed == seed] for seed in self.seeds]
+        self.epochs = [m.settings.epochs for m in members]
+        self.patience = [m.settings.early_stopping_patience for m in members]
+        self.tags = [metric_tag(m.settings.tag) for m in members]
+        g = len(members)
+        self.frozen = [False] * g
+        self.best = [math.inf] * g
+        self.best_epoch = [0] * g
+        self.wait = [0] * g
+        self.best_state: list[Optional[dict[str, Tensor]]] = [None] * g
+        self._val_sum: Optional[Tensor] = None
+        self._val_batches = 0
+        self._epoch_start = 0.0
+        self.features_key = features_key
+        self.on_finished = on_finished
+        # Results as buffers: ``ddp_spawn`` hands rank 0's state_dict back to the main process, not attributes.
+        self.register_buffer("head_epochs", torch.zeros(g, dtype=torch.long))
+        self.register_buffer("head_seconds", torch.zeros(g, dtype=torch.float64))
+
+    # --- the grid's forward -------------------------------------------------------------------------------------
+    def grid_losses(self, blocks: Tensor, coins: Tensor, heads: list[int]) -> dict[int, Tensor]:
+        """Each listed head's loss (a scalar) on one step: blocks [S, 3, B, d] (anchors, same-class and uniform
+        candidates of each seed), coins [S, B]."""
+        first = self.members[0]
+        losses = {}
+        for s, seed_heads in enumerate(self.by_seed):
+            active = [h for h in seed_heads if h in heads]
+            if not active:
+                continue
+            weights = [self.members[h].head_weight()[0] for h in active]  # A_h [d, r_h]
+            z = ((blocks[s] - first.mean) * first.scale) @ torch.cat(weights, dim=1)  # [3, B, Σ r_h]
+            start = 0
+            for h, weight in zip(active, weights):
+                member = self.members[h]
+                block = z[..., start : start + weight.shape[1]]
+                start += weight.shape[1]
+                keep = delta_choice(coins[s], member.settings.delta)[:, None]
+                z_positive = torch.where(keep, block[1], block[2])
+                losses[h] = member.output_losses(block[0][None], z_positive[None])[0]
+        return losses
+
+    def _computed_heads(self) -> list[int]:
+        """Frozen heads are skipped on one process; under DDP every head is computed (DDP expects a gradient for
+        every parameter) and a frozen head's gradients are dropped before the step."""
+        if _distributed():
+            return list(range(len(self.members)))
+        return [h for h in range(len(self.members)) if not self.frozen[h]]
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Optional[Tensor]:
+        losses = self.grid_losses(*batch, self._computed_heads())
+        if not losses:
+            return None
+        active = [h for h in losses if not self.frozen[h]]
+        values = torch.stack([losses[h].detach() for h in active]) if active else None
+        if values is not None and _distributed():
+            values = values.clone()
+            dist.all_reduce(values)
+            values /= dist.get_world_size()
+        if values is not None:
+            # the mean over heads for the progress bar only; the logger gets each head's curve
+            self.log("train/loss", values.mean(), prog_bar=True, logger=False, on_step=True, on_epoch=True)
+            if self.trainer.loggers:
+                for h, value in zip(active, values):
+                    self.log(f"{self.tags[h]}/train/loss", value, on_step=True, on_epoch=True)
+        return torch.stack(list(losses.values())).sum()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        for h, frozen in enumerate(self.frozen):
+            if frozen:
+                for p in self.members[h].parameters():
+                    p.grad = None
+
+    # --- validation: per-head early stopping and best weights ---------------------------------------------------
+    def _stopping_heads(self) -> list[int]:
+        return [h for h, patience in enumerate(self.patience) if patience is not None and not self.frozen[h]]
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum = None
+        self._val_batches = 0
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        heads = self._stopping_heads()
+        if not heads:
+            return
+        losses = self.grid_losses(*batch, heads)
+        values = torch.zeros(len(self.members), dtype=torch.float64, device=batch[0].device)
+        for h, loss in losses.items():
+            values[h] = loss.detach().double()
+        self._val_sum = values if self._val_sum is None else self._val_sum + values
+        self._val_batches += 1
+
+    def on_validation_epoch_end(self) -> None:
+        """The rule of the solo fit's ``KeepBestWeights`` then ``EarlyStopping(patience, mode="min")`` per head, on
+        the mean over val batches (and ranks) of its held-out loss."""
+        if self.trainer.sanity_checking or self._val_sum is None:
+            return
+        mean = self._val_sum / self._val_batches
+        if _distributed():
+            dist.all_reduce(mean)
+            mean /= dist.get_world_size()
+        for h in self._stopping_heads():
+            value = float(mean[h])
+            if self.trainer.loggers:
+                self.log(f"{self.tags[h]}/val/loss", value)
+            if value < self.best[h]:
+                self.best[h] = value
+                self.best_epoch[h] = self.current_epoch + 1
+                self.best_state[h] = {k: v.detach().clone() for k, v in self.members[h].state_dict().items()}
+                self.wait[h] = 0
+            else:
+                self.wait[h] += 1
+                if self.wait[h] >= self.patience[h] or not math.isfinite(value):
+                    self.frozen[h] = True
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+        self._epoch_heads = [h for h, frozen in enumerate(self.frozen) if not frozen]
+
+    def on_train_epoch_end(self) -> None:
+        """Share the epoch's wall time among the heads it trained; freeze the heads past their epochs and finish
+        every head frozen in this epoch (by its epochs or its early stopping)."""
+        seconds = (time.perf_counter() - self._epoch_start) / max(1, len(self._epoch_heads))
+        for h in self._epoch_heads:
+            self.head_seconds[h] += seconds
+            if self.current_epoch + 1 >= self.epochs[h]:
+                self.frozen[h] = True
+            if self.frozen[h]:
+                self.finish(h)
+        if all(self.frozen):
+            self.trainer.should_stop = True
+
+    def finish(self, h: int) -> None:
+        """A head's last epoch is over: an early-stopping head takes back the weights of its best validation epoch
+        (as ``KeepBestWeights`` does), and ``on_finished`` receives it."""
+        if self.best_state[h] is not None:
+            self.members[h].load_state_dict(self.best_state[h])
+            self.best_state[h] = None
+        self.head_epochs[h] = self.best_epoch[h] if self.patience[h] is not None else self.epochs[h]
+        if self.on_finished is not None and self.trainer.is_global_zero:
+            self.on_finished(self.fitted_head(h))
+
+    def fitted_head(self, h: int) -> "FittedHead":
+        """Head ``h`` as its solo ``fit_head`` returns it; ``fit_seconds``: its share of the grid's epochs (each
+        epoch's wall time split equally among the heads it trained)."""
+        from ssl_pipeline.heads.fit import FittedHead
+
+        member = self.members[h]
+        return FittedHead(
+            settings=member.settings,
+            weight=member.head_weight().detach().cpu().numpy(),  # float32, or float64 at precision 64-true
+            mean=member.mean.cpu().numpy(),
+            scale=member.scale.cpu().numpy(),
+            fit_seconds=float(self.head_seconds[h]),
+            features_key=self.features_key,
+            epochs_trained=int(self.head_epochs[h]),
+        )
+
+    # --- optimiser ------------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """One parameter group per head parameter group, with the head's lr (× the predictor's scale) and weight
+        decay: per-parameter state as in the head's solo optimiser."""
+        groups = []
+        for member in self.members:
+            s = member.settings
+            for group in member.parameter_groups():
+                groups.append({"lr": s.lr, "weight_decay": s.weight_decay, **group})
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        s = self.members[0].settings
+        return optimizers[s.optimizer](groups, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def fit_grid(
+    features: LabelledFeatures, jobs: list[HeadSettings], trainer_cfg: TrainerConfig,
+    logger: Optional[Logger] = None, on_finished: Optional[Callable[[FittedHead], None]] = None,
+) -> list[FittedHead]:
+    """Train the heads ``jobs`` (one grid: equal ``grid_key``) with one ``Trainer.fit``; return them in job order,
+    each as its solo ``fit_head`` would, ``fit_seconds`` its share of the grid's epochs. ``logger`` receives each
+    head's loss under ``<tag>/train/loss`` (and ``<tag>/val/loss`` with early stopping); None logs nothing.
+    ``on_finished`` (picklable) receives each head on global rank 0 as soon as its training is over."""
+    from ssl_pipeline.data.pairs import CandidateDataModule
+    from ssl_pipeline.heads.fit import head_module, head_trainer, held_out_features
+
+    if len({grid_key(s) for s in jobs}) != 1:
+        raise ValueError("the heads of one grid need the same batch size, standardize and optimizer (grid_groups)")
+    x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
+    y = torch.from_numpy(features.y_train.astype(np.int64))
+    grid = HeadGrid([head_module(features, settings) for settings in jobs], features.features_key, on_finished)
+    if str(trainer_cfg.precision).startswith("64"):
+        grid = grid.double()  # so that ddp_spawn's ranks hand their float64 weights back unrounded
+    stopping = any(s.early_stopping_patience is not None for s in jobs)
+    held_out = held_out_features(features) if stopping else {}
+    datamodule = CandidateDataModule(x, y, grid.seeds, jobs[0].batch_size, **held_out)
+    trainer = head_trainer(trainer_cfg, max(s.epochs for s in jobs), logger, stopping, callbacks=[])
+    trainer.fit(grid, datamodule=datamodule)
+    return [grid.fitted_head(h) for h in range(len(jobs))]
