@@ -239,10 +239,8 @@ def sampled_pair_moments(
     ``DeltaPairSampler(y, delta, batch_size, seed)`` draw: the pairs a head with these settings trains on (the
     union of the DDP ranks' slices of a global batch is the single-process draw at that batch)."""
     sampler = DeltaPairSampler(torch.from_numpy(np.asarray(y, dtype=np.int64)), delta, batch_size, seed)
-
-    def epochs_of_pairs():
-        for epoch in range(epochs):
-            sampler.set_epoch(epoch)
-            yield torch.cat(list(sampler), dim=1).numpy()
-
-    return pair_moments(x, y, epochs_of_pairs())
+    drawn = []
+    for epoch in range(epochs):  # every epoch's pairs in one [2, P] array: few, large GEMMs (P·2 integers)
+        sampler.set_epoch(epoch)
+        drawn.extend(sampler)
+    return pair_moments(x, y, [torch.cat(drawn, dim=1).numpy()])
