@@ -12,12 +12,14 @@ from typing import Any, Iterable, Optional
 from ssl_pipeline.atomic import atomic_write_bytes
 
 SCHEMA = 2
-"""2: settings ``regularizer`` (SimSiam's collapse guard) and ``loss_weights`` (VICReg λ/μ/ν, BarlowTwins λ_off);
+"""2: settings ``regularizer`` (SimSiam's collapse guard), ``loss_weights`` (VICReg λ/μ/ν, BarlowTwins λ_off) and
+the optimiser's ``lr``, ``weight_decay`` and ``predictor_lr_scale`` (two heads differing only there were merged);
 metrics ``means_cos2``, ``pca_cos2``, ``optimum_cos2`` and ``feature_rank``. Schema-1 records are read with those
 fields missing (shown as null); their SimSiam heads used the Euclidean guard."""
 SETTING_FIELDS = (
     "method", "data", "dataset", "backbone", "features", "split", "split_seed", "delta", "r", "tau", "xi",
-    "regularizer", "loss_weights", "similarity", "symmetric", "epochs", "batch_size", "normalized", "seed",
+    "regularizer", "loss_weights", "similarity", "symmetric", "epochs", "batch_size", "lr", "weight_decay",
+    "predictor_lr_scale", "normalized", "seed",
 )
 METRIC_FIELDS = (
     "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2", "pca_cos2",

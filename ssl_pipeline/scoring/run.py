@@ -113,7 +113,8 @@ def _head_records(
         records.append(make_record(
             **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, regularizer=s.regularizer,
             loss_weights=s.loss_weights, similarity=s.similarity,
-            symmetric=s.symmetric, epochs=s.epochs, batch_size=s.batch_size, normalized=projection.normalized,
+            symmetric=s.symmetric, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
+            predictor_lr_scale=s.predictor_lr_scale, normalized=projection.normalized,
             seed=s.seed, fit_seconds=head.fit_seconds, **metrics,
         ))
         progress.advance(task)
