@@ -1,0 +1,103 @@
+"""Grid fitting vs the same heads fitted one by one (issue 12, item 8; first part).
+
+The grid side is ``heads.grid.fit_grid`` (one Trainer.fit for all heads of a sweep); the solo side is ``fit_head``
+per head, today's reference path. Both fit the same heads on the same generated features, and a head's result does
+not depend on the side (tests/test_grid.py); only wall time is compared. Sides alternate within one run (grid
+first on even repeats, solo first on odd ones), so load from other processes hits both alike; ``LoadMeter``
+records how busy the rest of the machine was.
+
+Sweeps (goals from the issue, on 2 CPU cores):
+- ``infonce18``: 18 InfoNCE heads, δ ∈ {1, .8, .6, .4, .2, 0} × 3 seeds — goal ≥ 3× less wall time;
+- ``mix18``: InfoNCE + SimSiam × δ ∈ {1, 0.5, 0.2} × 3 seeds — goal ≥ 2.5×;
+- ``cifar100_24`` (``--cifar100``): 24 InfoNCE heads, δ ∈ {1, .8, .6, .4, .2, 0} × 4 seeds, 50k × 512, K = 100,
+  r = 99 — goal ≥ 2× (long: not in the default run).
+
+    .venv/bin/python benchmarks/bench_grid.py                 # 45k × 1280, K = 10, r = 9, batch 1024, 10 epochs
+    .venv/bin/python benchmarks/bench_grid.py --epochs 3      # shorter
+    .venv/bin/python benchmarks/bench_grid.py --quick         # seconds, smoke check
+
+Not measured yet: the GFLOP/s and GB/s of gathers against a plain GEMM and gather (the issue asks for them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from _machine import LoadMeter, write_results  # benchmarks/_machine.py (this script's folder is on sys.path)
+from ssl_pipeline.allocator import configure_malloc
+from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
+from ssl_pipeline.data.synthetic import make_synthetic
+from ssl_pipeline.experiment import quiet_lightning
+
+ROOT = Path(__file__).resolve().parents[1]
+GOALS = {"infonce18": 3.0, "mix18": 2.5, "cifar100_24": 2.0}
+SWEEPS = {
+    "infonce18": (["infonce"], [1.0, 0.8, 0.6, 0.4, 0.2, 0.0], [0, 1, 2]),
+    "mix18": (["infonce", "simsiam"], [1.0, 0.5, 0.2], [0, 1, 2]),
+    "cifar100_24": (["infonce"], [1.0, 0.8, 0.6, 0.4, 0.2, 0.0], [0, 1, 2, 3]),
+}
+
+
+def jobs(name: str, r: int, epochs: int, batch: int):
+    methods, deltas, seeds = SWEEPS[name]
+    heads = HeadsConfig(r=r, epochs=epochs, batch_size=batch)
+    return [resolve_head_settings(heads, m, d, s) for m in methods for d in deltas for s in seeds]
+
+
+def time_sides(features, settings, repeats: int) -> dict:
+    from ssl_pipeline.heads.fit import fit_head
+    from ssl_pipeline.heads.grid import fit_grid
+
+    trainer = TrainerConfig()
+    times: dict[str, list[float]] = {"grid": [], "solo": []}
+    for repeat in range(repeats):
+        order = ("grid", "solo") if repeat % 2 == 0 else ("solo", "grid")
+        for side in order:
+            start = time.perf_counter()
+            if side == "grid":
+                fit_grid(features, settings, trainer)
+            else:
+                for s in settings:
+                    fit_head(features, s, trainer)
+            times[side].append(time.perf_counter() - start)
+    grid, solo = statistics.median(times["grid"]), statistics.median(times["solo"])
+    return {"heads": len(settings), "grid_seconds": times["grid"], "solo_seconds": times["solo"],
+            "speedup": solo / grid}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="4k × 128 features, 2 epochs")
+    parser.add_argument("--cifar100", action="store_true", help="also the CIFAR-100-scale sweep (long)")
+    args = parser.parse_args(argv)
+    configure_malloc()  # the CLI's allocator setting, on both sides alike
+    quiet_lightning()
+    n, d, k, r, batch, epochs = (4000, 128, 10, 9, 1024, 2) if args.quick else (45000, 1280, 10, 9, 1024, args.epochs)
+    features = make_synthetic(GMMConfig(preset="random", d=d, k=k, n_train=n, n_val=100, n_test=100, seed=0))
+    results = {}
+    meter = LoadMeter().start()
+    for name in ("infonce18", "mix18"):
+        results[name] = time_sides(features, jobs(name, r, epochs, batch), args.repeats)
+    if args.cifar100:
+        big = make_synthetic(GMMConfig(preset="random", d=512, k=100, n_train=50000, n_val=100, n_test=100, seed=0))
+        results["cifar100_24"] = time_sides(big, jobs("cifar100_24", 99, epochs, batch), args.repeats)
+    meter.stop()
+    print(f"{n} × {d} features, K={k}, r={r}, batch {batch}, {epochs} epochs; {args.repeats} repeat(s), sides alternating")
+    for name, result in results.items():
+        verdict = "meets" if result["speedup"] >= GOALS[name] else "misses"
+        print(f"  {name:12s} {result['heads']} heads: grid {statistics.median(result['grid_seconds']):7.1f} s, "
+              f"solo {statistics.median(result['solo_seconds']):7.1f} s → {result['speedup']:.2f}× "
+              f"({verdict} the {GOALS[name]:g}× goal)")
+    print(meter.line())
+    out = ROOT / "benchmarks" / "results" / ("grid_quick.json" if args.quick else "grid.json")
+    write_results(out, {"args": vars(args), "results": results, "load": meter.summary()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
