@@ -148,18 +148,14 @@ class CandidateFeatures(Dataset):
         return len(self.features)
 
 
-class CandidateDataModule(pl.LightningDataModule):
-    """Serves ``CandidateSampler`` steps of in-memory features [N, d] for the seeds of a grid; with val features,
-    the fixed held-out draw of seed + 1 for each (``HeldOutPairSampler``'s pairs)."""
+class _InMemoryDataModule(pl.LightningDataModule):
+    """In-memory training features [N, d] with labels [N] and optional val features/labels; the trainer's rank."""
 
-    def __init__(
-        self, features: Tensor, labels: Tensor, seeds: list[int], batch_size: int,
-        val_features: Optional[Tensor] = None, val_labels: Optional[Tensor] = None,
-    ) -> None:
+    def __init__(self, features: Tensor, labels: Tensor, batch_size: int,
+                 val_features: Optional[Tensor] = None, val_labels: Optional[Tensor] = None) -> None:
         super().__init__()
         self.features = features
         self.labels = labels
-        self.seeds = list(seeds)
         self.batch_size = batch_size
         self.val_features = val_features
         self.val_labels = val_labels
@@ -167,12 +163,28 @@ class CandidateDataModule(pl.LightningDataModule):
     def _rank(self) -> tuple[int, int]:
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
 
+    @property
+    def has_val(self) -> bool:
+        return self.val_features is not None and self.val_labels is not None
+
+
+class CandidateDataModule(_InMemoryDataModule):
+    """Serves ``CandidateSampler`` steps of in-memory features [N, d] for the seeds of a grid; with val features,
+    the fixed held-out draw of seed + 1 for each (``HeldOutPairSampler``'s pairs)."""
+
+    def __init__(
+        self, features: Tensor, labels: Tensor, seeds: list[int], batch_size: int,
+        val_features: Optional[Tensor] = None, val_labels: Optional[Tensor] = None,
+    ) -> None:
+        super().__init__(features, labels, batch_size, val_features, val_labels)
+        self.seeds = list(seeds)
+
     def train_dataloader(self) -> DataLoader:
         sampler = CandidateSampler(self.labels, self.seeds, self.batch_size, *self._rank())
         return DataLoader(CandidateFeatures(self.features), sampler=sampler, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        if self.val_features is None or self.val_labels is None:
+        if not self.has_val:
             return []
         seeds = [seed + 1 for seed in self.seeds]
         sampler = CandidateSampler(self.val_labels, seeds, self.batch_size, *self._rank(), fixed=True)
@@ -199,7 +211,7 @@ class HeldOutPairSampler(DeltaPairSampler):
         pass
 
 
-class DeltaPairDataModule(pl.LightningDataModule):
+class DeltaPairDataModule(_InMemoryDataModule):
     """Serves δ-pairs of in-memory features [N, d] with labels [N]; DDP-aware through the trainer's rank.
 
     With ``val_features``/``val_labels``, also a fixed set of held-out δ-pairs for the validation loss.
@@ -209,38 +221,32 @@ class DeltaPairDataModule(pl.LightningDataModule):
         self, features: Tensor, labels: Tensor, delta: float, batch_size: int, seed: int,
         val_features: Optional[Tensor] = None, val_labels: Optional[Tensor] = None,
     ) -> None:
-        super().__init__()
-        self.features = features
-        self.labels = labels
+        super().__init__(features, labels, batch_size, val_features, val_labels)
         self.delta = delta
-        self.batch_size = batch_size
         self.seed = seed
-        self.val_features = val_features
-        self.val_labels = val_labels
-
-    def _rank(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
         sampler = DeltaPairSampler(self.labels, self.delta, self.batch_size, self.seed, *self._rank())
         return DataLoader(PairFeatures(self.features), sampler=sampler, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        if self.val_features is None or self.val_labels is None:
+        if not self.has_val:
             return []
         sampler = HeldOutPairSampler(self.val_labels, self.delta, self.batch_size, self.seed + 1, *self._rank())
         return DataLoader(PairFeatures(self.val_features), sampler=sampler, batch_size=None)
 
 
 def sampled_pair_moments(
-    x: np.ndarray, y: np.ndarray, delta: float, batch_size: int, seed: int, epochs: int
+    x: np.ndarray, y: np.ndarray, delta: float, batch_size: int, seed: int, epochs: int,
+    total: Optional[np.ndarray] = None,
 ) -> PairMoments:
     """Σ_T and Σ_Δ (``theory.spectral.pair_moments``) over every pair that ``epochs`` epochs of
     ``DeltaPairSampler(y, delta, batch_size, seed)`` draw: the pairs a head with these settings trains on (the
-    union of the DDP ranks' slices of a global batch is the single-process draw at that batch)."""
+    union of the DDP ranks' slices of a global batch is the single-process draw at that batch). ``total``: Σ_T of
+    x, if already computed (it does not depend on δ or the seed)."""
     sampler = DeltaPairSampler(torch.from_numpy(np.asarray(y, dtype=np.int64)), delta, batch_size, seed)
     drawn = []
     for epoch in range(epochs):  # every epoch's pairs in one [2, P] array: few, large GEMMs (P·2 integers)
         sampler.set_epoch(epoch)
         drawn.extend(sampler)
-    return pair_moments(x, y, [torch.cat(drawn, dim=1).numpy()])
+    return pair_moments(x, y, [torch.cat(drawn, dim=1).numpy()], total=total)

@@ -3,6 +3,7 @@ seed), the zero-shot record of a CLIP backbone, and a 2-D sample of the main pro
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ssl_pipeline.scoring.score import ProjectionScorer, ReferenceSubspaces, ref
 from ssl_pipeline.scoring.zeroshot import zeroshot_accuracy, zeroshot_classifier
 from ssl_pipeline.data.pairs import sampled_pair_moments
 from ssl_pipeline.theory.spectral import ClosedForm, spectral_closed_form
+from ssl_pipeline.theory.subspaces import class_statistics, total_covariance
 
 
 class ClosedForms:
@@ -34,11 +36,18 @@ class ClosedForms:
         self.features = features
         self.cache: dict[tuple[float, int], ClosedForm] = {}
 
+    @functools.cached_property
+    def total(self) -> np.ndarray:
+        """Σ_T of train, shared by every (δ, seed)."""
+        f = self.features
+        return total_covariance(class_statistics(f.x_train, f.y_train, f.num_classes))
+
     def get(self, delta: float, seed: int) -> ClosedForm:
         if (delta, seed) not in self.cache:
             s = self.settings(delta, seed)
             moments = sampled_pair_moments(self.features.x_train, self.features.y_train, delta,
-                                           s.batch_size * self.cfg.heads.trainer.devices, seed, s.epochs)
+                                           s.batch_size * self.cfg.heads.trainer.devices, seed, s.epochs,
+                                           total=self.total)
             self.cache[delta, seed] = spectral_closed_form(moments, self.cfg.heads.r)
         return self.cache[delta, seed]
 

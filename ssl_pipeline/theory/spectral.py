@@ -37,10 +37,13 @@ class ClosedForm(NamedTuple):
     rank: int
 
 
-def pair_moments(x: np.ndarray, y: np.ndarray, pairs: Iterable[np.ndarray], chunk: int = 8192) -> PairMoments:
-    """Σ_T of x [N, d] (biased) and Σ_Δ = ½·mean over the given pairs of (x_a − x_b)(x_a − x_b)ᵀ, ``pairs`` being
-    index arrays [2, P] (e.g. one per epoch of the heads' sampler, ``data.pairs.sampled_pair_moments``).
-    Accumulated in float64 chunks; fewer than ``MIN_PAIRS_PER_DIMENSION``·d pairs are refused."""
+def pair_moments(
+    x: np.ndarray, y: np.ndarray, pairs: Iterable[np.ndarray], chunk: int = 8192, total: np.ndarray | None = None
+) -> PairMoments:
+    """Σ_T of x [N, d] (biased; ``total`` if already computed) and Σ_Δ = ½·mean over the given pairs of
+    (x_a − x_b)(x_a − x_b)ᵀ, ``pairs`` being index arrays [2, P] (e.g. one per epoch of the heads' sampler,
+    ``data.pairs.sampled_pair_moments``). Accumulated in float64 chunks; fewer than ``MIN_PAIRS_PER_DIMENSION``·d
+    pairs are refused."""
     import torch  # float64 GEMMs through torch's BLAS (MKL): numpy's took 4× longer on the main job
 
     x = np.ascontiguousarray(x)
@@ -60,7 +63,8 @@ def pair_moments(x: np.ndarray, y: np.ndarray, pairs: Iterable[np.ndarray], chun
         raise DataError(f"Σ_Δ from {count} sampled pairs in {d} dimensions is noise; it needs at least "
                         f"{MIN_PAIRS_PER_DIMENSION}·d = {MIN_PAIRS_PER_DIMENSION * d} pairs (raise heads.epochs or "
                         "the number of training points)")
-    total = total_covariance(class_statistics(x, y, int(y.max()) + 1))
+    if total is None:
+        total = total_covariance(class_statistics(x, y, int(y.max()) + 1))
     return PairMoments(total, 0.5 * scatter / count, count)
 
 
