@@ -39,6 +39,8 @@ CACHE_COMMANDS = {
     "clean": "remove entries (the KEYS given, all partial ones with --partial, or all)",
 }
 LIST_OPTIONS = ("--deltas", "--seeds")
+AXIS_OPTIONS = ("--heads.r", "--heads.infonce.tau", "--heads.simsiam.xi", "--heads.optimizer.lr")
+"""Sweep axes: a scalar stays a scalar (``--heads.r 4``), comma-separated values become a list (``--heads.r 4,8``)."""
 TABLE_COMMANDS = ("run", "score", "synthetic")
 INTERNAL_FIELDS = ("provenance",)
 WIDE_HELP = "print every metric in the results table (default: nmi, probe_acc, fisher_cos2, effective_rank, which fit 80 columns)"
@@ -90,14 +92,17 @@ def build_parser(command: Optional[str] = None):
 
 
 def bracket_lists(argv: Sequence[str]) -> list[str]:
-    """Accept ``--deltas 1,0.5,0`` and ``--seeds 0`` as well as jsonargparse's ``--deltas [1,0.5,0]``."""
+    """Accept ``--deltas 1,0.5,0`` and ``--seeds 0`` as well as jsonargparse's ``--deltas [1,0.5,0]``, and
+    ``--heads.r 4,8`` for ``--heads.r [4,8]`` (a sweep axis with one value stays a scalar)."""
     out = list(argv)
     for i, arg in enumerate(out):
         name, eq, value = arg.partition("=")
-        if name in LIST_OPTIONS and eq and not value.startswith("["):
+        if eq and not value.startswith("[") and (name in LIST_OPTIONS or (name in AXIS_OPTIONS and "," in value)):
             out[i] = f"{name}=[{value}]"
-        elif arg in LIST_OPTIONS and i + 1 < len(out) and not out[i + 1].startswith(("[", "--")):
-            out[i + 1] = f"[{out[i + 1]}]"
+        elif (arg in LIST_OPTIONS or arg in AXIS_OPTIONS) and i + 1 < len(out):
+            value = out[i + 1]
+            if not value.startswith(("[", "--")) and (arg in LIST_OPTIONS or "," in value):
+                out[i + 1] = f"[{value}]"
     return out
 
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from itertools import product
+from typing import Literal, Optional, Union
 
 from ssl_pipeline.errors import ConfigError
 from ssl_pipeline.validation import (
     BATCH_WHY,
+    axis_items,
     check_choices,
     require,
     require_at_least,
+    require_axis,
     require_delta,
     require_device,
     require_fraction,
@@ -32,6 +35,17 @@ HeadMethod = Literal["infonce", "simsiam", "spectral_contrastive", "vicreg", "ba
 BaselineMethod = Literal["lda", "pca", "random", "raw", "means", "spectral"]
 SPECTRAL_METHODS = ("spectral_contrastive", "vicreg", "barlowtwins")
 """Heads whose losses are functions of the batch's second moments (docs/theory.md, "Spectral view of the pairs")."""
+AXES = ("r", "tau", "xi", "lr")
+"""The sweep axes of ``heads``, in the order of the head grid (``HeadsConfig.axis_grid``) and of head tags: each of
+``heads.r``, ``heads.infonce.tau``, ``heads.simsiam.xi`` and ``heads.optimizer.lr`` is a scalar or a list."""
+AXIS_PATHS = {"r": "heads.r", "tau": "heads.infonce.tau", "xi": "heads.simsiam.xi", "lr": "heads.optimizer.lr"}
+AXIS_METHODS = {"tau": ("infonce",), "xi": ("simsiam",)}
+"""The methods an axis applies to (``r`` and ``lr``: every method); it does not multiply the other methods' heads."""
+
+
+def axis_values(value: Union[float, list[float]]) -> list:
+    """The values of a sweep axis as a list: a scalar is one value, a list its values in order."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 @dataclass
@@ -252,15 +266,16 @@ class OptimizerConfig:
 
     name: Literal["adam", "adamw", "sgd"] = "adam"
     """``adam``, ``adamw`` or ``sgd`` (torch.optim)."""
-    lr: float = 0.01
-    """Learning rate of the head."""
+    lr: Union[float, list[float]] = 0.01
+    """Learning rate of the head; a list is a sweep axis (one head per value, ``heads``' description)."""
     weight_decay: float = 0.0
-    """L2 weight decay of the head (needed with ``infonce.similarity: dot``)."""
+    """L2 weight decay of the head (needed with ``infonce.similarity: dot``); one value for every head of a config
+    (not a sweep axis), so heads of one run never differ in it."""
 
     def validate(self, path: str = "heads.optimizer") -> None:
         """Raise ConfigError naming the first field of the optimiser out of its valid range."""
         check_choices(self, path)
-        require_positive(f"{path}.lr", self.lr)
+        require_axis(f"{path}.lr", self.lr, require_positive, "[0.01,0.003]")
         require_at_least(f"{path}.weight_decay", self.weight_decay, 0.0)
 
 
@@ -268,8 +283,8 @@ class OptimizerConfig:
 class InfoNCEConfig:
     """InfoNCE (docs/theory.md, "InfoNCE"): temperature τ, cosine or dot similarity, optional symmetric loss."""
 
-    tau: float = 0.1
-    """Temperature τ."""
+    tau: Union[float, list[float]] = 0.1
+    """Temperature τ; a list is a sweep axis of the InfoNCE heads (``heads``' description)."""
     similarity: Literal["cosine", "dot"] = "cosine"
     """``cosine`` (normalised projections) or ``dot``."""
     symmetric: bool = False
@@ -278,7 +293,7 @@ class InfoNCEConfig:
     def validate(self, path: str = "heads.infonce") -> None:
         """Raise ConfigError naming the first field of InfoNCE out of its valid range."""
         check_choices(self, path)
-        require_positive(f"{path}.tau", self.tau)
+        require_axis(f"{path}.tau", self.tau, require_positive, "[0.1,0.5]")
 
 
 @dataclass
@@ -291,17 +306,20 @@ class SimSiamConfig:
     at ``predictor_lr_scale`` × the head's learning rate.
     """
 
-    xi: float = 0.1
-    """Weight ξ of the collapse guard (0 turns it off; 0.1 chosen on val, benchmarks/README.md "SimSiam's guard")."""
+    xi: Union[float, list[float]] = 0.1
+    """Weight ξ of the collapse guard (0 turns it off; 0.1 chosen on val, benchmarks/README.md "SimSiam's guard");
+    a list is a sweep axis of the SimSiam heads (``heads``' description)."""
     regularizer: Literal["covariance", "euclidean"] = "covariance"
     """``covariance``: ξ‖AᵀΣ̂A − I‖²_F (the data's metric); ``euclidean``: ξ‖AᵀA − I‖²_F."""
     predictor_lr_scale: float = 0.03
-    """The linear predictor's learning rate as a multiple of the head's (chosen on val, with ξ)."""
+    """The linear predictor's learning rate as a multiple of the head's (chosen on val, with ξ); one value for every
+    head of a config (not a sweep axis)."""
 
     def validate(self, path: str = "heads.simsiam") -> None:
         """Raise ConfigError naming the first field of SimSiam out of its valid range."""
         check_choices(self, path)
-        require_at_least(f"{path}.xi", self.xi, 0.0, why="0 turns the collapse guard off")
+        require_axis(f"{path}.xi", self.xi,
+                     lambda where, xi: require_at_least(where, xi, 0.0, why="0 turns the collapse guard off"), "[0,0.1]")
         require_positive(f"{path}.predictor_lr_scale", self.predictor_lr_scale)
 
 
@@ -344,11 +362,13 @@ class DeltaSetting:
     delta: float
     """The δ these settings apply to."""
     tau: Optional[float] = None
-    """InfoNCE temperature at this δ (null: ``heads.infonce.tau``)."""
+    """InfoNCE temperature at this δ (null: ``heads.infonce.tau``); refused when ``heads.infonce.tau`` is a list of
+    several values (ambiguous: the axis and the override would both set τ at this δ)."""
     epochs: Optional[int] = None
     """Epochs at this δ (null: ``heads.epochs``)."""
     lr: Optional[float] = None
-    """Learning rate at this δ (null: ``heads.optimizer.lr``)."""
+    """Learning rate at this δ (null: ``heads.optimizer.lr``); refused when ``heads.optimizer.lr`` is a list of
+    several values (ambiguous, as for ``tau``)."""
     batch_size: Optional[int] = None
     """Per-device batch size at this δ (null: ``heads.batch_size``)."""
 
@@ -394,12 +414,20 @@ class HeadsConfig:
     features whose per-feature scales span decades: directions the data barely moves in keep their random
     initial weights, which D^(−1/2) then magnifies until they dominate col(Ã) (on digits + EfficientNet-Lite0,
     fisher_cos2 fell from 0.23 to 0.000 with it on, and NMI from 0.90 to 0.80).
+
+    Sweep axes: ``r``, ``infonce.tau``, ``simsiam.xi`` and ``optimizer.lr`` each take a scalar or a list
+    (``r: [4, 8]``, ``--heads.r [4,8]``, ``--heads.r 4,8``); the heads are the product method × δ × seed × r × τ × ξ × lr,
+    where τ multiplies only the InfoNCE heads and ξ only the SimSiam heads (``axis_grid``). A list of one value is
+    a scalar. A head's tag names the values of the axes given as lists of several values (``HeadSettings.tag``).
+    ``per_delta`` replaces τ or lr at its δ only when that axis is one value; setting τ (lr) per δ while
+    ``infonce.tau`` (``optimizer.lr``) is a list of several values is refused as ambiguous.
     """
 
     methods: list[HeadMethod] = field(default_factory=lambda: ["infonce", "simsiam"])
     """Head methods to fit: ``infonce``, ``simsiam``, ``spectral_contrastive``, ``vicreg``, ``barlowtwins``."""
-    r: int = 4
-    """Projection dimension r (columns of A); K − 1 matches the Fisher subspace."""
+    r: Union[int, list[int]] = 4
+    """Projection dimension r (columns of A); K − 1 matches the Fisher subspace. A list is a sweep axis (one head
+    per value; the section's description)."""
     epochs: int = 20
     """Training epochs over the δ-pairs of train."""
     batch_size: int = 1024
@@ -412,7 +440,9 @@ class HeadsConfig:
     vicreg: VICRegConfig = field(default_factory=VICRegConfig)
     barlowtwins: BarlowTwinsConfig = field(default_factory=BarlowTwinsConfig)
     per_delta: list[DeltaSetting] = field(default_factory=list)
-    """Settings that replace the defaults above for one δ each (``[{delta: 0.5, tau: 1.0, epochs: 40}]``)."""
+    """Settings that replace the defaults above for one δ each (``[{delta: 0.5, tau: 1.0, epochs: 40}]``); τ and lr
+    only where ``infonce.tau`` and ``optimizer.lr`` are one value (a sweep axis of several values wins nothing: the
+    config is refused)."""
     early_stopping_patience: Optional[int] = None
     """Label-free stopping: stop when the loss on held-out δ-pairs of the val split has not improved for this
     many epochs and keep the weights of its best epoch (``epochs`` is then the maximum). None: train all epochs."""
@@ -422,7 +452,9 @@ class HeadsConfig:
         """Raise ConfigError naming the first field of the heads out of its valid range, including every
         ``per_delta`` override and the rules between fields."""
         check_choices(self, path)
-        require_at_least(f"{path}.r", self.r, 1)
+        require_axis(f"{path}.r", self.r, lambda where, r: require_at_least(where, r, 1), "[4,8]")
+        for where, r in axis_items(f"{path}.r", self.r):
+            require(isinstance(r, int), where, r, "a whole number of columns")
         require_at_least(f"{path}.epochs", self.epochs, 1)
         require_at_least(f"{path}.batch_size", self.batch_size, 2, why=BATCH_WHY)
         require_at_least(f"{path}.early_stopping_patience", self.early_stopping_patience, 1, optional=True,
@@ -439,9 +471,31 @@ class HeadsConfig:
             if first != i:
                 raise ConfigError(f"{path}.per_delta[{i}].delta={override.delta} repeats {path}.per_delta[{first}]; "
                                   "give each δ's overrides once")
+            for name, axis_path in (("tau", f"{path}.infonce.tau"), ("lr", f"{path}.optimizer.lr")):
+                value, values = getattr(override, name), self.axis(name)
+                if value is not None and len(values) > 1:
+                    raise ConfigError(
+                        f"{path}.per_delta[{i}].{name}={value} is ambiguous: {axis_path}={values} is a sweep axis; "
+                        f"give {name} either per δ or as a list, not both")
         if self.infonce.similarity == "dot" and self.optimizer.weight_decay <= 0:
             raise ConfigError(f"{path}.infonce.similarity=dot lets ‖A‖ grow without bound; "
                               f"set {path}.optimizer.weight_decay > 0")
+
+    def axis(self, name: str) -> list:
+        """The values of the sweep axis ``name`` (one of ``AXES``) as a list."""
+        sections = {"r": self, "tau": self.infonce, "xi": self.simsiam, "lr": self.optimizer}
+        return axis_values(getattr(sections[name], name))
+
+    def swept_axes(self, method: HeadMethod) -> tuple[str, ...]:
+        """The axes with several values that apply to ``method``, in ``AXES`` order: those its head tags name."""
+        return tuple(name for name in AXES
+                     if method in AXIS_METHODS.get(name, (method,)) and len(self.axis(name)) > 1)
+
+    def axis_grid(self, method: HeadMethod) -> list[dict[str, float]]:
+        """The axis values of ``method``'s heads at one (δ, seed): the product of the axes that apply to it, in
+        ``AXES`` order (r outermost, lr innermost), each a dict ``{"r": 4, "tau": 0.1, "lr": 0.01}``."""
+        names = [name for name in AXES if method in AXIS_METHODS.get(name, (method,))]
+        return [dict(zip(names, values)) for values in product(*(self.axis(name) for name in names))]
 
 
 @dataclass
@@ -630,7 +684,8 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class HeadSettings:
-    """The resolved settings of one head fit (defaults with the δ-specific overrides applied)."""
+    """The resolved settings of one head fit (defaults with the δ-specific overrides applied, one value per sweep
+    axis)."""
 
     method: HeadMethod
     delta: float
@@ -654,12 +709,20 @@ class HeadSettings:
     std_coeff: Optional[float] = None
     cov_coeff: Optional[float] = None
     lambda_off: Optional[float] = None
+    axes: tuple[str, ...] = ()
+    """The sweep axes (``AXES``) its config gave several values for that apply to this head; their values enter
+    the tag. Empty for a config of scalars (and for head files saved before sweep axes existed)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "axes", tuple(self.axes))  # a list when read back from a head file's JSON
 
     @property
     def tag(self) -> str:
-        """A file-name-safe identity, e.g. ``infonce_delta0.5_seed1``, ``simsiam-euclidean_delta1_seed0``."""
+        """A file-name-safe identity, e.g. ``infonce_delta0.5_seed1``, ``simsiam-euclidean_delta1_seed0``; the
+        values of the swept ``axes`` follow in ``AXES`` order: ``infonce_delta1_seed0_r8_tau0.2_lr0.003``."""
         method = self.method if self.regularizer in (None, "covariance") else f"{self.method}-{self.regularizer}"
-        return f"{method}_delta{self.delta:g}_seed{self.seed}"
+        swept = "".join(f"_{name}{getattr(self, name):g}" for name in AXES if name in self.axes)
+        return f"{method}_delta{self.delta:g}_seed{self.seed}{swept}"
 
     @property
     def loss_weights(self) -> Optional[str]:
@@ -671,25 +734,34 @@ class HeadSettings:
         return None
 
 
-def resolve_head_settings(heads: HeadsConfig, method: HeadMethod, delta: float, seed: int) -> HeadSettings:
-    """Apply ``heads.per_delta`` to the defaults for one (method, δ, seed); an override of None keeps the default."""
+def resolve_head_settings(
+    heads: HeadsConfig, method: HeadMethod, delta: float, seed: int, *, r: Optional[int] = None,
+    tau: Optional[float] = None, xi: Optional[float] = None, lr: Optional[float] = None,
+) -> HeadSettings:
+    """Apply ``heads.per_delta`` to the defaults for one (method, δ, seed) and the sweep-axis values ``r``, ``tau``,
+    ``xi``, ``lr`` (one of ``heads.axis_grid(method)``); an axis value of None takes the axis's only value
+    (ValueError if it has several). An override of None keeps the default; an override of τ or lr applies where
+    that axis has one value (validation refuses it where the axis has several)."""
     override = next((o for o in heads.per_delta if math.isclose(o.delta, delta)), DeltaSetting(delta=delta))
     infonce = method == "infonce"
+    given = {"r": r, "tau": tau, "xi": xi, "lr": lr}
+    chosen = {name: _axis_value(heads, name, given[name]) if method in AXIS_METHODS.get(name, (method,)) else None
+              for name in AXES}
     return HeadSettings(
         method=method,
         delta=delta,
         seed=seed,
-        r=heads.r,
+        r=chosen["r"],
         epochs=_unless_none(override.epochs, heads.epochs),
         batch_size=_unless_none(override.batch_size, heads.batch_size),
-        lr=_unless_none(override.lr, heads.optimizer.lr),
+        lr=_unless_none(override.lr, chosen["lr"]),
         weight_decay=heads.optimizer.weight_decay,
         optimizer=heads.optimizer.name,
         standardize=heads.standardize,
-        tau=_unless_none(override.tau, heads.infonce.tau) if infonce else None,
+        tau=_unless_none(override.tau, chosen["tau"]) if infonce else None,
         similarity=heads.infonce.similarity if infonce else None,
         symmetric=heads.infonce.symmetric if infonce else None,
-        xi=heads.simsiam.xi if method == "simsiam" else None,
+        xi=chosen["xi"] if method == "simsiam" else None,
         predictor_lr_scale=heads.simsiam.predictor_lr_scale if method == "simsiam" else None,
         early_stopping_patience=heads.early_stopping_patience,
         regularizer=heads.simsiam.regularizer if method == "simsiam" else None,
@@ -697,7 +769,18 @@ def resolve_head_settings(heads: HeadsConfig, method: HeadMethod, delta: float, 
         std_coeff=heads.vicreg.std_coeff if method == "vicreg" else None,
         cov_coeff=heads.vicreg.cov_coeff if method == "vicreg" else None,
         lambda_off=heads.barlowtwins.lambda_off if method == "barlowtwins" else None,
+        axes=heads.swept_axes(method),
     )
+
+
+def _axis_value(heads: HeadsConfig, name: str, value: Optional[float]) -> Optional[float]:
+    """The value of axis ``name`` chosen for one head, or the axis's only value when none is chosen."""
+    if value is not None:
+        return value
+    values = heads.axis(name)
+    if len(values) > 1:
+        raise ValueError(f"{AXIS_PATHS[name]}={values} is a sweep axis; pass the head's {name}= (heads.axis_grid)")
+    return values[0]
 
 
 def _unless_none(value: Optional[float], default: float) -> float:
@@ -709,11 +792,17 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     """Check everything that can be checked before any data is read: every section's fields
     (``ExperimentConfig.validate``) and the rules between sections; raise ConfigError with one clear line."""
     cfg.validate()
-    gmm = cfg.data.synthetic
-    if cfg.data.source == "synthetic" and cfg.heads.r > gmm.d:
-        raise ConfigError(f"heads.r={cfg.heads.r} exceeds the feature dimension d={gmm.d}; choose r ≤ d")
+    if cfg.data.source == "synthetic":
+        require_r_within(cfg.heads, cfg.data.synthetic.d)
     if cfg.run_dir:
         validate_run_dir(Path(cfg.run_dir))
+
+
+def require_r_within(heads: HeadsConfig, dim: int) -> None:
+    """Every value of ``heads.r`` is at most the feature dimension ``dim`` (ConfigError naming the first that is not)."""
+    for where, r in axis_items("heads.r", heads.r):
+        if r > dim:
+            raise ConfigError(f"{where}={r} exceeds the feature dimension d={dim}; choose r ≤ d")
 
 
 def validate_run_dir(run_dir: Path) -> None:

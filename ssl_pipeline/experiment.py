@@ -17,7 +17,7 @@ from typing import Optional
 
 from rich.console import Console
 
-from ssl_pipeline.config import ExperimentConfig, HeadSettings
+from ssl_pipeline.config import ExperimentConfig, HeadSettings, require_r_within
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.errors import ConfigError
 from ssl_pipeline.features.source import load_features
@@ -45,12 +45,12 @@ def fit_heads(
     cfg: ExperimentConfig, features: LabelledFeatures, run_dir: Path, console: Console,
     logger: Optional[WandbRun] = None,
 ) -> list[FittedHead]:
-    """Fit every (method, δ, seed) head on train and save it under ``run_dir/heads``, as grids: one
-    ``Trainer.fit`` per group of heads that share batches (``heads.grid``), each head with its solo
-    ``fit_head`` result. A head is saved as soon as its training is over, even while its grid goes on. With a W&B
-    run, each head's loss curve is logged under its tag (``infonce_delta0_5_seed1/train/loss_step`` and
-    ``…/train/loss_epoch``, against ``trainer/global_step``; the interval is ``heads.trainer.log_every_n_steps``).
-    Ctrl-C raises KeyboardInterrupt naming the heads saved before it (they are kept). Returns the heads in
+    """Fit every head of ``head_jobs`` (method × δ × seed × sweep-axis values) on train and save it under
+    ``run_dir/heads``, as grids: one ``Trainer.fit`` per group of heads that share batches (``heads.grid``), each
+    head with its solo ``fit_head`` result. A head is saved as soon as its training is over, even while its grid
+    goes on. With a W&B run, each head's loss curve is logged under its tag (``infonce_delta0_5_seed1/train/loss_step``
+    and ``…/train/loss_epoch``, against ``trainer/global_step``; the interval is
+    ``heads.trainer.log_every_n_steps``). Ctrl-C raises KeyboardInterrupt naming the heads saved before it (they are kept). Returns the heads in
     ``head_jobs`` order."""
     from ssl_pipeline.heads.grid import fit_grid, grid_groups, metric_tag
 
@@ -200,8 +200,7 @@ def run(
         raise ConfigError("`score` needs --run_dir, the directory where `fit` saved the heads")
     check_devices(cfg)
     features = load_features(cfg.data, console)
-    if cfg.heads.r > features.dim:
-        raise ConfigError(f"heads.r={cfg.heads.r} exceeds the feature dimension d={features.dim}; choose r ≤ d")
+    require_r_within(cfg.heads, features.dim)
     if command == "score":
         # The heads are checked before anything is written: a refused score leaves the run's config.yaml
         # matching its heads and results.json.

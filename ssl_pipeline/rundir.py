@@ -1,10 +1,10 @@
 """The run directory: where a run's artifacts live, how they are named, and how saved heads are read back.
 
 ``config.yaml`` (the resolved config with its provenance; a valid ``--config``), ``heads/<tag>.safetensors`` (one
-fitted head per (method, δ, seed): ``infonce_delta0_5_seed1``), ``results.json`` and the figures. Commands that
-read heads a run saved check them before writing anything: the directory is resolved, the heads validated against
-the config and the features, and only then is ``config.yaml`` written, so a refused command leaves the run's
-config matching its heads and results.
+fitted head per (method, δ, seed) and sweep-axis values: ``infonce_delta0.5_seed1``, ``infonce_delta1_seed0_r8``),
+``results.json`` and the figures. Commands that read heads a run saved check them before writing anything: the
+directory is resolved, the heads validated against the config and the features, and only then is ``config.yaml``
+written, so a refused command leaves the run's config matching its heads and results.
 """
 
 from __future__ import annotations
@@ -45,10 +45,13 @@ def write_config(cfg: ExperimentConfig, run_dir: Path) -> None:
 
 
 def head_jobs(cfg: ExperimentConfig) -> list[HeadSettings]:
-    """Every (method, δ, seed) head a config asks for, with its resolved settings."""
+    """Every head a config asks for, with its resolved settings, in the order method × δ × seed × the sweep axes
+    that apply to the method (``HeadsConfig.axis_grid``: r × τ (InfoNCE) × ξ (SimSiam) × lr, lr innermost), each
+    loop in the order the config lists its values."""
     return [
-        resolve_head_settings(cfg.heads, method, delta, seed)
+        resolve_head_settings(cfg.heads, method, delta, seed, **values)
         for method in cfg.heads.methods for delta in cfg.deltas for seed in cfg.seeds
+        for values in cfg.heads.axis_grid(method)
     ]
 
 

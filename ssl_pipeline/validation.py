@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from typing import Literal, get_args, get_origin, get_type_hints
+from typing import Callable, Literal, get_args, get_origin, get_type_hints
 
 from ssl_pipeline.errors import ConfigError
 
@@ -49,6 +49,28 @@ def require_delta(path: str, value: float) -> None:
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ConfigError(f"{path}={value} is outside [0, 1]; δ is the probability that a positive shares the "
                           "anchor's class")
+
+
+def axis_items(path: str, value: object) -> list[tuple[str, object]]:
+    """A sweep axis (a scalar or a list of values) as (dotted path, value) pairs: ``[(path, value)]`` for a scalar,
+    ``[(f"{path}[i]", value_i), …]`` for a list."""
+    if isinstance(value, (list, tuple)):
+        return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+    return [(path, value)]
+
+
+def require_axis(path: str, value: object, check: Callable[[str, object], None], example: str) -> None:
+    """A sweep axis: a scalar, or a non-empty list without repeated values; ``check(path, value)`` is applied to
+    every value with its indexed path (``heads.r[1]``); ``example`` is a valid list for the message."""
+    if isinstance(value, (list, tuple)) and not value:
+        raise ConfigError(f"{path} is an empty list; give a value or a non-empty list, e.g. --{path} {example}")
+    items = axis_items(path, value)
+    for i, (where, item) in enumerate(items):
+        require(isinstance(item, (int, float)) and not isinstance(item, bool), where, item, "a number")
+        check(where, item)
+        first = next(j for j, (_, other) in enumerate(items) if other == item)
+        if first != i:
+            raise ConfigError(f"{where}={item} repeats {items[first][0]}; give each value of a sweep axis once")
 
 
 def require_device(path: str, value: str, names: tuple[str, ...]) -> None:
