@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ssl_pipeline.atomic import atomic_write_bytes
-from ssl_pipeline.reporting.results import _method_order, method_label
+from ssl_pipeline.reporting.results import AXIS_SYMBOLS, _method_order, axis_label, method_label, swept_fields
 from ssl_pipeline.reporting.scatter import ProjectionSample
 
 BASELINE_STYLES = {"lda": ("black", "-"), "means": ("tab:purple", "-."), "pca": ("tab:red", ":"),
@@ -30,8 +30,15 @@ CLOSED_FORMS = ("spectral",)
 """Methods with a δ that are computed, not trained (the spectral closed form): drawn dashed with square markers."""
 SERIES_FIELDS = ("r", "features", "run")
 """Settings that split one method into several curves (runs on other features or with another r, and repeated
-runs of one setting in a report); the per-δ overrides (τ, epochs) do not."""
+runs of one setting in a report); so do the sweep axes τ, ξ and lr where a method has several values of one at a
+δ (``results.swept_fields``), but not the per-δ overrides (τ, epochs), which change only with δ."""
 DELTA_LABEL = "δ (probability that a positive shares the class)"
+LEGEND_INSIDE = 8
+"""Where some method sweeps an axis (one curve per combination of values), a legend of more entries goes to the
+right of the figure, which is widened for it; other legends stay inside the axes."""
+MARKERS = ("o", "^", "D", "v", "P", "X", "*")
+"""Markers of the head methods (in ``_method_order``) when some method sweeps an axis, so that curves of a colour
+that repeats stay apart."""
 MAX_LEGEND_CLASSES = 12
 DPI = 110
 
@@ -55,42 +62,61 @@ def has_head_curve(rows: list[dict], metric: str) -> bool:
 
 
 def _labelled_series(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows of each method split by ``SERIES_FIELDS``; a label names the fields that differ within a method."""
+    """Rows of each method split by ``SERIES_FIELDS`` and its swept axes (one curve per combination of values); a
+    label names the fields that differ within a method: ``infonce (r=8, τ=0.2)``."""
+    swept = swept_fields(rows)
     series: dict[tuple, list[dict]] = defaultdict(list)
     for row in sorted(rows, key=_method_order):
-        series[(method_label(row), *(row.get(f) for f in SERIES_FIELDS))].append(row)
+        label = method_label(row)
+        fields = SERIES_FIELDS + tuple(f for f in swept.get(label, ()) if f not in SERIES_FIELDS)
+        series[(label, tuple((f, row.get(f)) for f in fields))].append(row)
     labelled = {}
-    for key, members in series.items():
-        siblings = [k for k in series if k[0] == key[0]]
-        varying = [i for i, _ in enumerate(SERIES_FIELDS, 1) if len({k[i] for k in siblings}) > 1]
-        detail = ", ".join(f"{SERIES_FIELDS[i - 1]}={_short(SERIES_FIELDS[i - 1], key[i])}" for i in varying)
-        labelled[f"{key[0]} ({detail})" if detail else key[0]] = members
+    for (label, pairs), members in series.items():
+        siblings = [other for name, other in series if name == label]
+        varying = [(f, value) for i, (f, value) in enumerate(pairs) if len({other[i][1] for other in siblings}) > 1]
+        detail = ", ".join(f"{AXIS_SYMBOLS.get(f, f)}={_short(f, value)}" for f, value in varying)
+        labelled[f"{label} ({detail})" if detail else label] = members
     return labelled
 
 
 def _short(field: str, value: object) -> str:
-    """A legend's value: feature keys (long digests) cut to 10 characters, anything else whole."""
-    return str(value)[:10] if field == "features" else str(value)
+    """A legend's value: feature keys (long digests) cut to 10 characters, numbers as ``:g``, anything else whole."""
+    if field == "features":
+        return str(value)[:10]
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _draw_metric_vs_delta(axis: Axes, rows: list[dict], metric: str) -> None:
+def _draw_metric_vs_delta(axis: Axes, rows: list[dict], metric: str) -> bool:
+    """Draw the curves and baselines of ``metric``; True when some method sweeps an axis."""
     heads = [row for row in rows if row.get("delta") is not None and row.get(metric) is not None]
-    for label, members in _labelled_series(heads).items():
+    series = _labelled_series(heads)
+    swept = bool(swept_fields(heads))
+    methods = list(dict.fromkeys(members[0]["method"] for members in series.values()))
+    palette = colormaps["tab20"] if swept and len(series) > 10 else None
+    for index, (label, members) in enumerate(series.items()):
         members = sorted(members, key=lambda row: row["delta"])
         closed = members[0]["method"] in CLOSED_FORMS
+        marker = MARKERS[methods.index(members[0]["method"]) % len(MARKERS)] if swept else "o"
         axis.errorbar(
             [row["delta"] for row in members], [row[metric][0] for row in members],
-            yerr=[row[metric][1] for row in members], marker="s" if closed else "o", capsize=3,
+            yerr=[row[metric][1] for row in members], marker="s" if closed else marker, capsize=3,
             linestyle="--" if closed else "-", label=f"{label} (closed form)" if closed else label,
+            **({"color": palette(index % 20)} if palette is not None else {}),
         )
     baselines = [row for row in rows if row["method"] in BASELINE_STYLES and row.get(metric) is not None]
+    drawn: dict[str, int] = defaultdict(int)
     for label, members in _labelled_series(baselines).items():
-        color, style = BASELINE_STYLES[members[0]["method"]]
-        axis.axhline(members[0][metric][0], color=color, linestyle=style, linewidth=1.2, label=label)
+        method = members[0]["method"]
+        color, style = BASELINE_STYLES[method]
+        # one baseline at several r (a heads.r sweep): fainter lines for the later values
+        alpha = 1.0 / (1 + 0.6 * drawn[method]) if swept else 1.0
+        drawn[method] += 1
+        axis.axhline(members[0][metric][0], color=color, linestyle=style, linewidth=1.2, alpha=alpha, label=label)
     axis.set_xlabel(DELTA_LABEL)
     axis.set_ylabel(f"{metric} (mean ± std over seeds)")
     axis.set_xlim(-0.05, 1.05)
     axis.grid(alpha=0.3)
+    return swept
 
 
 def metric_vs_delta(rows: list[dict], metric: str, title: str) -> Figure:
@@ -98,12 +124,25 @@ def metric_vs_delta(rows: list[dict], metric: str, title: str) -> Figure:
     random projection as horizontal lines."""
     figure = Figure(figsize=(5.2, 3.8), layout="constrained")
     axis = figure.subplots()
-    _draw_metric_vs_delta(axis, rows, metric)
+    swept = _draw_metric_vs_delta(axis, rows, metric)
     low, high = axis.get_ylim()  # keep baseline lines off the frame
     axis.set_ylim(low - 0.04 * (high - low), high + 0.04 * (high - low))
     axis.set_title(title, fontsize=10)
-    axis.legend(fontsize=8)
+    _place_legend(figure, axis, swept)
     return figure
+
+
+def _place_legend(figure: Figure, axis: Axes, swept: bool) -> None:
+    """``axis``'s legend inside it, or, for a sweep (``swept``) of more than ``LEGEND_INSIDE`` entries, to the right
+    of the figure (widened and, for a long legend, heightened to make room)."""
+    handles, labels = axis.get_legend_handles_labels()
+    if not swept or len(labels) <= LEGEND_INSIDE:
+        axis.legend(fontsize=8)
+        return
+    columns = 1 + (len(labels) - 1) // 30
+    figure.set_figwidth(figure.get_figwidth() + 2.8 * columns)
+    figure.set_figheight(max(figure.get_figheight(), 0.8 + 0.17 * -(-len(labels) // columns)))
+    figure.legend(handles, labels, loc="outside right upper", fontsize=7, ncols=columns)
 
 
 def delta_sweep(
@@ -114,18 +153,21 @@ def delta_sweep(
     metrics = [m for m in metrics if any(row.get(m) is not None for row in rows)] or list(metrics[:1])
     figure = Figure(figsize=(4.2 * len(metrics), 3.6), layout="constrained")
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    swept = False
     for axis, metric in zip(axes, metrics):
-        _draw_metric_vs_delta(axis, rows, metric)
+        swept = _draw_metric_vs_delta(axis, rows, metric) or swept
         axis.set_title(metric)
         axis.set_ylabel("")
-    axes[0].legend(fontsize=8)
+    _place_legend(figure, axes[0], swept)
     return figure
 
 
 def _bar_values(rows: list[dict], metric: str) -> dict[str, tuple[float, float]]:
     """Per bar label: baselines, and each head at its largest δ (the first row of a label is kept); one bar per
-    run, its label ending in ``[run]``, when the rows come from several runs."""
+    swept axis value (``infonce r=8 δ=1``) and one per run, its label ending in ``[run]``, when the rows come from
+    several runs."""
     several_runs = len({row.get("run") for row in rows}) > 1
+    swept = swept_fields(rows)
     largest: dict[tuple, float] = {}
     for row in rows:
         if row.get("delta") is not None:
@@ -136,7 +178,9 @@ def _bar_values(rows: list[dict], metric: str) -> dict[str, tuple[float, float]]
         delta = row.get("delta")
         if row.get(metric) is None or (delta is not None and delta != largest[(method_label(row), row.get("run"))]):
             continue
-        label = method_label(row) if delta is None else f"{method_label(row)} δ={delta:g}"
+        axes = axis_label(row, swept.get(method_label(row), ()))
+        label = f"{method_label(row)} {axes}" if axes else method_label(row)
+        label = label if delta is None else f"{label} δ={delta:g}"
         values.setdefault(f"{label} [{row['run']}]" if several_runs else label, row[metric])
     return values
 

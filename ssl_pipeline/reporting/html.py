@@ -28,7 +28,16 @@ from matplotlib.figure import Figure
 from ssl_pipeline.atomic import atomic_write_bytes
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.reporting import figures
-from ssl_pipeline.reporting.results import _method_order, aggregate, load_results, method_label
+from ssl_pipeline.reporting.results import (
+    AXIS_FIELDS,
+    AXIS_SYMBOLS,
+    _method_order,
+    aggregate,
+    axis_order,
+    load_results,
+    method_label,
+    swept_fields,
+)
 from ssl_pipeline.reporting.scatter import load_projection_sample
 
 FIGURE_METRICS = ("nmi", "probe_acc", "fisher_cos2", "means_cos2", "pca_cos2")
@@ -188,29 +197,34 @@ def _runs_table(page: Page, runs: list[Run]) -> None:
 
 def _per_run_rows(members: list[tuple[Run, dict]]) -> list[dict]:
     """``aggregate`` of each run's records on its own, every row labelled with its ``run``; ordered by method and
-    δ, then by run in the order given."""
+    δ, then by run in the order given, then by the sweep axes' values."""
     by_run: dict[str, list[dict]] = {}
     for run, record in members:
         by_run.setdefault(run.label, []).append(record)
     order = {label: index for index, label in enumerate(by_run)}
     rows = [{**row, "run": label} for label, records in by_run.items() for row in aggregate(records)]
-    return sorted(rows, key=lambda row: (*_method_order(row), order[row["run"]]))
+    return sorted(rows, key=lambda row: (*_method_order(row), order[row["run"]], axis_order(row, AXIS_FIELDS)))
 
 
 def _group_section(page: Page, label: str, members: list[tuple[Run, dict]]) -> list[dict]:
     """Table and metric-vs-δ figures of one (dataset, backbone); returns its aggregate rows (one per run and
-    setting)."""
+    setting). The table has a column for r and one for each of the sweep axes τ, ξ, lr that some method of the
+    group sweeps (several values at one δ of one run)."""
     rows = _per_run_rows(members)
     slug = page.key(label)
     page.text(f'<section id="group-{slug}"><h2>{html.escape(label)}</h2>')
+    swept = {name for names in swept_fields(rows).values() for name in names}
+    axes = ["r", *(name for name in ("tau", "xi", "lr") if name in swept)]
+    keys = ["method", "delta", *axes, "seeds", "run"]
     table_rows, flat = [], []
     for row in rows:
-        settings = [method_label(row), row["delta"], row["r"], row["seeds"], row["run"]]
+        settings = [method_label(row), row["delta"], *(row[name] for name in axes), row["seeds"], row["run"]]
         table_rows.append([*settings, *(row[m] for m in REPORT_METRICS)])
-        flat.append(dict(zip(("method", "delta", "r", "seeds", "run"), settings)))
+        flat.append(dict(zip(keys, settings)))
         for metric in REPORT_METRICS:
             flat[-1][f"{metric}_mean"], flat[-1][f"{metric}_std"] = row[metric] or (None, None)
-    page.table(f"table-{slug}", ["method", "δ", "r", "n seeds", "run", *REPORT_METRICS], table_rows, flat)
+    header = ["method", "δ", *(AXIS_SYMBOLS[name] for name in axes), "n seeds", "run", *REPORT_METRICS]
+    page.table(f"table-{slug}", header, table_rows, flat)
     for metric in FIGURE_METRICS:
         if figures.has_head_curve(rows, metric):
             page.figure(

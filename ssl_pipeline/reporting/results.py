@@ -25,6 +25,11 @@ METRIC_FIELDS = (
     "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2", "pca_cos2",
     "optimum_cos2", "effective_rank", "feature_rank", "fit_seconds",
 )
+AXIS_FIELDS = ("r", "tau", "xi", "lr")
+"""The setting fields of the config's sweep axes (``heads.r``, ``heads.infonce.tau``, ``heads.simsiam.xi``,
+``heads.optimizer.lr``; ``config.AXES``): rows of one method and δ that differ there are told apart in tables,
+figures and W&B keys (``swept_fields``)."""
+AXIS_SYMBOLS = {"r": "r", "tau": "τ", "xi": "ξ", "lr": "lr"}
 TABLE_METRICS = ("nmi", "probe_acc", "fisher_cos2", "effective_rank")
 """The metrics of the default summary table, which fits 80 columns; the wide table shows every metric of
 ``METRIC_FIELDS``, so a metric added to the contract appears there."""
@@ -91,7 +96,8 @@ def _method_order(row: dict) -> tuple:
 
 
 def summary_table(records: list[dict[str, Any]], title: str = "results (mean ± std over seeds)", wide: bool = False):
-    """A rich Table: one row per (method, δ) setting, one column per metric (``TABLE_METRICS``; with ``wide``,
+    """A rich Table: one row per (method, δ) setting (the method cell names the values of swept axes,
+    ``infonce r=8 τ=0.2``), one column per metric (``TABLE_METRICS``; with ``wide``,
     every metric). Numbers are never elided: without vertical rules the default table fits 80 columns, and a
     column too narrow for a number folds it onto a second line rather than cutting it."""
     from rich import box
@@ -102,11 +108,20 @@ def summary_table(records: list[dict[str, Any]], title: str = "results (mean ± 
     table.add_column("method", overflow="fold")
     for header in ("δ", "seeds", *metrics):
         table.add_column(header, justify="right", overflow="fold")
-    for row in sorted(aggregate(records), key=_method_order):
+    rows = aggregate(records)
+    swept = swept_fields(rows)
+    for row in sorted(rows, key=lambda row: _series_order(row, swept.get(method_label(row), ()))):
         cells = [_format(row[m], m) for m in metrics]
         delta = "" if row.get("delta") is None else f"{row['delta']:g}"
-        table.add_row(method_label(row), delta, str(row["seeds"]), *cells)
+        axes = axis_label(row, swept.get(method_label(row), ()))
+        table.add_row(f"{method_label(row)} {axes}" if axes else method_label(row), delta, str(row["seeds"]), *cells)
     return table
+
+
+def _series_order(row: dict[str, Any], fields: tuple[str, ...]) -> tuple:
+    """``_method_order`` with the swept axes' values before δ: each series' rows together, by decreasing δ."""
+    order, method, delta = _method_order(row)
+    return order, method, axis_order(row, fields), delta
 
 
 def method_label(row: dict[str, Any]) -> str:
@@ -118,6 +133,42 @@ def method_label(row: dict[str, Any]) -> str:
     if row.get("loss_weights"):
         label += f" {row['loss_weights']}"
     return label
+
+
+def swept_fields(rows: Iterable[dict[str, Any]], within: tuple[str, ...] = ("data", "features", "run")
+                 ) -> dict[str, tuple[str, ...]]:
+    """Per method label (``method_label``): the ``AXIS_FIELDS`` that take several values among its rows of one δ
+    (and one ``within`` group: data, features key, run), in ``AXIS_FIELDS`` order. A field that changes only with δ
+    (τ set per δ by ``heads.per_delta``) is not swept; a method without swept fields is absent."""
+    seen: dict[tuple, set] = defaultdict(set)
+    for row in rows:
+        where = (method_label(row), row.get("delta"), *(row.get(w) for w in within))
+        for name in AXIS_FIELDS:
+            seen[(*where, name)].add(row.get(name))
+    swept: dict[str, set] = defaultdict(set)
+    for (label, *_, name), values in seen.items():
+        if len(values) > 1:
+            swept[label].add(name)
+    return {label: tuple(name for name in AXIS_FIELDS if name in names) for label, names in swept.items()}
+
+
+def axis_label(row: dict[str, Any], fields: Iterable[str]) -> str:
+    """The values of ``fields`` (swept axes) of a row as tables and legends show them: ``r=8 τ=0.2``."""
+    return " ".join(f"{AXIS_SYMBOLS.get(name, name)}={_value(row.get(name))}" for name in fields)
+
+
+def axis_key(row: dict[str, Any], fields: Iterable[str]) -> str:
+    """The values of ``fields`` as a name suffix safe in file and metric names: ``_r8_tau0_2``."""
+    return "".join(f"_{name}{_value(row.get(name))}" for name in fields).replace(".", "_").replace("-", "_")
+
+
+def axis_order(row: dict[str, Any], fields: Iterable[str]) -> tuple:
+    """A sort key of a row's values of ``fields`` (None first)."""
+    return tuple((row.get(name) is not None, row.get(name) or 0) for name in fields)
+
+
+def _value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _format(value: Optional[tuple[float, float]], metric: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 from ssl_pipeline.config import ExperimentConfig
 from ssl_pipeline.errors import ConfigError
-from ssl_pipeline.reporting.results import METRIC_FIELDS, SETTING_FIELDS, aggregate
+from ssl_pipeline.reporting.results import METRIC_FIELDS, SETTING_FIELDS, aggregate, axis_key, method_label, swept_fields
 
 SECRET_WORDS = ("key", "token", "secret", "password")
 REDACTED = "[redacted]"
@@ -100,21 +100,30 @@ def delta_name(delta: float) -> str:
     return f"delta{delta:g}".replace(".", "_").replace("-", "_")
 
 
+def series_names(rows: list[dict[str, Any]]) -> list[str]:
+    """Per aggregate row, its method in metric names: ``infonce``, or with the values of the sweep axes the run
+    swept for it (``results.swept_fields``) appended, ``infonce_r8_tau0_2``, so rows that differ only there keep
+    apart keys (a W&B sweep run has one value per axis: plain method names)."""
+    swept = swept_fields(rows)
+    return [row["method"] + axis_key(row, swept.get(method_label(row), ())) for row in rows]
+
+
 def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Means and stds over seeds of every metric, per method and δ.
+    """Means and stds over seeds of every metric, per method (with its swept axis values, ``series_names``) and δ.
 
     ``summary/{method}/{delta_name}/{metric}_mean|_std`` for each head setting, and ``summary/{method}/{metric}_mean``
     per method: a baseline's value, or a head's at the largest δ of the run (recorded in ``summary/{method}/delta``),
     so a sweep run (one δ) has one key to optimise, e.g. ``summary/infonce/nmi_mean``.
     """
     rows = aggregate(records)
+    names = series_names(rows)
     out: dict[str, float] = {}
     top_delta: dict[str, float] = {}
-    for row in rows:
+    for row, method in zip(rows, names):
         if row["delta"] is not None:
-            top_delta[row["method"]] = max(row["delta"], top_delta.get(row["method"], 0.0))
-    for row in rows:
-        method, delta = row["method"], row["delta"]
+            top_delta[method] = max(row["delta"], top_delta.get(method, 0.0))
+    for row, method in zip(rows, names):
+        delta = row["delta"]
         for metric in METRIC_FIELDS:
             if row[metric] is None:
                 continue
@@ -130,18 +139,20 @@ def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
 
 def delta_rows(records: list[dict[str, Any]]) -> list[dict[str, float]]:
     """One history row per δ (ascending): ``by_delta/delta`` and ``by_delta/{method}/{metric}`` (mean over seeds) for
-    every head method, with every baseline's value repeated, so a W&B line plot with x = ``by_delta/delta`` draws
-    the metric against δ with the baselines as flat lines."""
+    every head method (with its swept axis values, ``series_names``), with every baseline's value repeated, so a
+    W&B line plot with x = ``by_delta/delta`` draws the metric against δ with the baselines as flat lines."""
     rows = aggregate(records)
+    names = series_names(rows)
     baselines = {
-        f"by_delta/{row['method']}/{metric}": row[metric][0]
-        for row in rows if row["delta"] is None for metric in METRIC_FIELDS if row[metric] is not None
+        f"by_delta/{method}/{metric}": row[metric][0]
+        for row, method in zip(rows, names) if row["delta"] is None
+        for metric in METRIC_FIELDS if row[metric] is not None
     }
     by_delta: dict[float, dict[str, float]] = {}
-    for row in rows:
+    for row, method in zip(rows, names):
         if row["delta"] is not None:
             values = by_delta.setdefault(row["delta"], {"by_delta/delta": row["delta"], **baselines})
-            values.update({f"by_delta/{row['method']}/{m}": row[m][0] for m in METRIC_FIELDS if row[m] is not None})
+            values.update({f"by_delta/{method}/{m}": row[m][0] for m in METRIC_FIELDS if row[m] is not None})
     return [by_delta[delta] for delta in sorted(by_delta)]
 
 

@@ -26,15 +26,17 @@ from ssl_pipeline.theory.subspaces import class_statistics, total_covariance
 
 
 class ClosedForms:
-    """The spectral closed form per (δ, seed), computed once on demand from the pairs a head with those settings
+    """The spectral closed form per (δ, seed, r), computed once on demand from the pairs a head with those settings
     draws (``theory.spectral``): the ``spectral`` baseline, and the optimum the spectral heads are compared with
     (``optimum_cos2``). The sampler's batch is the global one (per-device batch × devices): the union of the DDP
-    ranks' slices is the single-process draw at that batch."""
+    ranks' slices is the single-process draw at that batch. The pairs do not depend on r, so one moment estimate
+    per (δ, seed) serves every r of the ``heads.r`` axis."""
 
     def __init__(self, cfg: ExperimentConfig, features: LabelledFeatures) -> None:
         self.cfg = cfg
         self.features = features
-        self.cache: dict[tuple[float, int], ClosedForm] = {}
+        self.moments: dict[tuple[float, int], object] = {}
+        self.cache: dict[tuple[float, int, int], ClosedForm] = {}
 
     @functools.cached_property
     def total(self) -> np.ndarray:
@@ -42,18 +44,26 @@ class ClosedForms:
         f = self.features
         return total_covariance(class_statistics(f.x_train, f.y_train, f.num_classes))
 
-    def get(self, delta: float, seed: int) -> ClosedForm:
-        if (delta, seed) not in self.cache:
+    def get(self, delta: float, seed: int, r: int) -> ClosedForm:
+        if (delta, seed) not in self.moments:
             s = self.settings(delta, seed)
-            moments = sampled_pair_moments(self.features.x_train, self.features.y_train, delta,
-                                           s.batch_size * self.cfg.heads.trainer.devices, seed, s.epochs,
-                                           total=self.total)
-            self.cache[delta, seed] = spectral_closed_form(moments, self.cfg.heads.r)
-        return self.cache[delta, seed]
+            self.moments[delta, seed] = sampled_pair_moments(
+                self.features.x_train, self.features.y_train, delta, s.batch_size * self.cfg.heads.trainer.devices,
+                seed, s.epochs, total=self.total)
+        if (delta, seed, r) not in self.cache:
+            self.cache[delta, seed, r] = spectral_closed_form(self.moments[delta, seed], r)
+        return self.cache[delta, seed, r]
 
     def settings(self, delta: float, seed: int):
-        """Epochs and batch of a spectral head at (δ, seed): the pairs the closed form is sampled from."""
-        return resolve_head_settings(self.cfg.heads, "spectral_contrastive", delta, seed)
+        """Epochs and batch of a spectral head at (δ, seed): the pairs the closed form is sampled from (the same
+        for every value of the sweep axes)."""
+        axes = self.cfg.heads.axis_grid("spectral_contrastive")[0]
+        return resolve_head_settings(self.cfg.heads, "spectral_contrastive", delta, seed, **axes)
+
+
+def references_at(references: ReferenceSubspaces, r: int) -> ReferenceSubspaces:
+    """``references`` with the top-r PCA subspace (they were built for the largest r of the ``heads.r`` axis)."""
+    return references._replace(pca=references.pca[:, :r])
 
 
 def score_run(
@@ -72,7 +82,7 @@ def write_projection_sample(cfg: ExperimentConfig, features: LabelledFeatures, s
     ``scored`` holds the projections scoring already fitted; PCA/LDA are fitted here only if not among them."""
     projections = {
         method: scored.get(method) or baseline_projection(
-            method, features.x_train, features.y_train, cfg.heads.r, cfg.seeds[0], cfg.score.lda_shrinkage
+            method, features.x_train, features.y_train, cfg.heads.axis("r")[0], cfg.seeds[0], cfg.score.lda_shrinkage
         )
         for method in ("pca", "lda")
     }
@@ -84,15 +94,18 @@ def write_projection_sample(cfg: ExperimentConfig, features: LabelledFeatures, s
 def score_records(
     cfg: ExperimentConfig, features: LabelledFeatures, heads: list[FittedHead], console: Console
 ) -> tuple[list[dict], dict[str, Projection]]:
-    """The records, and the projections of the first seed (heads at the largest δ, baselines) for the scatter."""
-    references = reference_subspaces(features, cfg.heads.r, cfg.score.lda_shrinkage)
+    """The records, and the projections of the first seed (heads at the largest δ, baselines) for the scatter.
+    Each head is compared with the references at its own r; the baselines that take an r (and the ``spectral``
+    closed form) are scored once per value of the ``heads.r`` axis."""
+    references = reference_subspaces(features, max(cfg.heads.axis("r")), cfg.score.lda_shrinkage)
     closed_forms = ClosedForms(cfg, features)
     common = dict(
         data=features.data_kind, dataset=features.dataset, backbone=features.backbone,
         features=features.features_key, split="test", split_seed=features.split_seed,
     )
     first_seed: dict[str, Projection] = {}
-    per_seed = sum(len(cfg.deltas) if method == "spectral" else 1 for method in cfg.score.baselines)
+    per_seed = sum(len(cfg.deltas) if method == "spectral" else 1 for method in cfg.score.baselines
+                   for _ in baseline_rs(cfg, method))
     total = len(heads) + per_seed * len(cfg.seeds)
     with progress_bar(console, "item") as progress:
         task = progress.add_task("scoring", total=total, current="")
@@ -117,8 +130,8 @@ def _head_records(
         projection = head_projection(head)
         if s.seed == cfg.seeds[0] and s.delta == top:
             first_seed.setdefault(s.method, projection)
-        optimum = closed_forms.get(s.delta, s.seed).basis if s.method in SPECTRAL_METHODS else None
-        metrics = score_projection(projection, features, references, cfg.score, s.seed, optimum)
+        optimum = closed_forms.get(s.delta, s.seed, s.r).basis if s.method in SPECTRAL_METHODS else None
+        metrics = score_projection(projection, features, references_at(references, s.r), cfg.score, s.seed, optimum)
         records.append(make_record(
             **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, regularizer=s.regularizer,
             loss_weights=s.loss_weights, similarity=s.similarity,
@@ -134,53 +147,65 @@ def _baseline_records(
     cfg: ExperimentConfig, features: LabelledFeatures, references: ReferenceSubspaces, closed_forms: ClosedForms,
     common: dict, first_seed: dict[str, Projection], progress: Progress, task: TaskID,
 ) -> list[dict]:
-    """One record per baseline and seed (``spectral``: per δ and seed); each baseline's first-seed projection goes
-    to ``first_seed``."""
+    """One record per baseline, r and seed (``spectral``: per δ, r and seed; ``raw``: per seed); each baseline's
+    first-seed projection goes to ``first_seed``."""
     records = []
     for method in cfg.score.baselines:
         if method == "spectral":
             records += _closed_form_records(cfg, features, references, closed_forms, common, progress, task)
             continue
-        for seed in cfg.seeds:
-            progress.update(task, current=f"{method}_seed{seed}")
-            # Only the random projection depends on the seed; the others are fitted and probed once and
-            # only their k-means is seeded.
-            if method == "random" or seed == cfg.seeds[0]:
-                start = time.perf_counter()
-                projection = baseline_projection(
-                    method, features.x_train, features.y_train, cfg.heads.r, seed, cfg.score.lda_shrinkage
-                )
-                fit_seconds = time.perf_counter() - start
-                scorer = ProjectionScorer(projection, features, references, cfg.score)
-                first_seed.setdefault(method, projection)
-            records.append(make_record(
-                **common, method=method, r=projection.r, normalized=False, seed=seed,
-                fit_seconds=fit_seconds, **scorer.scores(seed),
-            ))
-            progress.advance(task)
+        for r in baseline_rs(cfg, method):
+            suffix = f"_r{r}" if len(cfg.heads.axis("r")) > 1 and method != "raw" else ""
+            for seed in cfg.seeds:
+                progress.update(task, current=f"{method}{suffix}_seed{seed}")
+                # Only the random projection depends on the seed; the others are fitted and probed once and
+                # only their k-means is seeded.
+                if method == "random" or seed == cfg.seeds[0]:
+                    start = time.perf_counter()
+                    projection = baseline_projection(
+                        method, features.x_train, features.y_train, r, seed, cfg.score.lda_shrinkage
+                    )
+                    fit_seconds = time.perf_counter() - start
+                    scorer = ProjectionScorer(projection, features, references_at(references, r), cfg.score)
+                    first_seed.setdefault(method, projection)
+                records.append(make_record(
+                    **common, method=method, r=projection.r, normalized=False, seed=seed,
+                    fit_seconds=fit_seconds, **scorer.scores(seed),
+                ))
+                progress.advance(task)
     return records
+
+
+def baseline_rs(cfg: ExperimentConfig, method: str) -> list[int]:
+    """The r values a baseline is scored at: every value of the ``heads.r`` axis (each head is compared with the
+    baselines of its own r), one for ``raw`` (the features themselves, r = d)."""
+    rs = cfg.heads.axis("r")
+    return rs[:1] if method == "raw" else rs
 
 
 def _closed_form_records(
     cfg: ExperimentConfig, features: LabelledFeatures, references: ReferenceSubspaces, closed_forms: ClosedForms,
     common: dict, progress: Progress, task: TaskID,
 ) -> list[dict]:
-    """The ``spectral`` baseline: one record per δ and seed, the closed form of that seed's sampled pairs."""
+    """The ``spectral`` baseline: one record per δ, r and seed, the closed form of that seed's sampled pairs."""
     records = []
+    swept = len(cfg.heads.axis("r")) > 1
     for delta in sorted(cfg.deltas, reverse=True):
-        for seed in cfg.seeds:
-            progress.update(task, current=f"spectral_delta{delta:g}_seed{seed}")
-            start = time.perf_counter()
-            closed = closed_forms.get(delta, seed)
-            projection = closed_form_projection(features.x_train, closed.basis)
-            fit_seconds = time.perf_counter() - start
-            s = closed_forms.settings(delta, seed)
-            metrics = score_projection(projection, features, references, cfg.score, seed, closed.basis)
-            records.append(make_record(
-                **common, method="spectral", delta=delta, r=projection.r, epochs=s.epochs, batch_size=s.batch_size,
-                normalized=False, seed=seed, fit_seconds=fit_seconds, **metrics,
-            ))
-            progress.advance(task)
+        for r in cfg.heads.axis("r"):
+            for seed in cfg.seeds:
+                progress.update(task, current=f"spectral_delta{delta:g}_seed{seed}" + (f"_r{r}" if swept else ""))
+                start = time.perf_counter()
+                closed = closed_forms.get(delta, seed, r)
+                projection = closed_form_projection(features.x_train, closed.basis)
+                fit_seconds = time.perf_counter() - start
+                s = closed_forms.settings(delta, seed)
+                metrics = score_projection(projection, features, references_at(references, r), cfg.score, seed,
+                                           closed.basis)
+                records.append(make_record(
+                    **common, method="spectral", delta=delta, r=projection.r, epochs=s.epochs,
+                    batch_size=s.batch_size, normalized=False, seed=seed, fit_seconds=fit_seconds, **metrics,
+                ))
+                progress.advance(task)
     return records
 
 
