@@ -62,7 +62,7 @@ def test_run_help_describes_every_field_from_the_config_docstrings_and_hides_int
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())  # help lines are wrapped
     for option, description in [
-        ("--heads.r R", "Projection dimension r (columns of A)"),
+        ("--heads.r R, --heads.r+ R", "Projection dimension r (columns of A)"),  # a scalar or a list
         ("--deltas [ITEM,...], --deltas+ [ITEM,...]", "δ values in [0, 1]: the probability that a positive shares"),
         ("--data.synthetic.separation SEPARATION", "Distance between class means"),
         ("--score.kmeans.nredo NREDO", "Restarts; the one with the lowest inertia is kept"),
@@ -271,7 +271,7 @@ def test_every_shipped_config_parses_and_validates():
     assert len(configs) >= 7
     for config in configs:
         command, cfg = parse_config(["run", "--config", str(config)])
-        assert cfg.name and cfg.heads.r >= 1
+        assert cfg.name and min(cfg.heads.axis("r")) >= 1
 
 
 def test_missing_cifar_names_the_path_and_the_download_option_before_any_model(capsys, tmp_path, monkeypatch):
