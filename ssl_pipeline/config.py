@@ -397,11 +397,20 @@ class TrainerConfig:
     """Interval of the loss curve logged to W&B."""
     progress_bar: bool = False
     """Show Lightning's progress bar for every head fit."""
+    feature_memory_share: float = 0.5
+    """On CUDA or MPS, the training (and val) features are moved to the device once, and pairs gathered there, when
+    they take at most this share of its memory; otherwise they stay in pinned host memory and each batch is copied
+    asynchronously. 0 keeps them on the host. No effect on CPU."""
+    step_memory_mb: Optional[int] = 4096
+    """Budget for a grid's per-step tensors (InfoNCE's B × M similarities, with softmax and gradients, of every
+    head): a grid needing more is split into chunks fitted one after another. null: never split."""
 
     def validate(self, path: str = "heads.trainer") -> None:
         """Raise ConfigError naming the first field of the trainer out of its valid range."""
         require_at_least(f"{path}.devices", self.devices, 1)
         require_at_least(f"{path}.log_every_n_steps", self.log_every_n_steps, 1)
+        require_fraction(f"{path}.feature_memory_share", self.feature_memory_share, closed=True)
+        require_at_least(f"{path}.step_memory_mb", self.step_memory_mb, 1, optional=True, why="null never splits a grid")
 
 
 @dataclass

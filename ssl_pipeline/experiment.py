@@ -19,12 +19,13 @@ from rich.console import Console
 
 from ssl_pipeline.config import ExperimentConfig, HeadSettings, require_r_within
 from ssl_pipeline.data.labelled import LabelledFeatures
-from ssl_pipeline.errors import ConfigError
+from ssl_pipeline.errors import ConfigError, DataError
 from ssl_pipeline.features.source import load_features
 from ssl_pipeline.heads.fit import FittedHead, fit_head
 from ssl_pipeline.reporting.progress import progress_bar
 from ssl_pipeline.reporting.results import summary_table
 from ssl_pipeline.reporting.wandb_logging import WandbRun, wandb_run
+from ssl_pipeline.resume import check_resumable, grid_checkpoint, remove_empty_checkpoints
 from ssl_pipeline.rundir import HEADS_DIR, head_jobs, head_path, load_heads, resolve_run_dir, write_config
 from ssl_pipeline.scoring.run import score_run
 
@@ -56,16 +57,25 @@ def fit_heads(
 
     quiet_lightning()
     jobs = head_jobs(cfg)
-    fitted: dict[int, FittedHead] = {}
+    fitted: dict[int, FittedHead] = finished_heads(jobs, run_dir, features)
     saved = SaveFinishedHeads(run_dir)
     grid_jobs: list[HeadSettings] = []
     with SigintWatch() as ctrl_c:
         try:
-            with progress_bar(console, "head") as progress:
-                task = progress.add_task("fitting heads", total=len(jobs), current="")
-                for group in grid_groups(jobs):
+            with progress_bar(console, "head-epoch") as progress:
+                todo = [s.epochs for i, s in enumerate(jobs) if i not in fitted]
+                task = progress.add_task(f"fitting {len(todo)} of {len(jobs)} heads", total=sum(todo), current="")
+                trainer = cfg.heads.trainer
+                budget = None if trainer.step_memory_mb is None else trainer.step_memory_mb << 20
+                for k, all_group in enumerate(grid_groups(jobs, budget, trainer.devices)):
+                    checkpoint = grid_checkpoint(run_dir, k)
+                    group = grid_members(jobs, all_group, fitted, checkpoint)
+                    if not group:
+                        continue
                     grid_jobs = [jobs[i] for i in group]
                     progress.update(task, current=f"grid of {len(group)}" if len(group) > 1 else grid_jobs[0].tag)
+                    if checkpoint.is_file():
+                        console.print(f"resuming {len(group)} head(s) from {checkpoint}")
                     grid_logger = None
                     if logger is not None:
                         grid_logger = logger.fit_logger("")
@@ -73,7 +83,8 @@ def fit_heads(
                         for settings in grid_jobs:  # each head's curves against the trainer's step, as fit_logger does
                             logger.run.define_metric(f"{metric_tag(settings.tag)}/*", step_metric="trainer/global_step")
                     saved.progress = (progress, task)
-                    heads = fit_grid(features, grid_jobs, cfg.heads.trainer, logger=grid_logger, on_finished=saved)
+                    heads = fit_grid(features, grid_jobs, cfg.heads.trainer, logger=grid_logger, on_finished=saved,
+                                     checkpoint=checkpoint, on_epoch=saved.epoch_done)
                     saved.progress = None
                     for i, head in zip(group, heads):
                         if head.settings.tag not in saved.tags:  # finished in a spawned DDP process: save it here
@@ -85,24 +96,69 @@ def fit_heads(
                 raise
             stopped = [s.tag for s in grid_jobs if s.tag not in saved.tags]
             raise KeyboardInterrupt(kept_heads_message(run_dir, saved.tags, stopped)) from None
+    remove_empty_checkpoints(run_dir)
     return [fitted[i] for i in range(len(jobs))]
 
 
+def finished_heads(jobs: list[HeadSettings], run_dir: Path, features: LabelledFeatures) -> dict[int, FittedHead]:
+    """The jobs whose head file in ``run_dir`` is complete — fitted with these settings on these features — by job
+    index: a resumed (or repeated) fit does not fit them again. Files are written atomically, so a file that exists
+    is whole; one that cannot be read is fitted again."""
+    done = {}
+    for i, settings in enumerate(jobs):
+        path = head_path(run_dir, settings.tag)
+        if not path.is_file():
+            continue
+        try:
+            head = FittedHead.load(path)
+        except DataError:
+            continue
+        if head.settings == settings and head.features_key == features.features_key:
+            done[i] = head
+    return done
+
+
+def grid_members(jobs: list[HeadSettings], group: list[int], done: dict[int, FittedHead], checkpoint: Path) -> list[int]:
+    """The jobs of grid ``group`` to fit: the heads not finished yet, or — when the grid left a checkpoint
+    (an interrupted fit) — exactly the heads of that checkpoint, so the fit resumes from it. ``run`` refuses a
+    checkpoint made with another config before this is reached (``check_resumable``)."""
+    from ssl_pipeline.heads.grid import checkpoint_settings
+
+    if not checkpoint.is_file():
+        return [i for i in group if i not in done]
+    index = {jobs[i]: i for i in group}
+    held = checkpoint_settings(checkpoint)
+    missing = [settings.tag for settings in held if settings not in index]
+    if missing:
+        raise ConfigError(f"{checkpoint} holds an interrupted fit of heads this config does not ask for "
+                          f"({', '.join(missing[:3])}); resume with the run's own --config {checkpoint.parents[1] / 'config.yaml'} "
+                          f"or delete {checkpoint.parent} to start over")
+    return [index[settings] for settings in held]
+
+
 class SaveFinishedHeads:
-    """``fit_grid``'s ``on_finished``: save a head in the run dir and advance the progress bar (in this process;
-    a spawned DDP process saves and the main process advances when the grid returns)."""
+    """``fit_grid``'s ``on_finished`` and ``on_epoch``: save a head in the run dir as soon as it is finished, and
+    advance the progress by the head-epochs of every grid epoch, showing the heads' losses and the heads just saved
+    (in this process; a spawned DDP process saves and the main process catches up when the grid returns)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.tags: list[str] = []
         self.progress = None
+        self.just_saved: list[str] = []
 
     def __call__(self, head: FittedHead) -> None:
         head.save(head_path(self.run_dir, head.settings.tag))
         self.tags.append(head.settings.tag)
+        self.just_saved.append(finished_head_note(head))
+
+    def epoch_done(self, report) -> None:
+        """A grid epoch is over (``heads.grid.EpochReport``)."""
         if self.progress is not None:
             progress, task = self.progress
-            progress.update(task, advance=1, note=finished_head_note(head))
+            saved = f" · saved {', '.join(self.just_saved)}" if self.just_saved else ""
+            progress.update(task, advance=report.done, note=report.summary() + saved, current=report.summary())
+        self.just_saved = []
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "progress": None}  # a rich Progress holds locks and threads
@@ -119,10 +175,11 @@ def kept_heads_message(run_dir: Path, kept: list[str], stopped_tags: list[str]) 
     the grid it stopped."""
     verb = "was" if len(stopped_tags) == 1 else "were"
     stopped = f"; {', '.join(stopped_tags)} {verb} not saved" if stopped_tags else ""
+    resume = f"; to resume from the last finished epoch, run it again with --config {run_dir / 'config.yaml'}"
     if not kept:
-        return f"no head was finished, none saved in {run_dir / HEADS_DIR}{stopped}"
+        return f"no head was finished, none saved in {run_dir / HEADS_DIR}{stopped}{resume}"
     heads = "head" if len(kept) == 1 else "heads"
-    return f"kept the {len(kept)} {heads} finished before it in {run_dir / HEADS_DIR} ({', '.join(kept)}){stopped}"
+    return f"kept the {len(kept)} {heads} finished before it in {run_dir / HEADS_DIR} ({', '.join(kept)}){stopped}{resume}"
 
 
 class SigintWatch:
@@ -208,6 +265,7 @@ def run(
         heads = load_heads(cfg, run_dir, features)
     else:
         run_dir = resolve_run_dir(cfg)
+        check_resumable(cfg, run_dir)
     write_config(cfg, run_dir)
     with wandb_run(cfg, command, run_dir) as logger:
         if command != "score":

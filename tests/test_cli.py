@@ -258,7 +258,8 @@ def test_ctrl_c_while_fitting_keeps_the_finished_heads_and_exits_130(tmp_path):
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == (
         f"ssl-pipeline: interrupted; kept the 1 head finished before it in {run_dir / 'heads'} (infonce_delta1_seed0); "
-        "infonce_delta0.5_seed0 was not saved"
+        "infonce_delta0.5_seed0 was not saved; to resume from the last finished epoch, run it again with "
+        f"--config {run_dir / 'config.yaml'}"
     )
     assert "Traceback" not in err
     assert [p.name for p in (run_dir / "heads").iterdir()] == [first.name]

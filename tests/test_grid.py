@@ -160,3 +160,48 @@ def test_grids_group_by_batches_and_log_each_head_under_its_tag(features, tmp_pa
         columns = next(csv.reader(f))
     for tag in ("infonce_delta1_seed0", "vicreg_delta0_5_seed1"):
         assert f"{tag}/train/loss_step" in columns and f"{tag}/train/loss_epoch" in columns, columns
+
+
+def test_device_resident_gather_gives_the_host_gather_grid_bit_for_bit(features):
+    """The CUDA/MPS path (indices to the device, features gathered there, val too) run on CPU: same heads."""
+    jobs = [head("infonce", 1.0, 0, early_stopping_patience=2, epochs=4), head("simsiam", 0.5, 1)]
+    host = fit_grid(features, jobs, SINGLE, resident=False)
+    resident = fit_grid(features, jobs, SINGLE, resident=True)
+    for a, b in zip(host, resident):
+        assert np.array_equal(a.weight, b.weight) and a.epochs_trained == b.epochs_trained
+
+
+def test_float16_features_are_gathered_in_their_dtype_and_widened_per_batch():
+    from ssl_pipeline.data.pairs import CandidateFeatures, CandidateIndices, gather_candidates
+
+    x = torch.randn(50, 6).half()
+    indices = torch.randint(0, 50, (2, 3, 8))
+    blocks = gather_candidates(x, indices)
+    assert blocks.dtype == torch.float32 and blocks.shape == (2, 3, 8, 6)
+    assert torch.equal(blocks[1, 2, 5], x[indices[1, 2, 5]].float())
+    coins = torch.rand(2, 8)
+    assert CandidateIndices(50)[(indices, coins)][0] is indices
+    assert torch.equal(CandidateFeatures(x)[(indices, coins)][0], blocks)
+
+
+def test_a_grid_over_its_step_memory_budget_is_split_into_chunks_keeping_seeds_together():
+    from ssl_pipeline.heads.grid import step_bytes
+
+    jobs = [head("infonce", d, s, batch_size=1024) for d in (1.0, 0.5) for s in (0, 1, 2)]
+    jobs.append(head("simsiam", 1.0, 0, batch_size=1024))
+    per_head = step_bytes(jobs[0])
+    assert per_head == 16 * 1024 * 1024 and step_bytes(jobs[0], world_size=2) == 2 * per_head
+    assert grid_groups(jobs) == [list(range(7))]
+    chunks = grid_groups(jobs, step_budget=2 * per_head + step_bytes(jobs[-1]))
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(7))
+    assert all(sum(step_bytes(jobs[i]) for i in chunk) <= 2 * per_head + step_bytes(jobs[-1]) for chunk in chunks)
+    assert [sorted({jobs[i].seed for i in chunk}) for chunk in chunks] == [[0], [1], [2]]
+    assert grid_groups(jobs, step_budget=1) == [[i] for i in (0, 3, 6, 1, 4, 2, 5)]  # one head each, never none
+
+
+def test_epoch_reports_summarise_each_methods_losses():
+    from ssl_pipeline.heads.grid import EpochReport
+
+    report = EpochReport(epoch=3, epochs=10, losses={"infonce_delta1_seed0": 5.1234, "infonce_delta0.5_seed0": 5.31,
+                                                    "simsiam_delta1_seed0": -0.93}, done=3)
+    assert report.summary() == "epoch 3/10 · infonce 5.12–5.31 (2 heads) · simsiam -0.93 (1 head)"

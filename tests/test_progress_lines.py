@@ -139,11 +139,12 @@ def test_synthetic_run_prints_plain_progress_for_fitting_and_scoring(tmp_path, c
     assert main(argv) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if LINE.match(line)]
-    fitting = [line for line in lines if line.startswith("fitting heads ")]
+    fitting = [line for line in lines if line.startswith("fitting 1 of 1 heads ")]
     scoring = [line for line in lines if line.startswith("scoring ")]
     assert fitting and scoring, out
-    assert re.match(r"fitting heads 1/1 \(100%\) \| .* \| ETA 0:00 \| infonce_delta1_seed0 \(\d+\.\d s, 2 epochs\)$",
-                    fitting[-1]), fitting
+    assert re.match(r"fitting 1 of 1 heads 1/2 \(50%\) \| .* \| epoch 1/2 · infonce -?\d\.\d+ \(1 head\)$", fitting[0]), fitting
+    assert re.match(r"fitting 1 of 1 heads 2/2 \(100%\) \| .* \| ETA 0:00 \| epoch 2/2 · infonce -?\d\.\d+ \(1 head\) · "
+                    r"saved infonce_delta1_seed0 \(\d+\.\d s, 2 epochs\)$", fitting[-1]), fitting
     assert LINE.match(scoring[-1])["done"] == LINE.match(scoring[-1])["total"] == "3", scoring
     assert "━" not in out  # no rich bar rendered into the log
 

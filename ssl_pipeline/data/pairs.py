@@ -142,7 +142,7 @@ class CandidateFeatures(Dataset):
 
     def __getitem__(self, item: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         indices, coins = item
-        return self.features[indices.reshape(-1)].view(*indices.shape, -1), coins
+        return gather_candidates(self.features, indices), coins
 
     def __len__(self) -> int:
         return len(self.features)
@@ -168,27 +168,91 @@ class _InMemoryDataModule(pl.LightningDataModule):
         return self.val_features is not None and self.val_labels is not None
 
 
+class CandidateIndices(Dataset):
+    """The steps of a ``CandidateSampler`` as they are, (index sets [S, 3, B], coins [S, B]): the features are
+    gathered after the indices reach the device (``CandidateDataModule`` with device-resident features)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __getitem__(self, item: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        return item
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def gather_candidates(features: Tensor, indices: Tensor) -> Tensor:
+    """Feature blocks [S, 3, B, d] of index sets [S, 3, B], in float32 whatever the stored dtype (float16 caches are
+    kept as float16 on the device and widened per batch)."""
+    return features[indices.reshape(-1)].view(*indices.shape, -1).float()
+
+
+def features_fit_on(device: torch.device, nbytes: int, share: float) -> bool:
+    """Whether ``nbytes`` of features take at most ``share`` of ``device``'s memory (CUDA: the device's total
+    memory; MPS: the recommended working set). CPU: False (nothing to move)."""
+    if device.type == "cuda":
+        return nbytes <= share * torch.cuda.get_device_properties(device).total_memory
+    if device.type == "mps":
+        return nbytes <= share * torch.mps.recommended_max_memory()
+    return False
+
+
 class CandidateDataModule(_InMemoryDataModule):
     """Serves ``CandidateSampler`` steps of in-memory features [N, d] for the seeds of a grid; with val features,
-    the fixed held-out draw of seed + 1 for each (``HeldOutPairSampler``'s pairs)."""
+    the fixed held-out draw of seed + 1 for each (``HeldOutPairSampler``'s pairs).
+
+    Where the features live (docs/theory.md, "Grid fitting"): on CPU the batches are gathered from the host
+    tensors, as always. On CUDA or MPS the training and val features (in their stored dtype) and labels are moved to
+    the device once, in ``setup``, when they take at most ``device_share`` of its memory; the loaders then yield
+    only index sets and the gather runs on the device (``on_after_batch_transfer``): no feature batch crosses the
+    bus. Larger features stay on the host, gathered there into pinned batches that are copied asynchronously.
+    ``resident`` forces the device-side path (tests run it on CPU)."""
 
     def __init__(
         self, features: Tensor, labels: Tensor, seeds: list[int], batch_size: int,
         val_features: Optional[Tensor] = None, val_labels: Optional[Tensor] = None,
+        device_share: float = 0.5, resident: Optional[bool] = None,
     ) -> None:
         super().__init__(features, labels, batch_size, val_features, val_labels)
         self.seeds = list(seeds)
+        self.device_share = device_share
+        self.resident = resident
+        self._stores: dict[str, Tensor] = {}
+        self._pin = False
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        nbytes = self.features.nbytes + (self.val_features.nbytes if self.has_val else 0)
+        if self.resident is None:
+            self.resident = features_fit_on(device, nbytes, self.device_share)
+        self._pin = device.type == "cuda" and not self.resident
+        if self.resident:
+            self._stores = {"train": self.features.to(device)}
+            if self.has_val:
+                self._stores["val"] = self.val_features.to(device)
+
+    def _loader(self, features: Tensor, sampler: CandidateSampler) -> DataLoader:
+        dataset = CandidateIndices(len(features)) if self.resident else CandidateFeatures(features)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=self._pin)
 
     def train_dataloader(self) -> DataLoader:
         sampler = CandidateSampler(self.labels, self.seeds, self.batch_size, *self._rank())
-        return DataLoader(CandidateFeatures(self.features), sampler=sampler, batch_size=None)
+        return self._loader(self.features, sampler)
 
     def val_dataloader(self) -> DataLoader:
         if not self.has_val:
             return []
         seeds = [seed + 1 for seed in self.seeds]
         sampler = CandidateSampler(self.val_labels, seeds, self.batch_size, *self._rank(), fixed=True)
-        return DataLoader(CandidateFeatures(self.val_features), sampler=sampler, batch_size=None)
+        return self._loader(self.val_features, sampler)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        if not self.resident:
+            return batch
+        indices, coins = batch
+        store = self._stores["train" if self.trainer is None or self.trainer.training else "val"]
+        return gather_candidates(store, indices), coins
 
 
 class PairFeatures(Dataset):

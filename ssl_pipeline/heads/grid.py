@@ -16,11 +16,15 @@ the end it holds the weights of its best validation epoch when it stops early (`
 from __future__ import annotations
 
 import math
+import os
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Checkpoint
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -43,12 +47,39 @@ def grid_key(settings: HeadSettings) -> tuple:
     return (settings.batch_size, settings.standardize, settings.optimizer)
 
 
-def grid_groups(jobs: list[HeadSettings]) -> list[list[int]]:
-    """Indices of ``jobs`` by grid, grids in the order of their first head, heads in job order."""
+def step_bytes(settings: HeadSettings, world_size: int = 1) -> int:
+    """The per-step memory one head adds to a grid, estimated from its largest tensors: InfoNCE's B × M similarity
+    matrix (M = B × world size) with its softmax and their gradients (4 float32 copies; twice when symmetric); the
+    other losses hold B × r tensors only."""
+    b = settings.batch_size
+    if settings.method == "infonce":
+        return 16 * b * b * world_size * (2 if settings.symmetric else 1)
+    return 32 * b * settings.r * world_size
+
+
+def grid_groups(jobs: list[HeadSettings], step_budget: Optional[int] = None, world_size: int = 1) -> list[list[int]]:
+    """Indices of ``jobs`` by grid, grids in the order of their first head, heads in job order. With
+    ``step_budget`` (bytes), a grid whose heads' ``step_bytes`` add up to more is split into consecutive chunks
+    that each stay under it (a chunk holds at least one head), heads of one seed kept together where possible
+    (they share their gathered feature blocks)."""
     groups: dict[tuple, list[int]] = {}
     for i, settings in enumerate(jobs):
         groups.setdefault(grid_key(settings), []).append(i)
-    return list(groups.values())
+    if step_budget is None:
+        return list(groups.values())
+    chunks = []
+    for group in groups.values():
+        chunk: list[int] = []
+        used = 0
+        for i in sorted(group, key=lambda i: jobs[i].seed):
+            cost = step_bytes(jobs[i], world_size)
+            if chunk and used + cost > step_budget:
+                chunks.append(sorted(chunk))
+                chunk, used = [], 0
+            chunk.append(i)
+            used += cost
+        chunks.append(sorted(chunk))
+    return chunks
 
 
 def metric_tag(tag: str) -> str:
@@ -60,15 +91,54 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+@dataclass
+class EpochReport:
+    """One finished epoch of a grid, for progress lines: the epoch (1-based) of ``epochs``, each trained head's mean
+    training loss over the epoch by tag, and how many head-epochs it completed (with those that early-stopped heads
+    will no longer train)."""
+
+    epoch: int
+    epochs: int
+    losses: dict[str, float]
+    done: int
+
+    def summary(self) -> str:
+        """``epoch 3/10 · infonce 5.12–5.31 (12 heads) · simsiam −0.93 (1 head)``: the losses by method, compactly."""
+        by_method: dict[str, list[float]] = {}
+        for tag, loss in self.losses.items():
+            by_method.setdefault(tag.split("_", 1)[0], []).append(loss)
+        parts = [f"epoch {self.epoch}/{self.epochs}"]
+        for method, losses in by_method.items():
+            low, high = min(losses), max(losses)
+            value = f"{low:.3g}" if math.isclose(low, high, rel_tol=5e-3) else f"{low:.3g}–{high:.3g}"
+            parts.append(f"{method} {value} ({len(losses)} head{'s' if len(losses) > 1 else ''})")
+        return " · ".join(parts)
+
+
+def _first_equal_basis(members: list[LinearHead], h: int) -> int:
+    """The first member whose basis equals member h's (the same span, orthonormal or whitened), compared by value
+    so that the grouping survives ``.to()``/``.double()``, which copy every member's buffers apart."""
+    basis = members[h].basis
+    for other in range(h):
+        candidate = members[other].basis
+        if basis is None and candidate is None:
+            return other
+        if basis is not None and candidate is not None and basis.shape == candidate.shape and torch.equal(basis, candidate):
+            return other
+    return h
+
+
 class HeadGrid(pl.LightningModule):
     """G heads (``members``, each a solo head module of one grid) trained together; see the module docstring."""
 
     def __init__(
         self, members: list[LinearHead], features_key: Optional[str] = None,
         on_finished: Optional[Callable[["FittedHead"], None]] = None,
+        on_epoch: Optional[Callable[["EpochReport"], None]] = None,
     ) -> None:
         """``on_finished`` (picklable for ``ddp_spawn``) receives each head on global rank 0 as soon as it is frozen,
-        with its final weights: a run saves it there, so an interrupted grid keeps its finished heads."""
+        with its final weights: a run saves it there, so an interrupted grid keeps its finished heads. ``on_epoch``
+        receives an ``EpochReport`` on global rank 0 after every epoch (progress lines)."""
         super().__init__()
         if len({m.settings.optimizer for m in members}) > 1:
             raise ValueError("the heads of a grid share one optimiser class")
@@ -78,6 +148,7 @@ class HeadGrid(pl.LightningModule):
         self.epochs = [m.settings.epochs for m in members]
         self.patience = [m.settings.early_stopping_patience for m in members]
         self.tags = [metric_tag(m.settings.tag) for m in members]
+        self.basis_owner = [_first_equal_basis(members, h) for h in range(len(members))]
         g = len(members)
         self.frozen = [False] * g
         self.best = [math.inf] * g
@@ -89,6 +160,9 @@ class HeadGrid(pl.LightningModule):
         self._epoch_start = 0.0
         self.features_key = features_key
         self.on_finished = on_finished
+        self.on_epoch = on_epoch
+        self._loss_sum: Optional[Tensor] = None
+        self._loss_steps = 0
         # Results as buffers: ``ddp_spawn`` hands rank 0's state_dict back to the main process, not attributes.
         self.register_buffer("head_epochs", torch.zeros(g, dtype=torch.long))
         self.register_buffer("head_seconds", torch.zeros(g, dtype=torch.float64))
@@ -98,12 +172,13 @@ class HeadGrid(pl.LightningModule):
         """Each listed head's loss (a scalar) on one step: blocks [S, 3, B, d] (anchors, same-class and uniform
         candidates of each seed), coins [S, B]."""
         first = self.members[0]
+        head_weights = self.head_weights(heads)
         losses = {}
         for s, seed_heads in enumerate(self.by_seed):
             active = [h for h in seed_heads if h in heads]
             if not active:
                 continue
-            weights = [self.members[h].head_weight()[0] for h in active]  # A_h [d, r_h]
+            weights = [head_weights[h] for h in active]  # A_h [d, r_h]
             z = ((blocks[s] - first.mean) * first.scale) @ torch.cat(weights, dim=1)  # [3, B, Σ r_h]
             start = 0
             for h, weight in zip(active, weights):
@@ -114,6 +189,22 @@ class HeadGrid(pl.LightningModule):
                 z_positive = torch.where(keep, block[1], block[2])
                 losses[h] = member.output_losses(block[0][None], z_positive[None])[0]
         return losses
+
+    def head_weights(self, heads: list[int]) -> dict[int, Tensor]:
+        """A_h = U·B_h [d, r_h] of the listed heads, one GEMM per distinct basis U (``basis_owner``): the heads'
+        B are concatenated, so a d × m basis is read once per step instead of once per head (18 skinny products
+        U·B_h, with their backward, were a fifth of an 18-head InfoNCE step on 45k × 1280)."""
+        by_basis: dict[int, list[int]] = {}
+        for h in heads:
+            by_basis.setdefault(self.basis_owner[h], []).append(h)
+        weights = {}
+        for owner, group in by_basis.items():
+            basis = self.members[owner].basis
+            stacked = torch.cat([self.members[h].weight[0] for h in group], dim=1)  # [m, Σ r_h]
+            product = stacked if basis is None else basis @ stacked
+            for h, weight in zip(group, product.split([self.members[h].settings.r for h in group], dim=1)):
+                weights[h] = weight
+        return weights
 
     def _computed_heads(self) -> list[int]:
         """Frozen heads are skipped on one process; under DDP every head is computed (DDP expects a gradient for
@@ -133,6 +224,10 @@ class HeadGrid(pl.LightningModule):
             dist.all_reduce(values)
             values /= dist.get_world_size()
         if values is not None:
+            epoch_sum = torch.zeros(len(self.members), dtype=torch.float64, device=values.device)
+            epoch_sum[active] = values.double()
+            self._loss_sum = epoch_sum if self._loss_sum is None else self._loss_sum + epoch_sum
+            self._loss_steps += 1
             # the mean over heads for the progress bar only; the logger gets each head's curve
             self.log("train/loss", values.mean(), prog_bar=True, logger=False, on_step=True, on_epoch=True)
             if self.trainer.loggers:
@@ -191,6 +286,7 @@ class HeadGrid(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
         self._epoch_heads = [h for h, frozen in enumerate(self.frozen) if not frozen]
+        self._loss_sum, self._loss_steps = None, 0
 
     def on_train_epoch_end(self) -> None:
         """Share the epoch's wall time among the heads it trained; freeze the heads past their epochs and finish
@@ -202,6 +298,16 @@ class HeadGrid(pl.LightningModule):
                 self.frozen[h] = True
             if self.frozen[h]:
                 self.finish(h)
+        if self.on_epoch is not None and self.trainer.is_global_zero and self._epoch_heads:
+            means = (self._loss_sum / max(1, self._loss_steps)).tolist() if self._loss_sum is not None else []
+            self.on_epoch(EpochReport(
+                epoch=self.current_epoch + 1,
+                epochs=max(self.epochs),
+                losses={self.members[h].settings.tag: means[h] for h in self._epoch_heads if means},
+                # head-epochs done: this epoch's heads, plus the epochs a head stopped early will not train
+                done=sum(1 + (self.epochs[h] - self.current_epoch - 1 if self.frozen[h] else 0)
+                         for h in self._epoch_heads),
+            ))
         if all(self.frozen):
             self.trainer.should_stop = True
 
@@ -231,6 +337,24 @@ class HeadGrid(pl.LightningModule):
             epochs_trained=int(self.head_epochs[h]),
         )
 
+    # --- checkpoints (resumable sweeps) ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The per-head state Lightning does not know (frozen, early stopping, best weights), and the heads'
+        settings, so a resume can check it continues the same grid. Plain types and tensors only: the checkpoint
+        is read back with ``weights_only=True``."""
+        checkpoint["grid"] = {
+            "settings": [asdict(m.settings) for m in self.members],
+            "frozen": list(self.frozen), "best": list(self.best), "best_epoch": list(self.best_epoch),
+            "wait": list(self.wait), "best_state": list(self.best_state),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["grid"]
+        if state["settings"] != [asdict(m.settings) for m in self.members]:
+            raise ValueError("the checkpoint holds another grid (other heads or settings)")
+        self.frozen, self.best, self.best_epoch = list(state["frozen"]), list(state["best"]), list(state["best_epoch"])
+        self.wait, self.best_state = list(state["wait"]), list(state["best_state"])
+
     # --- optimiser ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One parameter group per head parameter group, with the head's lr (× the predictor's scale) and weight
@@ -245,14 +369,36 @@ class HeadGrid(pl.LightningModule):
         return optimizers[s.optimizer](groups, lr=s.lr, weight_decay=s.weight_decay)
 
 
+class GridCheckpoint(Checkpoint):
+    """Writes the grid's whole training state (heads, Adam's moments, the loops' epoch — which fixes the samplers'
+    draws —, the per-head stopping state and best weights) to ``path`` at the end of every epoch, atomically
+    (temporary file, then rename), so a killed fit resumes from its last finished epoch (``fit_grid``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(temporary)  # every rank calls it (it synchronises); rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(temporary, self.path)
+
+
 def fit_grid(
     features: LabelledFeatures, jobs: list[HeadSettings], trainer_cfg: TrainerConfig,
     logger: Optional[Logger] = None, on_finished: Optional[Callable[[FittedHead], None]] = None,
+    checkpoint: Optional[Path] = None, on_epoch: Optional[Callable[[EpochReport], None]] = None,
+    resident: Optional[bool] = None,
 ) -> list[FittedHead]:
     """Train the heads ``jobs`` (one grid: equal ``grid_key``) with one ``Trainer.fit``; return them in job order,
     each as its solo ``fit_head`` would, ``fit_seconds`` its share of the grid's epochs. ``logger`` receives each
     head's loss under ``<tag>/train/loss`` (and ``<tag>/val/loss`` with early stopping); None logs nothing.
-    ``on_finished`` (picklable) receives each head on global rank 0 as soon as its training is over."""
+    ``on_finished`` (picklable) receives each head on global rank 0 as soon as its training is over.
+    ``on_epoch`` (picklable) receives an ``EpochReport`` after every epoch on global rank 0.
+    ``checkpoint``: the grid's state is saved there after every epoch (``GridCheckpoint``); if the file exists, the
+    fit resumes from it — the heads end bit-identical to an uninterrupted fit — and it is removed at the end.
+    The features go to the trainer's CUDA/MPS device once when they take at most ``feature_memory_share`` of it
+    (``CandidateDataModule``); ``resident`` forces that path either way (tests)."""
     from ssl_pipeline.data.pairs import CandidateDataModule
     from ssl_pipeline.heads.fit import head_module, head_trainer, held_out_features
 
@@ -260,12 +406,23 @@ def fit_grid(
         raise ValueError("the heads of one grid need the same batch size, standardize and optimizer (grid_groups)")
     x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
     y = torch.from_numpy(features.y_train.astype(np.int64))
-    grid = HeadGrid([head_module(features, settings) for settings in jobs], features.features_key, on_finished)
+    grid = HeadGrid([head_module(features, settings) for settings in jobs], features.features_key, on_finished, on_epoch)
     if str(trainer_cfg.precision).startswith("64"):
         grid = grid.double()  # so that ddp_spawn's ranks hand their float64 weights back unrounded
     stopping = any(s.early_stopping_patience is not None for s in jobs)
     held_out = held_out_features(features) if stopping else {}
-    datamodule = CandidateDataModule(x, y, grid.seeds, jobs[0].batch_size, **held_out)
-    trainer = head_trainer(trainer_cfg, max(s.epochs for s in jobs), logger, stopping, callbacks=[])
-    trainer.fit(grid, datamodule=datamodule)
+    datamodule = CandidateDataModule(x, y, grid.seeds, jobs[0].batch_size, **held_out,
+                                     device_share=trainer_cfg.feature_memory_share, resident=resident)
+    callbacks = [] if checkpoint is None else [GridCheckpoint(checkpoint)]
+    trainer = head_trainer(trainer_cfg, max(s.epochs for s in jobs), logger, stopping, callbacks=callbacks)
+    resume = checkpoint if checkpoint is not None and Path(checkpoint).is_file() else None
+    trainer.fit(grid, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    if checkpoint is not None and trainer.is_global_zero:
+        Path(checkpoint).unlink(missing_ok=True)
     return [grid.fitted_head(h) for h in range(len(jobs))]
+
+
+def checkpoint_settings(path: Path) -> list[HeadSettings]:
+    """The heads of the grid a checkpoint (``GridCheckpoint``) holds, read without pickle."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return [HeadSettings(**settings) for settings in state["grid"]["settings"]]

@@ -76,7 +76,9 @@ class LinearHead(pl.LightningModule):
         self.weight = nn.Parameter(orthonormal_init(num_heads, inner, self.settings.r, self.settings.seed))
         self.register_buffer("mean", mean.float())
         self.register_buffer("scale", scale.float())
-        self.register_buffer("basis", None if basis is None else basis.float())
+        # not persistent: recomputed from the training data, and a grid's checkpoint and best-epoch copies would
+        # otherwise hold a d × m matrix per head (118 MB for 18 heads at d = 1,280)
+        self.register_buffer("basis", None if basis is None else basis.float(), persistent=False)
 
     @classmethod
     def from_settings(cls, settings: HeadSettings, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
