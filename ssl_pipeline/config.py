@@ -31,7 +31,7 @@ from ssl_pipeline.validation import (
     require_positive,
 )
 
-HeadMethod = Literal["infonce", "simsiam", "spectral_contrastive", "vicreg", "barlowtwins"]
+HeadMethod = Literal["infonce", "simsiam", "spectral_contrastive", "vicreg", "barlowtwins", "clip"]
 BaselineMethod = Literal["lda", "pca", "random", "raw", "means", "spectral"]
 SPECTRAL_METHODS = ("spectral_contrastive", "vicreg", "barlowtwins")
 """Heads whose losses are functions of the batch's second moments (docs/theory.md, "Spectral view of the pairs")."""
@@ -49,6 +49,47 @@ def axis_values(value: Union[float, list[float]]) -> list:
 
 
 @dataclass
+class CLIPGMMConfig:
+    """The two modalities of the ``clip`` preset (docs/theory.md, "CLIP-GMM"): a shared label k_s (``k_s``
+    classes) and a private label per modality (``k_1``, ``k_2`` classes), drawn independently. Modality m has
+    ``d_m`` coordinates in orthogonal blocks: shared (2(k_s − 1): the signal block of ``fisher_vs_means``, whose
+    Fisher subspace is not the class means'), private (k_m − 1: a regular simplex) and noise (the rest, variance
+    ``nuisance_std``², so PCA picks it), then one random rotation per modality. The dimensions of the shared and
+    private Fisher subspaces are q_s = k_s − 1 and q_m = k_m − 1. The mixture's other settings (sizes per modality,
+    ``separation`` of the shared means, ``signal_std``, ``nuisance_std``, ``rotate``, ``seed``) are those of
+    ``data.synthetic``; its ``d`` and ``k`` are not used."""
+
+    k_s: int = 5
+    """Shared classes K_s (the label both modalities carry); the shared Fisher subspace has q_s = K_s − 1 dimensions."""
+    k_1: int = 4
+    """Private classes K₁ of modality 1 (q₁ = K₁ − 1 private dimensions)."""
+    k_2: int = 4
+    """Private classes K₂ of modality 2 (q₂ = K₂ − 1 private dimensions)."""
+    d_1: int = 64
+    """Dimension of modality 1: at least 3(k_s − 1) + 2(k_1 − 1) (shared, private and a noise block of q_s + q₁)."""
+    d_2: int = 64
+    """Dimension of modality 2: at least 3(k_s − 1) + 2(k_2 − 1)."""
+    private_separation: float = 6.0
+    """Distance between any two private means in units of ``signal_std`` (a regular simplex; isotropic variance
+    signal_std² there, so also their Mahalanobis distance)."""
+
+    def validate(self, path: str = "data.synthetic.clip") -> None:
+        """Raise ConfigError naming the first field of this section out of its valid range (the rules that involve
+        the mixture's stds are checked by ``GMMConfig.validate``)."""
+        from ssl_pipeline.theory.clip_gmm import clip_min_dim  # numpy, only for this preset
+
+        for name in ("k_s", "k_1", "k_2"):
+            require_at_least(f"{path}.{name}", getattr(self, name), 2, why="a label needs at least 2 classes")
+        for m in (1, 2):
+            k_m, d_m = getattr(self, f"k_{m}"), getattr(self, f"d_{m}")
+            low = clip_min_dim(self.k_s, k_m)
+            require(d_m >= low, f"{path}.d_{m}", d_m,
+                    f"at least 3·(k_s − 1) + 2·(k_{m} − 1) = {low} for k_s={self.k_s}, k_{m}={k_m} (shared block "
+                    f"2·(k_s − 1), private block k_{m} − 1, noise block ≥ (k_s − 1) + (k_{m} − 1) for PCA to pick)")
+        require_positive(f"{path}.private_separation", self.private_separation)
+
+
+@dataclass
 class GMMConfig:
     """A shared-covariance Gaussian mixture (docs/theory.md, "GMM").
 
@@ -59,12 +100,14 @@ class GMMConfig:
     Gaussian means rescaled so the mean pairwise Mahalanobis distance is ``separation``.
     ``fisher_vs_means``: the Fisher subspace, the class-mean subspace and the top-(K−1) PCA subspace pairwise far
     apart, with unequal Fisher eigenvalues (``theory.gmm.fisher_vs_means_parameters``).
+    ``clip``: two modalities with a shared and a private label each (``clip``, docs/theory.md "CLIP-GMM"); ``d``
+    and ``k`` are then not used.
     ``rotate`` applies one random rotation so no subspace is axis-aligned.
     """
 
-    preset: Literal["pancakes", "random", "fisher_vs_means"] = "pancakes"
-    """``pancakes`` (PCA picks nuisance directions), ``random`` (random SPD covariance) or ``fisher_vs_means`` (Fisher,
-    class-mean and PCA subspaces far apart)."""
+    preset: Literal["pancakes", "random", "fisher_vs_means", "clip"] = "pancakes"
+    """``pancakes`` (PCA picks nuisance directions), ``random`` (random SPD covariance), ``fisher_vs_means`` (Fisher,
+    class-mean and PCA subspaces far apart) or ``clip`` (two modalities, shared and private labels: ``clip``)."""
     d: int = 100
     """Feature dimension."""
     k: int = 5
@@ -86,10 +129,20 @@ class GMMConfig:
     """Apply one random rotation so that no subspace is axis-aligned."""
     seed: int = 0
     """Seed of the means, covariance, rotation and samples."""
+    clip: CLIPGMMConfig = field(default_factory=CLIPGMMConfig)
+    """The two modalities of the ``clip`` preset (not used by the other presets)."""
+
+    @property
+    def feature_dims(self) -> tuple[int, ...]:
+        """The feature dimension of each modality: (d,), or (d_1, d_2) for the ``clip`` preset."""
+        return (self.clip.d_1, self.clip.d_2) if self.preset == "clip" else (self.d,)
 
     def validate(self, path: str = "data.synthetic") -> None:
         """Raise ConfigError naming the first field of this mixture out of its valid range."""
         check_choices(self, path)
+        if self.preset == "clip":
+            self._validate_clip(path)
+            return
         require_at_least(f"{path}.k", self.k, 2, why="a mixture needs at least 2 classes")
         require(self.d >= self.k, f"{path}.d", self.d, f"at least {path}.k={self.k} (K − 1 signal directions + nuisance)")
         for name in ("n_train", "n_val", "n_test"):
@@ -108,6 +161,35 @@ class GMMConfig:
                     f"at least {math.ceil(low * 10) / 10:g} for the fisher_vs_means preset at k={self.k}, "
                     f"separation={self.separation:g}, signal_std={self.signal_std:g} (else PCA would find the "
                     "signal); raise it or lower the separation")
+
+    def _validate_clip(self, path: str) -> None:
+        """The ``clip`` preset's rules: sizes are per modality, and the shared block is ``fisher_vs_means``' at k_s
+        classes, so ``nuisance_std`` must clear that preset's minimum and stay above the private block's variance."""
+        from ssl_pipeline.theory.clip_gmm import private_total_variance  # numpy, only for this preset
+        from ssl_pipeline.theory.gmm import FISHER_VS_MEANS_PCA_GAP, fisher_vs_means_min_nuisance_std
+
+        clip = self.clip
+        clip.validate(f"{path}.clip")
+        most = max(clip.k_s, clip.k_1, clip.k_2)
+        for name in ("n_train", "n_val", "n_test"):
+            require_at_least(f"{path}.{name}", getattr(self, name), 2 * most,
+                             why=f"2·max(k_s, k_1, k_2) = {2 * most} points per modality")
+        for name in ("separation", "signal_std", "nuisance_std"):
+            require_positive(f"{path}.{name}", getattr(self, name))
+        require_at_least(f"{path}.seed", self.seed, 0)
+        low = fisher_vs_means_min_nuisance_std(clip.k_s, self.separation, self.signal_std)
+        require(self.nuisance_std >= low, f"{path}.nuisance_std", self.nuisance_std,
+                f"at least {math.ceil(low * 10) / 10:g} for the clip preset at clip.k_s={clip.k_s}, "
+                f"separation={self.separation:g}, signal_std={self.signal_std:g} (its shared block is the "
+                "fisher_vs_means construction; else PCA would find the signal); raise it or lower the separation")
+        room = FISHER_VS_MEANS_PCA_GAP * self.nuisance_std**2
+        for m in (1, 2):
+            variance = private_total_variance(getattr(clip, f"k_{m}"), clip.private_separation, self.signal_std)
+            if variance > room:
+                raise ConfigError(
+                    f"{path}.clip.private_separation={clip.private_separation:g} gives modality {m}'s private block "
+                    f"the variance {variance:.3g}, above {FISHER_VS_MEANS_PCA_GAP:g}·nuisance_std² = {room:.3g}, so "
+                    f"PCA would find it; lower it or raise {path}.nuisance_std")
 
 
 DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder"]
@@ -433,7 +515,8 @@ class HeadsConfig:
     """
 
     methods: list[HeadMethod] = field(default_factory=lambda: ["infonce", "simsiam"])
-    """Head methods to fit: ``infonce``, ``simsiam``, ``spectral_contrastive``, ``vicreg``, ``barlowtwins``."""
+    """Head methods to fit: ``infonce``, ``simsiam``, ``spectral_contrastive``, ``vicreg``, ``barlowtwins``, ``clip``
+    (two towers across the modalities of ``data.synthetic.preset: clip``; not implemented yet: ``run`` refuses it)."""
     r: Union[int, list[int]] = 4
     """Projection dimension r (columns of A); K − 1 matches the Fisher subspace. A list is a sweep axis (one head
     per value; the section's description)."""
@@ -801,8 +884,12 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     """Check everything that can be checked before any data is read: every section's fields
     (``ExperimentConfig.validate``) and the rules between sections; raise ConfigError with one clear line."""
     cfg.validate()
+    clip_data = cfg.data.source == "synthetic" and cfg.data.synthetic.preset == "clip"
+    if "clip" in cfg.heads.methods and not clip_data:
+        raise ConfigError("heads.methods contains clip, which trains two towers across two modalities; it needs "
+                          "paired data: data.source: synthetic with data.synthetic.preset: clip")
     if cfg.data.source == "synthetic":
-        require_r_within(cfg.heads, cfg.data.synthetic.d)
+        require_r_within(cfg.heads, min(cfg.data.synthetic.feature_dims))
     if cfg.run_dir:
         validate_run_dir(Path(cfg.run_dir))
 

@@ -17,7 +17,10 @@ from ssl_pipeline.theory.gmm import (
 
 
 def gmm_parameters(cfg: GMMConfig) -> GMMParameters:
-    """The mixture of a config, seeded by ``cfg.seed`` (optionally rotated by one random orthogonal matrix)."""
+    """The mixture of a config, seeded by ``cfg.seed`` (optionally rotated by one random orthogonal matrix).
+    The two-modality ``clip`` preset is not one mixture: ``data.multimodal.clip_parameters`` (ValueError here)."""
+    if cfg.preset == "clip":
+        raise ValueError("the clip preset has two modalities; build it with data.multimodal.clip_parameters")
     rng = np.random.default_rng(cfg.seed)
     shape = dict(k=cfg.k, d=cfg.d, separation=cfg.separation, signal_std=cfg.signal_std,
                  nuisance_std=cfg.nuisance_std)

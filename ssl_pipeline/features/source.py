@@ -21,7 +21,7 @@ from ssl_pipeline import backbones
 from ssl_pipeline.config import DataConfig, GMMConfig
 from ssl_pipeline.data.labelled import LabelledFeatures, load_npz_features, stratified_split
 from ssl_pipeline.digests import file_sha256, json_digest
-from ssl_pipeline.errors import DataError
+from ssl_pipeline.errors import ConfigError, DataError
 from ssl_pipeline.features.cache import CacheEntry, FeatureCache, cache_key
 from ssl_pipeline.reporting.cache_tables import extraction_table
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 def load_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
     """The labelled feature source of a config, validated, with its identity in ``features_key``."""
+    if cfg.source == "synthetic" and cfg.synthetic.preset == "clip":
+        raise ConfigError("data.synthetic.preset=clip generates two paired modalities, and the heads and scores "
+                          "that use them (heads.methods: [clip]) are not implemented yet; use another preset")
     if cfg.source == "synthetic":
         from ssl_pipeline.data.synthetic import gmm_parameters, make_synthetic  # scipy
         from ssl_pipeline.theory.gmm import subspace_report
@@ -54,8 +57,12 @@ def load_features(cfg: DataConfig, console: Optional[Console] = None) -> Labelle
 
 
 def synthetic_features_key(cfg: GMMConfig) -> str:
-    """``gmm-`` and a digest of the mixture's settings (the data are generated from them, seed included)."""
-    return "gmm-" + json_digest(asdict(cfg))
+    """``gmm-`` and a digest of the mixture's settings (the data are generated from them, seed included); the
+    ``clip`` section enters only for the ``clip`` preset, so the other presets keep the keys they had before it."""
+    settings = asdict(cfg)
+    if cfg.preset != "clip":
+        settings.pop("clip")
+    return "gmm-" + json_digest(settings)
 
 
 def npz_features_key(path: str | Path) -> str:

@@ -1,0 +1,194 @@
+"""Paired features of two modalities (docs/theory.md, "CLIP-GMM"): the ``clip`` preset's samples with their
+ground truth, and the cross-modal δ-partners.
+
+The two modalities are drawn as two **independent** labelled sets: every item of modality m carries its own
+shared label k_s and private label k_m. Pairs are not fixed at generation: a head draws them with its own δ
+(``sample_cross_modal_partners``), as the unimodal δ-pair sampler does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssl_pipeline.config import GMMConfig
+from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.data.pairs import ClassIndex, delta_choice
+from ssl_pipeline.errors import DataError
+from ssl_pipeline.theory.clip_gmm import ModalityParameters, clip_modality_parameters
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ModalityFeatures:
+    """One modality's splits and ground truth.
+
+    x_* [N, d_m] float32; shared_* [N] int64 (k_s, in 0..K_s − 1); private_* [N] int64 (k_m, in 0..K_m − 1).
+    Ground truth (orthonormal columns, in the features' coordinates): ``shared_fisher_basis`` [d, q_s] (the Fisher
+    subspace w.r.t. k_s), ``private_fisher_basis`` [d, q_m] (w.r.t. k_m), ``noise_basis`` [d, d_noise] (the noise
+    block), ``shared_means_basis`` [d, q_s] and ``private_means_basis`` [d, q_m] (the class-mean subspaces), and
+    ``energy_blocks`` (``ModalityParameters.energy_blocks``: shared Fisher, rest of the shared block, private,
+    noise; mutually orthogonal, together R^d, for ``scoring.multimodal.block_energies``). ``parameters``: the
+    population mixture they were drawn from.
+    """
+
+    x_train: np.ndarray
+    shared_train: np.ndarray
+    private_train: np.ndarray
+    x_val: np.ndarray
+    shared_val: np.ndarray
+    private_val: np.ndarray
+    x_test: np.ndarray
+    shared_test: np.ndarray
+    private_test: np.ndarray
+    shared_fisher_basis: np.ndarray
+    private_fisher_basis: np.ndarray
+    noise_basis: np.ndarray
+    shared_means_basis: np.ndarray
+    private_means_basis: np.ndarray
+    energy_blocks: dict[str, np.ndarray]
+    parameters: Optional[ModalityParameters] = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.x_train.shape[1])
+
+    def labelled(self, by: Literal["shared", "private"], dataset: str, split_seed: int) -> LabelledFeatures:
+        """This modality as unimodal labelled features, labelled by k_s (``shared``: the Fisher and class-mean
+        subspaces are the shared ones) or by k_m (``private``): what the unimodal heads, baselines and clustering
+        and probe scores consume."""
+        labels = {split: getattr(self, f"{by}_{split}") for split in SPLITS}
+        k = int(max(labels[split].max() for split in SPLITS)) + 1
+        return LabelledFeatures(
+            self.x_train, labels["train"], self.x_val, labels["val"], self.x_test, labels["test"],
+            dataset=f"{dataset}-{by}", data_kind="synthetic", split_seed=split_seed,
+            class_names=[f"{by}_{c}" for c in range(k)], fisher_basis=getattr(self, f"{by}_fisher_basis"),
+            means_basis=getattr(self, f"{by}_means_basis"),
+        )
+
+
+@dataclass
+class PairedFeatures:
+    """Two modalities (``modality1``, ``modality2``) of independent labelled samples that share the label k_s."""
+
+    modality1: ModalityFeatures
+    modality2: ModalityFeatures
+    dataset: str
+    data_kind: Literal["synthetic", "real", "surrogate"]
+    split_seed: int
+    features_key: Optional[str] = None
+
+    def modality(self, m: int) -> ModalityFeatures:
+        """Modality 1 or 2."""
+        if m not in (1, 2):
+            raise ValueError(f"modality must be 1 or 2, got {m}")
+        return self.modality1 if m == 1 else self.modality2
+
+    def validate(self) -> None:
+        """Raise DataError with one clear line if the pairs cannot be used: per modality, shapes agree, features
+        are finite, and every shared class of either modality's train split has at least 2 training samples in
+        both (the partner of an item is drawn among the other modality's items of its k_s; unimodal δ-pairs need
+        a second member of the class)."""
+        for m in (1, 2):
+            modality = self.modality(m)
+            for split in SPLITS:
+                x = getattr(modality, f"x_{split}")
+                if x.ndim != 2 or x.shape[1] != modality.dim:
+                    raise DataError(f"modality {m} {split} split: features must be [N, {modality.dim}], got {x.shape}")
+                for kind in ("shared", "private"):
+                    y = getattr(modality, f"{kind}_{split}")
+                    if y.shape != (len(x),):
+                        raise DataError(f"modality {m} {split} split: {kind} labels must be [{len(x)}], got {y.shape}")
+                if not np.all(np.isfinite(x)):
+                    raise DataError(f"modality {m} {split} split has NaN or inf features")
+        classes = np.union1d(self.modality1.shared_train, self.modality2.shared_train)
+        for m in (1, 2):
+            counts = np.bincount(self.modality(m).shared_train, minlength=int(classes.max()) + 1)[classes]
+            if counts.min() < 2:
+                c = int(classes[counts.argmin()])
+                raise DataError(f"shared class {c} has {int(counts.min())} training sample(s) in modality {m}; "
+                                "cross-modal partners and same-class positives need at least 2 in each modality")
+
+
+def clip_parameters(cfg: GMMConfig) -> tuple[ModalityParameters, ModalityParameters]:
+    """The two modalities of a ``clip`` config (``clip_modality_parameters``), each seeded by (``cfg.seed``, m)."""
+    clip = cfg.clip
+    return tuple(
+        clip_modality_parameters(clip.k_s, getattr(clip, f"k_{m}"), getattr(clip, f"d_{m}"), cfg.separation,
+                                 clip.private_separation, cfg.signal_std, cfg.nuisance_std,
+                                 np.random.default_rng([cfg.seed, 0, m]), rotate=cfg.rotate)
+        for m in (1, 2)
+    )
+
+
+def modality_features(params: ModalityParameters, n: dict[str, int], rng: np.random.Generator) -> ModalityFeatures:
+    """Independent train/val/test draws (sizes ``n[split]``, in that order from ``rng``) of one modality, with its
+    population ground truth attached."""
+    drawn = {split: params.sample(n[split], rng) for split in SPLITS}
+    blocks = params.energy_blocks()
+    return ModalityFeatures(
+        *(array for split in SPLITS for array in drawn[split]),
+        shared_fisher_basis=params.shared_fisher_basis(), private_fisher_basis=params.private_fisher_basis(),
+        noise_basis=params.noise_block, shared_means_basis=params.shared_means_basis(),
+        private_means_basis=params.private_means_basis(), energy_blocks=blocks, parameters=params,
+    )
+
+
+def make_clip_gmm(cfg: GMMConfig,
+                  params: Optional[tuple[ModalityParameters, ModalityParameters]] = None) -> PairedFeatures:
+    """The ``clip`` preset's data (docs/theory.md, "CLIP-GMM"): per modality m, ``n_train``, ``n_val`` and
+    ``n_test`` independent draws of (x, k_s, k_m) from ``clip_parameters(cfg)`` (or ``params``, if already built
+    from ``cfg``), seeded by (``cfg.seed``, 1, m), with the ground truth attached.
+
+    Construction of modality m (``clip_modality_parameters``): coordinates [shared 2q_s | private q_m | noise
+    d_m − 2q_s − q_m], then one random rotation of R^{d_m}. The shared block is the signal block of
+    ``fisher_vs_means`` at K_s classes (shared Fisher subspace at cos² 0.15 from the shared means), the private
+    block a regular simplex of K_m means with isotropic variance, the noise block carries variance nuisance_std²,
+    the largest, so the top-(q_s + q_m) PCA subspace lies in it; k_s and k_m are independent and uniform.
+    """
+    if cfg.preset != "clip":
+        raise ValueError(f"make_clip_gmm needs the clip preset, got {cfg.preset!r}")
+    params = clip_parameters(cfg) if params is None else params
+    n = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
+    modalities = [modality_features(params[m - 1], n, np.random.default_rng([cfg.seed, 1, m])) for m in (1, 2)]
+    return PairedFeatures(*modalities, dataset="gmm-clip", data_kind="synthetic", split_seed=cfg.seed)
+
+
+def cross_modal_candidates(anchor_shared: Tensor, partner_index: ClassIndex,
+                           generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """The three draws behind the partners of anchors whose shared labels are ``anchor_shared`` [B], none of which
+    depends on δ: a uniformly random item of the partner modality with the anchor's k_s [B], a uniformly random
+    item of the partner modality [B], and the coin [B] (float32 in [0, 1)); indices into the partner modality,
+    whose k_s labels ``partner_index`` holds. The generator is consumed in the same order whatever δ is, so heads
+    of one seed with different δ share the three (as ``data.pairs.sample_delta_candidates``). ValueError if an
+    anchor's k_s has no item in the partner modality."""
+    anchor_shared = anchor_shared.long()
+    counts = torch.zeros(max(int(anchor_shared.max()) + 1 if len(anchor_shared) else 0, len(partner_index.counts)),
+                         dtype=torch.long)
+    counts[: len(partner_index.counts)] = partner_index.counts
+    if len(anchor_shared) and int(counts[anchor_shared].min()) == 0:
+        missing = int(anchor_shared[counts[anchor_shared] == 0][0])
+        raise ValueError(f"shared class {missing} has no item in the partner modality")
+    count = counts[anchor_shared]
+    draw = torch.floor(torch.rand(len(anchor_shared), generator=generator) * count).long()
+    draw = torch.minimum(draw, count - 1)  # rand · n < n in exact arithmetic; guard float32 rounding
+    same_class = partner_index.order[partner_index.starts[anchor_shared] + draw]
+    uniform = torch.randint(len(partner_index), (len(anchor_shared),), generator=generator)
+    coin = torch.rand(len(anchor_shared), generator=generator)
+    return same_class, uniform, coin
+
+
+def sample_cross_modal_partners(shared_1, shared_2, delta: float, generator: torch.Generator) -> Tensor:
+    """The partner in modality 2 of every item of modality 1, indices [N1] into modality 2 (docs/theory.md,
+    "CLIP-GMM"): with probability δ a uniformly random modality-2 item with the same k_s, else a uniformly random
+    modality-2 item (its k_s redrawn from the modality's class shares, so it may equal the anchor's by chance:
+    P(same k_s) = δ + (1 − δ) π_{k_s}). ``shared_1`` [N1] and ``shared_2`` [N2] are the k_s labels (tensors or
+    arrays). Private labels play no part: k₁ and k₂ of a pair are independent."""
+    shared_1, shared_2 = torch.as_tensor(shared_1).long(), torch.as_tensor(shared_2).long()
+    same_class, uniform, coin = cross_modal_candidates(shared_1, ClassIndex(shared_2), generator)
+    return torch.where(delta_choice(coin, delta), same_class, uniform)
