@@ -1,10 +1,13 @@
-"""Losses as pure functions over stacks of G heads (docs/theory.md, "InfoNCE", "SimSiam").
+"""Losses as pure functions over stacks of G heads (docs/theory.md, "InfoNCE", "SimSiam", "CLIP loss").
 
 Shapes: G heads, B local pairs, M candidates (M = B, or the global batch under DDP), r output dimensions.
 Each function returns one loss per head, [G]; summing them trains the G heads independently.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +34,51 @@ def info_nce_loss(anchors: Tensor, candidates: Tensor, targets: Tensor, tau: flo
     return F.cross_entropy(logits.flatten(0, 1), targets.repeat(anchors.shape[0]), reduction="none").view(
         anchors.shape[0], -1
     ).mean(dim=1)
+
+
+LOGIT_SCALE_MAX = 100.0
+"""The largest CLIP logit scale (1/τ ≥ 0.01): open_clip's training loop clamps its learnable log-scale to
+[0, ln 100] after every optimiser step (``clamp_log_logit_scale_``)."""
+
+
+def clamp_log_logit_scale_(log_scale: Tensor) -> Tensor:
+    """Clamp a learnable log logit scale in place to [0, ln LOGIT_SCALE_MAX] (the scale to [1, 100]), without
+    recording it for autograd: open_clip_train's rule, applied after each optimiser step (not inside the loss,
+    whose gradient is therefore never cut by the clamp). Returns ``log_scale``."""
+    with torch.no_grad():
+        return log_scale.clamp_(0.0, math.log(LOGIT_SCALE_MAX))
+
+
+def clip_loss(z1: Tensor, z2: Tensor, logit_scale: Union[Tensor, float], targets: Optional[Tensor] = None,
+              candidates1: Optional[Tensor] = None, candidates2: Optional[Tensor] = None) -> Tensor:
+    """The symmetric cross-modal InfoNCE of CLIP (Radford et al. 2021; docs/theory.md "CLIP loss"), per head.
+
+    z1, z2 [G, B, r]: the two towers' outputs for B local pairs (row i of z1 with row i of z2); both are
+    L2-normalised here. ``logit_scale``: the scale s = 1/τ itself (already exponentiated), a float, a scalar
+    tensor or one per head [G]. With ẑ the normalised outputs,
+
+      L = ½ [ CE(s ẑ1 ĉ2ᵀ, t) + CE(s ẑ2 ĉ1ᵀ, t) ]   (each cross-entropy averaged over the B local rows),
+
+    where c1, c2 [G, M, r] are the candidates (default z1, z2: M = B, t = 0..B−1). Under DDP pass every rank's
+    outputs gathered with gradient as ``candidates1``/``candidates2`` and ``targets`` [B], the positions of the
+    local pairs among them: this is open_clip's ``ClipLoss(local_loss=True, gather_with_grad=True)``, and the
+    mean over ranks of the local losses is the loss over the global batch. Returns [G].
+    """
+    z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+    c1 = z1 if candidates1 is None else F.normalize(candidates1, dim=-1)
+    c2 = z2 if candidates2 is None else F.normalize(candidates2, dim=-1)
+    if targets is None:
+        targets = torch.arange(z1.shape[1], device=z1.device)
+    scale = torch.as_tensor(logit_scale, dtype=z1.dtype, device=z1.device)
+    scale = scale.reshape(-1, 1, 1) if scale.ndim else scale
+    heads, rows = z1.shape[0], z1.shape[1]
+    labels = targets.repeat(heads)
+
+    def cross_entropy(anchors: Tensor, candidates: Tensor) -> Tensor:
+        logits = (scale * anchors) @ candidates.transpose(-1, -2)  # scaled on [B, r], not [B, M]
+        return F.cross_entropy(logits.flatten(0, 1), labels, reduction="none").view(heads, rows).mean(dim=1)
+
+    return 0.5 * (cross_entropy(z1, c2) + cross_entropy(z2, c1))
 
 
 def simsiam_loss(predicted: Tensor, predicted_positive: Tensor, z: Tensor, z_positive: Tensor) -> Tensor:
