@@ -308,6 +308,12 @@ class DataConfig:
     stratified ``val_fraction`` of train is carved with ``split_seed``).
     ``images``: ``dataset`` encoded by ``backbone``, cached under ``extract.cache_root`` (extracted on first use);
     val is a stratified ``val_fraction`` of train carved with ``split_seed``.
+
+    Paired features for ``clip`` heads (``features.paired``; ``paired_source``): the ``clip`` preset of
+    ``synthetic``; an ``npz`` with arrays ``x1_train, x2_train, y_train, x1_test, x2_test, y_test`` (optionally
+    ``x1_val, x2_val, y_val``; rows of x1 and x2 are paired, y is their shared label); or ``images`` with
+    ``second_modality``: ``text`` (an open_clip backbone's text tower on the class prompts) or ``pixels`` (digits:
+    the raw 8×8 pixels, a two-view stand-in).
     """
 
     source: Literal["synthetic", "npz", "images"] = "synthetic"
@@ -324,6 +330,12 @@ class DataConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    second_modality: Optional[Literal["text", "pixels"]] = None
+    """images, for ``clip`` heads: modality 2 beside the images' features. ``text``: the text tower's embeddings of
+    the K × T prompts (``backbone.prompts`` × class names; open_clip backbones, the default for them); ``pixels``:
+    the digits' raw 8×8 pixels (64-d, scaled to [0, 1]) of the same split's images (``dataset.name: digits``; a
+    two-view stand-in, not CLIP). null: ``text`` for an open_clip backbone, none otherwise. The ``clip`` preset and
+    an npz bring their own second modality."""
 
     def validate(self, path: str = "data") -> None:
         """Raise ConfigError naming the first field of the data source out of its valid range; the sections of
@@ -340,6 +352,25 @@ class DataConfig:
             self.dataset.validate(f"{path}.dataset")
             self.backbone.validate(f"{path}.backbone")
             self.extract.validate(f"{path}.extract")
+        self._validate_second_modality(path)
+
+    def _validate_second_modality(self, path: str) -> None:
+        """``second_modality`` fits the source: images only; ``text`` needs an open_clip backbone, ``pixels`` digits."""
+        chosen = self.second_modality
+        if chosen is None:
+            return
+        if self.source != "images":
+            own = ("the clip preset's modality 2" if self.source == "synthetic" else "its x2_* arrays")
+            raise ConfigError(f"{path}.second_modality={chosen} applies to {path}.source: images; {path}.source: "
+                              f"{self.source} brings its own second modality ({own}); remove {path}.second_modality")
+        if chosen == "text" and self.backbone.kind != "open_clip":
+            raise ConfigError(f"{path}.second_modality=text needs a text tower but {path}.backbone.kind is "
+                              f"{self.backbone.kind}; use an open_clip backbone or {path}.second_modality: pixels "
+                              "(digits stand-in)")
+        if chosen == "pixels" and self.dataset.name != "digits":
+            raise ConfigError(f"{path}.second_modality=pixels is the digits stand-in (raw 8×8 pixels) but "
+                              f"{path}.dataset.name is {self.dataset.name}; use {path}.dataset.name: digits or an "
+                              f"open_clip backbone with {path}.second_modality: text")
 
 
 @dataclass
@@ -884,21 +915,98 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     """Check everything that can be checked before any data is read: every section's fields
     (``ExperimentConfig.validate``) and the rules between sections; raise ConfigError with one clear line."""
     cfg.validate()
-    clip_data = cfg.data.source == "synthetic" and cfg.data.synthetic.preset == "clip"
-    if "clip" in cfg.heads.methods and not clip_data:
-        raise ConfigError("heads.methods contains clip, which trains two towers across two modalities; it needs "
-                          "paired data: data.source: synthetic with data.synthetic.preset: clip")
+    validate_paired(cfg)
     if cfg.data.source == "synthetic":
         require_r_within(cfg.heads, min(cfg.data.synthetic.feature_dims))
     if cfg.run_dir:
         validate_run_dir(Path(cfg.run_dir))
 
 
-def require_r_within(heads: HeadsConfig, dim: int) -> None:
-    """Every value of ``heads.r`` is at most the feature dimension ``dim`` (ConfigError naming the first that is not)."""
+def require_r_within(heads: HeadsConfig, dim: int, what: str = "the feature dimension d", note: str = "") -> None:
+    """Every value of ``heads.r`` is at most the feature dimension ``dim`` (ConfigError naming the first that is not;
+    ``what`` names the dimension, e.g. ``modality 2's dimension d_2``, ``note`` says what it is)."""
     for where, r in axis_items("heads.r", heads.r):
         if r > dim:
-            raise ConfigError(f"{where}={r} exceeds the feature dimension d={dim}; choose r ≤ d")
+            raise ConfigError(f"{where}={r} exceeds {what}={dim}{f' ({note})' if note else ''}; choose r ≤ {dim}")
+
+
+DIGITS_PIXELS = 64
+"""Dimension of the digits stand-in's modality 2 (8 × 8 raw pixels)."""
+NPZ_PAIRED_ARRAYS = ("x1_train", "x2_train", "y_train", "x1_test", "x2_test", "y_test")
+"""The arrays a paired npz source must hold (optionally also ``x1_val, x2_val, y_val``)."""
+
+
+def paired_source(data: DataConfig) -> Optional[Literal["synthetic", "npz", "text", "pixels"]]:
+    """Where a config's paired features (``clip`` heads) come from: ``synthetic`` (the ``clip`` preset), ``npz``
+    (its x1_*/x2_* arrays), ``text`` or ``pixels`` (``data.second_modality`` of an images source; null means
+    ``text`` for an open_clip backbone); None when the source has no second modality."""
+    if data.source == "synthetic":
+        return "synthetic" if data.synthetic.preset == "clip" else None
+    if data.source == "npz":
+        return "npz"
+    if data.second_modality is not None:
+        return data.second_modality
+    return "text" if data.backbone.kind == "open_clip" else None
+
+
+def validate_paired(cfg: ExperimentConfig) -> None:
+    """The rules of ``clip`` heads, before any data is read: the data have a second modality (``paired_source``),
+    and every value of ``heads.r`` fits both modalities' dimensions where they are known from the config or from
+    an npz's array headers (an open_clip text tower's is checked once the features are loaded:
+    ``features.paired.require_r_within_paired``). ConfigError with one line naming what to change."""
+    if "clip" not in cfg.heads.methods:
+        return
+    data, source = cfg.data, paired_source(cfg.data)
+    if source is None and data.source == "images":
+        raise ConfigError(f"heads.methods contains clip but data.backbone.kind is {data.backbone.kind}, which has no "
+                          "text tower; set data.second_modality: pixels (digits stand-in) or use an open_clip "
+                          "backbone or an npz with x1_/x2_ arrays")
+    if source is None:
+        raise ConfigError("heads.methods contains clip, which trains two towers across two modalities; it needs "
+                          "paired data: data.source: synthetic with data.synthetic.preset: clip, data.source: images "
+                          "with an open_clip backbone (text) or data.second_modality: pixels (digits), or "
+                          "data.source: npz with x1_*/x2_* arrays")
+    if source == "pixels":
+        require_r_within(cfg.heads, DIGITS_PIXELS, "modality 2's dimension d_2", "the digits' 8×8 pixels")
+    if source == "npz":
+        shapes = npz_array_shapes(data.path)
+        if shapes is None:
+            return  # missing or unreadable: loading the features says so
+        missing = [name for name in NPZ_PAIRED_ARRAYS if name not in shapes]
+        if missing:
+            raise ConfigError(f"heads.methods contains clip but data.path={data.path} lacks the paired arrays "
+                              f"{missing} (it has {sorted(shapes)}); give an npz with {', '.join(NPZ_PAIRED_ARRAYS)}")
+        for m in (1, 2):
+            shape = shapes[f"x{m}_train"]
+            if len(shape) == 2:
+                require_r_within(cfg.heads, shape[1], f"modality {m}'s dimension d_{m}", f"x{m}_train in {data.path}")
+
+
+def npz_array_shapes(path: Optional[str]) -> Optional[dict[str, tuple[int, ...]]]:
+    """{array name: shape} of an ``.npz`` read from its members' .npy headers (no array data is read); None when
+    the file is missing or not a readable npz."""
+    import ast
+    import struct
+    import zipfile
+
+    if path is None or not Path(path).is_file():
+        return None
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with archive.open(member) as file:
+                    magic = file.read(8)
+                    if magic[:6] != b"\x93NUMPY":
+                        return None
+                    size = struct.unpack("<H" if magic[6] == 1 else "<I", file.read(2 if magic[6] == 1 else 4))[0]
+                    header = ast.literal_eval(file.read(size).decode("latin1"))
+                shapes[member[: -len(".npy")]] = tuple(header["shape"])
+    except (OSError, zipfile.BadZipFile, ValueError, SyntaxError, KeyError, TypeError, struct.error):
+        return None
+    return shapes
 
 
 def validate_run_dir(run_dir: Path) -> None:

@@ -1,5 +1,5 @@
 """Paired features of two modalities (docs/theory.md, "CLIP-GMM"): the ``clip`` preset's samples with their
-ground truth, and the cross-modal δ-partners.
+ground truth, and the cross-modal δ-partners (real sources of paired features: ``features.paired``).
 
 The two modalities are drawn as two **independent** labelled sets: every item of modality m carries its own
 shared label k_s and private label k_m. Pairs are not fixed at generation: a head draws them with its own δ
@@ -26,55 +26,79 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class ModalityFeatures:
-    """One modality's splits and ground truth.
+    """One modality's splits and, for synthetic data, its ground truth.
 
-    x_* [N, d_m] float32; shared_* [N] int64 (k_s, in 0..K_s − 1); private_* [N] int64 (k_m, in 0..K_m − 1).
-    Ground truth (orthonormal columns, in the features' coordinates): ``shared_fisher_basis`` [d, q_s] (the Fisher
+    x_* [N, d_m] float32; shared_* [N] int64 (k_s, in 0..K_s − 1: the label both modalities carry; for real data
+    the class). Synthetic data only (None for real data): private_* [N] int64 (k_m, in 0..K_m − 1) and the ground
+    truth (orthonormal columns, in the features' coordinates): ``shared_fisher_basis`` [d, q_s] (the Fisher
     subspace w.r.t. k_s), ``private_fisher_basis`` [d, q_m] (w.r.t. k_m), ``noise_basis`` [d, d_noise] (the noise
     block), ``shared_means_basis`` [d, q_s] and ``private_means_basis`` [d, q_m] (the class-mean subspaces), and
     ``energy_blocks`` (``ModalityParameters.energy_blocks``: shared Fisher, rest of the shared block, private,
     noise; mutually orthogonal, together R^d, for ``scoring.multimodal.block_energies``). ``parameters``: the
     population mixture they were drawn from.
+
+    ``held_out`` is False for a fixed set of items that serves as every split (a text tower's K × T class prompts,
+    ``features.paired``: there is no held-out text; the three splits are then the same array objects, not to be
+    modified in place). ``name`` says what the modality is (``image``, ``text``, ``pixels``, ``x1``…);
+    ``class_names`` are the shared classes' names when known.
     """
 
     x_train: np.ndarray
     shared_train: np.ndarray
-    private_train: np.ndarray
     x_val: np.ndarray
     shared_val: np.ndarray
-    private_val: np.ndarray
     x_test: np.ndarray
     shared_test: np.ndarray
-    private_test: np.ndarray
-    shared_fisher_basis: np.ndarray
-    private_fisher_basis: np.ndarray
-    noise_basis: np.ndarray
-    shared_means_basis: np.ndarray
-    private_means_basis: np.ndarray
-    energy_blocks: dict[str, np.ndarray]
+    private_train: Optional[np.ndarray] = None
+    private_val: Optional[np.ndarray] = None
+    private_test: Optional[np.ndarray] = None
+    shared_fisher_basis: Optional[np.ndarray] = None
+    private_fisher_basis: Optional[np.ndarray] = None
+    noise_basis: Optional[np.ndarray] = None
+    shared_means_basis: Optional[np.ndarray] = None
+    private_means_basis: Optional[np.ndarray] = None
+    energy_blocks: Optional[dict[str, np.ndarray]] = None
     parameters: Optional[ModalityParameters] = None
+    held_out: bool = True
+    name: Optional[str] = None
+    class_names: Optional[list[str]] = None
 
     @property
     def dim(self) -> int:
         return int(self.x_train.shape[1])
 
-    def labelled(self, by: Literal["shared", "private"], dataset: str, split_seed: int) -> LabelledFeatures:
+    @property
+    def has_private(self) -> bool:
+        """Whether the items carry a private label k_m (synthetic data)."""
+        return self.private_train is not None
+
+    def labelled(self, by: Literal["shared", "private"], dataset: str, split_seed: int,
+                 data_kind: Literal["synthetic", "real", "surrogate"] = "synthetic") -> LabelledFeatures:
         """This modality as unimodal labelled features, labelled by k_s (``shared``: the Fisher and class-mean
-        subspaces are the shared ones) or by k_m (``private``): what the unimodal heads, baselines and clustering
-        and probe scores consume."""
+        subspaces are the shared ones, None when unknown: scores then estimate them on train) or by k_m
+        (``private``, synthetic data only): what the unimodal heads, baselines and clustering and probe scores
+        consume."""
+        if by == "private" and not self.has_private:
+            raise ValueError(f"modality {self.name or ''} has no private labels (real data carry only the shared one)")
         labels = {split: getattr(self, f"{by}_{split}") for split in SPLITS}
         k = int(max(labels[split].max() for split in SPLITS)) + 1
+        names = self.class_names if by == "shared" and self.class_names else [f"{by}_{c}" for c in range(k)]
         return LabelledFeatures(
             self.x_train, labels["train"], self.x_val, labels["val"], self.x_test, labels["test"],
-            dataset=f"{dataset}-{by}", data_kind="synthetic", split_seed=split_seed,
-            class_names=[f"{by}_{c}" for c in range(k)], fisher_basis=getattr(self, f"{by}_fisher_basis"),
+            dataset=f"{dataset}-{by}", data_kind=data_kind, split_seed=split_seed,
+            class_names=list(names), fisher_basis=getattr(self, f"{by}_fisher_basis"),
             means_basis=getattr(self, f"{by}_means_basis"),
         )
 
 
 @dataclass
 class PairedFeatures:
-    """Two modalities (``modality1``, ``modality2``) of independent labelled samples that share the label k_s."""
+    """Two modalities (``modality1``, ``modality2``) of labelled items that share the label k_s.
+
+    ``aligned``: item i of modality 1 and item i of modality 2 are two views of one object in every split (an npz
+    source's rows; a digits image's backbone features and its pixels), so instance retrieval is defined; False for
+    independent draws (the ``clip`` preset) and for the text prompt set. Training never uses the alignment: a
+    head draws its partners by k_s (``sample_cross_modal_partners``)."""
 
     modality1: ModalityFeatures
     modality2: ModalityFeatures
@@ -82,6 +106,7 @@ class PairedFeatures:
     data_kind: Literal["synthetic", "real", "surrogate"]
     split_seed: int
     features_key: Optional[str] = None
+    aligned: bool = False
 
     def modality(self, m: int) -> ModalityFeatures:
         """Modality 1 or 2."""
@@ -90,10 +115,11 @@ class PairedFeatures:
         return self.modality1 if m == 1 else self.modality2
 
     def validate(self) -> None:
-        """Raise DataError with one clear line if the pairs cannot be used: per modality, shapes agree, features
-        are finite, and every shared class of either modality's train split has at least 2 training samples in
-        both (the partner of an item is drawn among the other modality's items of its k_s; unimodal δ-pairs need
-        a second member of the class)."""
+        """Raise DataError with one clear line if the pairs cannot be used: per modality, shapes agree, labels are
+        non-negative integers, features are finite, and every shared class of either modality's train split has at
+        least 2 training samples in both (the partner of an item is drawn among the other modality's items of its
+        k_s; unimodal δ-pairs need a second member of the class) — at least 1 in a modality that is not held out
+        (one prompt per class is enough to be a partner). Aligned modalities have equal labels item by item."""
         for m in (1, 2):
             modality = self.modality(m)
             for split in SPLITS:
@@ -102,17 +128,31 @@ class PairedFeatures:
                     raise DataError(f"modality {m} {split} split: features must be [N, {modality.dim}], got {x.shape}")
                 for kind in ("shared", "private"):
                     y = getattr(modality, f"{kind}_{split}")
-                    if y.shape != (len(x),):
-                        raise DataError(f"modality {m} {split} split: {kind} labels must be [{len(x)}], got {y.shape}")
+                    if y is None and kind == "private":
+                        continue
+                    if y is None or y.shape != (len(x),):
+                        shape = None if y is None else y.shape
+                        raise DataError(f"modality {m} {split} split: {kind} labels must be [{len(x)}], got {shape}")
+                    if len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0):
+                        raise DataError(f"modality {m} {split} split: {kind} labels must be non-negative integers")
                 if not np.all(np.isfinite(x)):
                     raise DataError(f"modality {m} {split} split has NaN or inf features")
+        if self.aligned:
+            for split in SPLITS:
+                if not np.array_equal(getattr(self.modality1, f"shared_{split}"),
+                                      getattr(self.modality2, f"shared_{split}")):
+                    raise DataError(f"{split} split: the two modalities are aligned item by item but their shared "
+                                    "labels differ")
         classes = np.union1d(self.modality1.shared_train, self.modality2.shared_train)
         for m in (1, 2):
-            counts = np.bincount(self.modality(m).shared_train, minlength=int(classes.max()) + 1)[classes]
-            if counts.min() < 2:
+            modality = self.modality(m)
+            need = 2 if modality.held_out else 1
+            counts = np.bincount(modality.shared_train, minlength=int(classes.max()) + 1)[classes]
+            if counts.min() < need:
                 c = int(classes[counts.argmin()])
-                raise DataError(f"shared class {c} has {int(counts.min())} training sample(s) in modality {m}; "
-                                "cross-modal partners and same-class positives need at least 2 in each modality")
+                why = ("cross-modal partners and same-class positives need at least 2 in each modality" if need == 2
+                       else "every class needs at least one item to be a partner")
+                raise DataError(f"shared class {c} has {int(counts.min())} training sample(s) in modality {m}; {why}")
 
 
 def clip_parameters(cfg: GMMConfig) -> tuple[ModalityParameters, ModalityParameters]:
@@ -131,8 +171,9 @@ def modality_features(params: ModalityParameters, n: dict[str, int], rng: np.ran
     population ground truth attached."""
     drawn = {split: params.sample(n[split], rng) for split in SPLITS}
     blocks = params.energy_blocks()
+    arrays = {f"{kind}_{split}": drawn[split][i] for split in SPLITS for i, kind in enumerate(("x", "shared", "private"))}
     return ModalityFeatures(
-        *(array for split in SPLITS for array in drawn[split]),
+        **arrays,
         shared_fisher_basis=params.shared_fisher_basis(), private_fisher_basis=params.private_fisher_basis(),
         noise_basis=params.noise_block, shared_means_basis=params.shared_means_basis(),
         private_means_basis=params.private_means_basis(), energy_blocks=blocks, parameters=params,
@@ -156,6 +197,8 @@ def make_clip_gmm(cfg: GMMConfig,
     params = clip_parameters(cfg) if params is None else params
     n = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
     modalities = [modality_features(params[m - 1], n, np.random.default_rng([cfg.seed, 1, m])) for m in (1, 2)]
+    for m, modality in enumerate(modalities, start=1):
+        modality.name = f"modality {m}"
     return PairedFeatures(*modalities, dataset="gmm-clip", data_kind="synthetic", split_seed=cfg.seed)
 
 
