@@ -110,9 +110,9 @@ def test_the_shipped_standin_pairs_the_backbone_features_of_digits_with_their_ow
     partners = sample_cross_modal_partners(images.shared_train, pixels.shared_train, 1.0, torch.Generator())
     np.testing.assert_array_equal(pixels.shared_train[partners.numpy()], images.shared_train)
     # the unimodal view by the shared label works without ground truth (scores then estimate the subspaces)
-    view = pixels.labelled("shared", paired.dataset, paired.split_seed, data_kind="real")
+    view = pixels.labelled("shared", paired.dataset, paired.split_seed)
     view.validate()
-    assert view.fisher_basis is None and view.class_names == images.class_names
+    assert view.fisher_basis is None and view.class_names == images.class_names and view.data_kind == "real"
     with pytest.raises(ValueError, match="no private labels"):
         pixels.labelled("private", paired.dataset, 0)
 
@@ -315,6 +315,7 @@ def test_the_clip_preset_through_paired_features_carries_its_key():
     paired = paired_features(DataConfig(synthetic=synthetic))
     assert paired.features_key == synthetic_features_key(synthetic) and paired.modality1.has_private
     assert not paired.aligned and paired.modality2.held_out
+    assert paired.modality1.labelled("shared", paired.dataset, 0).data_kind == "synthetic"
 
 
 def test_real_modalities_need_only_features_and_shared_labels():

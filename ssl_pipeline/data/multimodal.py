@@ -73,11 +73,14 @@ class ModalityFeatures:
         return self.private_train is not None
 
     def labelled(self, by: Literal["shared", "private"], dataset: str, split_seed: int,
-                 data_kind: Literal["synthetic", "real", "surrogate"] = "synthetic") -> LabelledFeatures:
+                 data_kind: Optional[Literal["synthetic", "real", "surrogate"]] = None) -> LabelledFeatures:
         """This modality as unimodal labelled features, labelled by k_s (``shared``: the Fisher and class-mean
         subspaces are the shared ones, None when unknown: scores then estimate them on train) or by k_m
         (``private``, synthetic data only): what the unimodal heads, baselines and clustering and probe scores
-        consume."""
+        consume. ``data_kind`` None: ``synthetic`` when the modality carries the population it was drawn from
+        (``parameters``), else ``real``."""
+        if data_kind is None:
+            data_kind = "synthetic" if self.parameters is not None else "real"
         if by == "private" and not self.has_private:
             raise ValueError(f"modality {self.name or ''} has no private labels (real data carry only the shared one)")
         labels = {split: getattr(self, f"{by}_{split}") for split in SPLITS}
