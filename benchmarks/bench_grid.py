@@ -16,7 +16,8 @@ Sweeps (goals from the issue, on 2 CPU cores):
     .venv/bin/python benchmarks/bench_grid.py --epochs 3      # shorter
     .venv/bin/python benchmarks/bench_grid.py --quick         # seconds, smoke check
 
-Not measured yet: the GFLOP/s and GB/s of gathers against a plain GEMM and gather (the issue asks for them).
+Each grid's achieved GFLOP/s (``step_flops``: its GEMMs, forward and backward) and GB/s of gathered features are
+printed beside a plain GEMM of the projection's shape and a plain gather timed in the same run.
 """
 
 from __future__ import annotations
@@ -47,11 +48,56 @@ def jobs(name: str, r: int, epochs: int, batch: int):
     return [resolve_head_settings(heads, m, d, s) for m in methods for d in deltas for s in seeds]
 
 
+def step_flops(settings, dim: int, basis_dim: int) -> float:
+    """Floating-point operations of one grid step (forward and backward), counted from its GEMMs: each head's
+    projection of its seed's three gathered blocks (3B × d × r, forward and weight gradient), its A = U·B
+    (d × m × r, forward and gradient) and, for InfoNCE, its B × B similarities (forward and two gradients)."""
+    total = 0.0
+    for s in settings:
+        b, r = s.batch_size, s.r
+        total += 2 * 3 * b * dim * r * 2 + 2 * dim * basis_dim * r * 2
+        if s.method == "infonce":
+            total += 2 * b * b * r * 3
+    return total
+
+
+def step_gather_bytes(settings, dim: int) -> float:
+    """Bytes of features gathered per grid step: three [B, d] float32 blocks per seed."""
+    seeds = {s.seed for s in settings}
+    return len(seeds) * 3 * settings[0].batch_size * dim * 4
+
+
+def machine_rates(features, settings) -> dict:
+    """A plain GEMM of the grid's projection shape ([3B, d] @ [d, G·r / S]) and a plain gather of 3B random rows,
+    timed here: the machine's reachable GFLOP/s and GB/s for this work."""
+    import torch
+
+    x = torch.from_numpy(features.x_train.astype("float32"))
+    b, dim = settings[0].batch_size, x.shape[1]
+    width = sum(s.r for s in settings) // len({s.seed for s in settings})
+    a, w = torch.randn(3 * b, dim), torch.randn(dim, width)
+    index = torch.randint(0, len(x), (3 * b,))
+
+    def rate(f, work):
+        for _ in range(3):
+            f()
+        start, n = time.perf_counter(), 30
+        for _ in range(n):
+            f()
+        return work * n / (time.perf_counter() - start) / 1e9
+
+    return {"gemm_gflops": rate(lambda: a @ w, 2 * 3 * b * dim * width), "gather_gbs": rate(lambda: x[index], 3 * b * dim * 4)}
+
+
 def time_sides(features, settings, repeats: int) -> dict:
     from ssl_pipeline.heads.fit import fit_head
     from ssl_pipeline.heads.grid import fit_grid
 
+    from ssl_pipeline.heads.fit import head_module
+
     trainer = TrainerConfig()
+    for method in {s.method for s in settings}:  # the span's eigendecomposition is shared by both sides: not timed
+        head_module(features, next(s for s in settings if s.method == method))
     times: dict[str, list[float]] = {"grid": [], "solo": []}
     for repeat in range(repeats):
         order = ("grid", "solo") if repeat % 2 == 0 else ("solo", "grid")
@@ -64,8 +110,16 @@ def time_sides(features, settings, repeats: int) -> dict:
                     fit_head(features, s, trainer)
             times[side].append(time.perf_counter() - start)
     grid, solo = statistics.median(times["grid"]), statistics.median(times["solo"])
+    from ssl_pipeline.heads.fit import input_span, input_statistics
+
+    dim = features.dim
+    basis_dim = input_span(features, input_statistics(features, False)[1].numpy()).rank
+    steps = settings[0].epochs * (len(features.y_train) // settings[0].batch_size)
     return {"heads": len(settings), "grid_seconds": times["grid"], "solo_seconds": times["solo"],
-            "speedup": solo / grid}
+            "speedup": solo / grid, "ms_per_head_step": 1000 * grid / steps / len(settings),
+            "grid_gflops": step_flops(settings, dim, basis_dim) * steps / grid / 1e9,
+            "grid_gather_gbs": step_gather_bytes(settings, dim) * steps / grid / 1e9,
+            **machine_rates(features, settings)}
 
 
 def main(argv=None) -> int:
@@ -92,7 +146,9 @@ def main(argv=None) -> int:
         verdict = "meets" if result["speedup"] >= GOALS[name] else "misses"
         print(f"  {name:12s} {result['heads']} heads: grid {statistics.median(result['grid_seconds']):7.1f} s, "
               f"solo {statistics.median(result['solo_seconds']):7.1f} s → {result['speedup']:.2f}× "
-              f"({verdict} the {GOALS[name]:g}× goal)")
+              f"({verdict} the {GOALS[name]:g}× goal); {result['ms_per_head_step']:.2f} ms per head-step; "
+              f"grid {result['grid_gflops']:.0f} GFLOP/s (plain GEMM {result['gemm_gflops']:.0f}), gathers "
+              f"{result['grid_gather_gbs']:.2f} GB/s (plain gather {result['gather_gbs']:.1f})")
     print(meter.line())
     out = ROOT / "benchmarks" / "results" / ("grid_quick.json" if args.quick else "grid.json")
     write_results(out, {"args": vars(args), "results": results, "load": meter.summary()})

@@ -455,6 +455,24 @@ class VICRegConfig:
 
 
 @dataclass
+class CLIPHeadConfig:
+    """Linear CLIP heads (docs/theory.md, "CLIP loss"): two towers trained with the symmetric cross-modal InfoNCE at
+    temperature τ, fixed or learned."""
+
+    tau: float = 0.2
+    """Temperature τ (logit scale 1/τ); with ``learn_scale``, its initial value. open_clip starts at 0.07; linear
+    towers on the clip preset had then not converged after 30 epochs (shared-block energy 0.76, against 0.999 at
+    τ = 0.2 or 0.5, and 0.95–0.98 learning the scale from 0.07)."""
+    learn_scale: bool = False
+    """Learn the logit scale, parametrised by its logarithm and clamped to [1, 100] after every step (open_clip's
+    rule); the learned value is in the results (``logit_scale``)."""
+
+    def validate(self, path: str = "heads.clip") -> None:
+        """Raise ConfigError naming τ if it is not positive."""
+        require_positive(f"{path}.tau", self.tau)
+
+
+@dataclass
 class BarlowTwinsConfig:
     """BarlowTwins (Zbontar et al. 2021): Σ_i (1 − C_ii)² + λ_off Σ_{i≠j} C_ij² on the cross-correlation C of the
     pair's batch-standardised projections."""
@@ -547,7 +565,8 @@ class HeadsConfig:
 
     methods: list[HeadMethod] = field(default_factory=lambda: ["infonce", "simsiam"])
     """Head methods to fit: ``infonce``, ``simsiam``, ``spectral_contrastive``, ``vicreg``, ``barlowtwins``, ``clip``
-    (two towers across the modalities of ``data.synthetic.preset: clip``; not implemented yet: ``run`` refuses it)."""
+    (two linear towers across two paired modalities: the ``clip`` preset, an open_clip backbone's images and class
+    prompts, the digits stand-in's features and pixels, or an npz with ``x1_*``/``x2_*``; ``heads.clip``)."""
     r: Union[int, list[int]] = 4
     """Projection dimension r (columns of A); K − 1 matches the Fisher subspace. A list is a sweep axis (one head
     per value; the section's description)."""
@@ -562,6 +581,11 @@ class HeadsConfig:
     simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
     vicreg: VICRegConfig = field(default_factory=VICRegConfig)
     barlowtwins: BarlowTwinsConfig = field(default_factory=BarlowTwinsConfig)
+    clip: CLIPHeadConfig = field(default_factory=CLIPHeadConfig)
+    target: Literal["shared", "combined"] = "shared"
+    """On paired features (CLIP heads, the ``clip`` preset): the label the unimodal heads' positives (and the
+    baselines and scores) of modality 1 share — the shared label k_s, or the combined (k_s, k₁) of the ``clip``
+    preset (docs/theory.md, "CLIP-GMM": the unimodal control of claim C4). CLIP heads always pair by k_s."""
     per_delta: list[DeltaSetting] = field(default_factory=list)
     """Settings that replace the defaults above for one δ each (``[{delta: 0.5, tau: 1.0, epochs: 40}]``); τ and lr
     only where ``infonce.tau`` and ``optimizer.lr`` are one value (a sweep axis of several values wins nothing: the
@@ -587,6 +611,7 @@ class HeadsConfig:
         self.simsiam.validate(f"{path}.simsiam")
         self.vicreg.validate(f"{path}.vicreg")
         self.barlowtwins.validate(f"{path}.barlowtwins")
+        self.clip.validate(f"{path}.clip")
         self.trainer.validate(f"{path}.trainer")
         for i, override in enumerate(self.per_delta):
             override.validate(f"{path}.per_delta[{i}]")
@@ -835,6 +860,8 @@ class HeadSettings:
     axes: tuple[str, ...] = ()
     """The sweep axes (``AXES``) its config gave several values for that apply to this head; their values enter
     the tag. Empty for a config of scalars (and for head files saved before sweep axes existed)."""
+    learn_scale: Optional[bool] = None
+    """CLIP: whether the logit scale is learned (from 1/τ) or fixed at 1/τ (None for the other methods)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", tuple(self.axes))  # a list when read back from a head file's JSON
@@ -881,7 +908,7 @@ def resolve_head_settings(
         weight_decay=heads.optimizer.weight_decay,
         optimizer=heads.optimizer.name,
         standardize=heads.standardize,
-        tau=_unless_none(override.tau, chosen["tau"]) if infonce else None,
+        tau=_unless_none(override.tau, chosen["tau"]) if infonce else heads.clip.tau if method == "clip" else None,
         similarity=heads.infonce.similarity if infonce else None,
         symmetric=heads.infonce.symmetric if infonce else None,
         xi=chosen["xi"] if method == "simsiam" else None,
@@ -893,6 +920,7 @@ def resolve_head_settings(
         cov_coeff=heads.vicreg.cov_coeff if method == "vicreg" else None,
         lambda_off=heads.barlowtwins.lambda_off if method == "barlowtwins" else None,
         axes=heads.swept_axes(method),
+        learn_scale=heads.clip.learn_scale if method == "clip" else None,
     )
 
 

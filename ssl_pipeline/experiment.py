@@ -83,7 +83,8 @@ def fit_heads(
                         for settings in grid_jobs:  # each head's curves against the trainer's step, as fit_logger does
                             logger.run.define_metric(f"{metric_tag(settings.tag)}/*", step_metric="trainer/global_step")
                     saved.progress = (progress, task)
-                    heads = fit_grid(features, grid_jobs, cfg.heads.trainer, logger=grid_logger, on_finished=saved,
+                    data = features.paired if grid_jobs[0].method == "clip" else features
+                    heads = fit_grid(data, grid_jobs, cfg.heads.trainer, logger=grid_logger, on_finished=saved,
                                      checkpoint=checkpoint, on_epoch=saved.epoch_done)
                     saved.progress = None
                     for i, head in zip(group, heads):
@@ -246,6 +247,52 @@ def check_devices(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"score.probe.device={cfg.score.probe.device} but no CUDA device is visible; use auto or cpu")
 
 
+def paired_run(cfg: ExperimentConfig) -> bool:
+    """Whether the run trains on two paired modalities: CLIP heads, or the ``clip`` preset's data."""
+    return "clip" in cfg.heads.methods or (cfg.data.source == "synthetic" and cfg.data.synthetic.preset == "clip")
+
+
+def load_run_features(cfg: ExperimentConfig, console: Console) -> LabelledFeatures:
+    """The features a run fits and scores. Paired runs (``paired_run``) build both modalities and return modality 1
+    labelled by the shared label, the pairs attached (``features.paired``: CLIP heads train on them, tower 2 is
+    scored on modality 2); the unimodal heads and the baselines of such a run use modality 1. Otherwise the
+    config's labelled feature source (``load_features``)."""
+    if not paired_run(cfg):
+        return load_features(cfg.data, console)
+    from ssl_pipeline.heads.clip import modality_view
+
+    from ssl_pipeline.features.paired import paired_features, require_r_within_paired
+
+    paired = synthetic_pairs(cfg, console) if cfg.data.source == "synthetic" else paired_features(cfg.data, console)
+    paired.validate()
+    require_r_within_paired(cfg.heads, paired)
+    if cfg.heads.target == "combined" and "clip" in cfg.heads.methods:
+        raise ConfigError("heads.target=combined labels modality 1 by (k_s, k_1) for unimodal heads, but CLIP heads "
+                          "pair by k_s; run the clip heads and the combined-label heads in two runs")
+    return modality_view(paired, 1, cfg.heads.target)
+
+
+def synthetic_pairs(cfg: ExperimentConfig, console: Console):
+    """The ``clip`` preset's two modalities (``data.multimodal.make_clip_gmm``), their population geometry printed."""
+    from ssl_pipeline.data.multimodal import clip_parameters, make_clip_gmm
+    from ssl_pipeline.features.source import synthetic_features_key
+    from ssl_pipeline.theory.clip_gmm import clip_subspace_report
+
+    gmm = cfg.data.synthetic
+    if gmm.preset != "clip":
+        raise ConfigError(f"heads.methods contains clip but data.synthetic.preset is {gmm.preset}; CLIP heads need "
+                          "two modalities: use data.synthetic.preset: clip")
+    params = clip_parameters(gmm)
+    for m, modality in enumerate(params, start=1):
+        report = clip_subspace_report(modality)
+        console.print(f"modality {m}: cos² shared Fisher–means {report['shared_fisher_vs_means']:.2f}, "
+                      f"shared Fisher–PCA {report['shared_fisher_vs_pca']:.2f}, "
+                      f"PCA energy in the noise block {report['pca_noise_energy']:.2f}")
+    paired = make_clip_gmm(gmm, params)
+    paired.features_key = synthetic_features_key(gmm)
+    return paired
+
+
 def run(
     command: str, cfg: ExperimentConfig, console: Console, wide: bool = False
 ) -> tuple[Optional[list[dict]], Path]:
@@ -256,7 +303,7 @@ def run(
     if command == "score" and not cfg.run_dir:
         raise ConfigError("`score` needs --run_dir, the directory where `fit` saved the heads")
     check_devices(cfg)
-    features = load_features(cfg.data, console)
+    features = load_run_features(cfg, console)
     require_r_within(cfg.heads, features.dim)
     if command == "score":
         # The heads are checked before anything is written: a refused score leaves the run's config.yaml

@@ -102,6 +102,25 @@ class LabRuns:
                         *EXACT_WEIGHTS, *self.overrides])
 
 
+    @functools.cached_property
+    def clip(self) -> PancakesRun:
+        return run_lab(LAB / "clip_gmm.yaml", self.root / "clip", self.overrides)
+
+    @functools.cached_property
+    def clip_combined(self) -> PancakesRun:
+        """Unimodal InfoNCE on modality 1 of the clip preset, positives sharing the combined label (k_s, k₁), with
+        r = q_s + q₁ (the control of claim C4)."""
+        gmm = _lab_config("clip_gmm.yaml").data.synthetic.clip
+        r = (gmm.k_s - 1) + (gmm.k_1 - 1)
+        return run_lab(LAB / "clip_gmm.yaml", self.root / "clip_combined",
+                       ["--heads.methods", "[infonce]", "--heads.target", "combined", "--heads.r", str(r),
+                        "--heads.infonce.tau", "0.5", "--deltas", "[1]", "--score.baselines", "[]", *self.overrides])
+
+
+def _lab_config(name: str):
+    return parse_config(["synthetic", "--config", str(LAB / name)])[1]
+
+
 CLAIMS: dict[str, Callable[[LabRuns], list[Check]]] = {}
 """Every registered claim by name: runs → its checks."""
 
@@ -220,6 +239,65 @@ def test_spectral_heads_reach_their_closed_form(lab: LabRuns) -> list[Check]:
         at_least(exact, "optimum_cos2", "barlowtwins", 1.0, 0.95),
         at_least(run, "effective_rank", "barlowtwins", 1.0, 0.9 * min(run.cfg.heads.r, q)),
     ]
+
+
+def median_where(run: PancakesRun, metric, **where) -> float:
+    """The median over seeds of ``metric`` (a field, or a function of a record) over the records matching
+    ``where``."""
+    value = metric if callable(metric) else (lambda record: record[metric])
+    values = [value(r) for r in run.records if all(r[k] == v for k, v in where.items())]
+    assert len(values) >= 3, f"need ≥ 3 seeds for {where}"
+    return statistics.median(values)
+
+
+def _off_shared(record: dict) -> float:
+    return record["energy_private"] + record["energy_noise"]
+
+
+@claim
+def test_clip_towers_learn_the_shared_subspace_and_filter_the_rest(lab: LabRuns) -> list[Check]:
+    """C4 (docs/theory.md, "CLIP-GMM"): at δ = 1 with r = q_s, each CLIP tower puts ≥ 0.9 of its energy in its
+    modality's shared block and ≤ 0.1 in the private subspace and the noise block together, and its column
+    space is the shared Fisher subspace."""
+    run = lab.clip
+    checks = []
+    for tower in (1, 2):
+        where = dict(method="clip", delta=1.0, tower=tower)
+        checks.append(Check(f"clip tower {tower} δ=1 energy_shared", "energy_shared",
+                            median_where(run, "energy_shared", **where), 0.9))
+        checks.append(Check(f"clip tower {tower} δ=1 energy_private + energy_noise", "energy_private",
+                            median_where(run, _off_shared, **where), 0.1, at_least=False))
+        checks.append(Check(f"clip tower {tower} δ=1 fisher_cos2", "fisher_cos2",
+                            median_where(run, "fisher_cos2", **where), 0.9))
+    return checks
+
+
+@claim
+def test_a_unimodal_head_on_the_combined_label_keeps_the_private_subspace(lab: LabRuns) -> list[Check]:
+    """C4's control: InfoNCE on modality 1 whose positives share (k_s, k₁), r = q_s + q₁, keeps the private
+    directions CLIP drops: ≥ 0.5 · q₁/(q_s + q₁) of its energy in the private subspace."""
+    run = lab.clip_combined
+    gmm = run.cfg.data.synthetic.clip
+    q_s, q_1 = gmm.k_s - 1, gmm.k_1 - 1
+    return [Check("infonce (k_s, k_1) δ=1 energy_private", "energy_private",
+                  median_where(run, "energy_private", method="infonce", delta=1.0), 0.5 * q_1 / (q_s + q_1))]
+
+
+@claim
+def test_pca_puts_its_energy_in_the_noise_block(lab: LabRuns) -> list[Check]:
+    return [Check("pca energy_noise", "energy_noise", median_where(lab.clip, "energy_noise", method="pca"), 0.5)]
+
+
+@claim
+def test_clip_learns_nothing_shared_at_delta_zero(lab: LabRuns) -> list[Check]:
+    """Without shared pairs (δ = 0) the towers keep no more of the shared block than a random subspace would
+    (its share of the dimensions, 2q_s/d, plus a margin) and retrieval is at chance."""
+    run = lab.clip
+    gmm = run.cfg.data.synthetic.clip
+    random_share = 2 * (gmm.k_s - 1) / gmm.d_1
+    return [Check("clip tower 1 δ=0 energy_shared", "energy_shared",
+                  median_where(run, "energy_shared", method="clip", delta=0.0, tower=1), random_share + 0.1,
+                  at_least=False)]
 
 
 def test_a_failing_check_fails_its_claim() -> None:

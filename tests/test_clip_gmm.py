@@ -237,10 +237,10 @@ def test_clip_heads_need_the_clip_preset_and_r_fits_both_modalities():
         validate_experiment(ExperimentConfig(data=clip_data, heads=HeadsConfig(methods=["clip"], r=21)))
 
 
-def test_run_refuses_the_clip_preset_in_one_line_until_its_heads_exist():
+def test_a_one_source_command_refuses_the_clip_preset_in_one_line():
     from ssl_pipeline.features.source import load_features
 
-    with pytest.raises(ConfigError, match="not implemented yet") as error:
+    with pytest.raises(ConfigError, match="generates two paired modalities; this command reads one") as error:
         load_features(DataConfig(synthetic=_cfg()))
     assert "\n" not in str(error.value)
 

@@ -15,7 +15,7 @@ def schema_one(record: dict) -> dict:
 def test_schema_one_records_are_read_with_the_new_fields_null(tmp_path):
     current = [make_record(method="simsiam", delta=1.0, seed=s, nmi=0.8 + s / 100, means_cos2=0.5) for s in range(3)]
     current.append(make_record(method="lda", seed=0, nmi=0.9, fisher_cos2=1.0))
-    assert SCHEMA == 2 and all(r["schema"] == 2 for r in current)
+    assert SCHEMA == 3 and all(r["schema"] == 3 for r in current)
     path = tmp_path / "results.json"
     path.write_text(json.dumps([schema_one(r) for r in current]))
     records = load_results(path)

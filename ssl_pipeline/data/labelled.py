@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 
@@ -36,6 +36,9 @@ class LabelledFeatures:
     """The true class-mean subspace span{μ_k − μ̄} [d, q] when known (synthetic data); else estimated on train."""
     text_features: Optional[np.ndarray] = None
     """Text-tower embeddings of the class-name prompts [T·K, D] (template-major), for CLIP backbones."""
+    paired: Optional[Any] = None
+    """The two modalities (``data.multimodal.PairedFeatures``) when these are modality 1 of paired features labelled
+    by the shared label (CLIP heads: ``heads.clip.modality_view``); None otherwise."""
 
     @property
     def dim(self) -> int:

@@ -72,7 +72,7 @@ class ModalityFeatures:
         """Whether the items carry a private label k_m (synthetic data)."""
         return self.private_train is not None
 
-    def labelled(self, by: Literal["shared", "private"], dataset: str, split_seed: int,
+    def labelled(self, by: Literal["shared", "private", "combined"], dataset: str, split_seed: int,
                  data_kind: Optional[Literal["synthetic", "real", "surrogate"]] = None) -> LabelledFeatures:
         """This modality as unimodal labelled features, labelled by k_s (``shared``: the Fisher and class-mean
         subspaces are the shared ones, None when unknown: scores then estimate them on train) or by k_m
@@ -81,16 +81,22 @@ class ModalityFeatures:
         (``parameters``), else ``real``."""
         if data_kind is None:
             data_kind = "synthetic" if self.parameters is not None else "real"
-        if by == "private" and not self.has_private:
+        if by != "shared" and not self.has_private:
             raise ValueError(f"modality {self.name or ''} has no private labels (real data carry only the shared one)")
-        labels = {split: getattr(self, f"{by}_{split}") for split in SPLITS}
+        if by == "combined":  # (k_s, k_m) as one label k_s·K_m + k_m; its Fisher subspace is estimated on train
+            k_m = int(max(getattr(self, f"private_{split}").max() for split in SPLITS)) + 1
+            labels = {split: getattr(self, f"shared_{split}") * k_m + getattr(self, f"private_{split}")
+                      for split in SPLITS}
+        else:
+            labels = {split: getattr(self, f"{by}_{split}") for split in SPLITS}
         k = int(max(labels[split].max() for split in SPLITS)) + 1
         names = self.class_names if by == "shared" and self.class_names else [f"{by}_{c}" for c in range(k)]
         return LabelledFeatures(
             self.x_train, labels["train"], self.x_val, labels["val"], self.x_test, labels["test"],
-            dataset=f"{dataset}-{by}", data_kind=data_kind, split_seed=split_seed,
-            class_names=list(names), fisher_basis=getattr(self, f"{by}_fisher_basis"),
-            means_basis=getattr(self, f"{by}_means_basis"),
+            dataset=dataset if by == "shared" and data_kind == "real" else f"{dataset}-{by}", data_kind=data_kind,
+            split_seed=split_seed,
+            class_names=list(names), fisher_basis=getattr(self, f"{by}_fisher_basis", None),
+            means_basis=getattr(self, f"{by}_means_basis", None),
         )
 
 

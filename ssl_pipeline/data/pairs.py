@@ -119,12 +119,16 @@ class CandidateSampler(Sampler[tuple[Tensor, Tensor]]):
     def __len__(self) -> int:
         return max(1, len(self.index) // (self.batch_size * self.world_size))
 
+    def candidates(self, anchors: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Same-class candidate, uniform candidate and coin of each anchor (``sample_delta_candidates``)."""
+        return sample_delta_candidates(self.index, anchors, generator)
+
     def __iter__(self):
         indices, coins = [], []
         for seed in self.seeds:
             generator = torch.Generator().manual_seed(seed * 1_000_003 + self.epoch)
             anchors = torch.randperm(len(self.index), generator=generator)
-            same_class, uniform, coin = sample_delta_candidates(self.index, anchors, generator)
+            same_class, uniform, coin = self.candidates(anchors, generator)
             indices.append(torch.stack([anchors, same_class, uniform]))
             coins.append(coin)
         indices, coins = torch.stack(indices), torch.stack(coins)
@@ -166,6 +170,67 @@ class _InMemoryDataModule(pl.LightningDataModule):
     @property
     def has_val(self) -> bool:
         return self.val_features is not None and self.val_labels is not None
+
+
+class CrossModalSampler(CandidateSampler):
+    """``CandidateSampler`` across two modalities (CLIP heads, ``heads.clip``): the anchors are a seeded permutation
+    of modality 1's items (``labels``: their shared labels k_s) and the candidates are modality-2 items (``partner``:
+    their k_s) — one of the anchor's k_s and a uniform one (``data.multimodal.cross_modal_candidates``) — with the
+    coin; a CLIP head of parameter δ takes the same-k_s candidate where coin < δ."""
+
+    def __init__(self, labels: Tensor, partner: Tensor, seeds: list[int], batch_size: int, rank: int = 0,
+                 world_size: int = 1, fixed: bool = False):
+        super().__init__(labels, seeds, batch_size, rank, world_size, fixed)
+        self.partner_index = ClassIndex(partner)
+
+    def candidates(self, anchors: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        from ssl_pipeline.data.multimodal import cross_modal_candidates
+
+        return cross_modal_candidates(self.index.labels[anchors], self.partner_index, generator)
+
+
+class CrossModalFeatures(Dataset):
+    """Maps (index sets [S, 3, B], coins [S, B]) to the anchors' modality-1 blocks [S, B, d₁], the candidates'
+    modality-2 blocks [S, 2, B, d₂] and the coins."""
+
+    def __init__(self, features1: Tensor, features2: Tensor) -> None:
+        self.features1, self.features2 = features1, features2
+
+    def __getitem__(self, item: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        indices, coins = item
+        return gather_candidates(self.features1, indices[:, 0]), gather_candidates(self.features2, indices[:, 1:]), coins
+
+    def __len__(self) -> int:
+        return len(self.features1)
+
+
+class CrossModalDataModule(pl.LightningDataModule):
+    """Serves ``CrossModalSampler`` steps of paired in-memory features for the seeds of a grid of CLIP heads:
+    modality 1 (x₁ [N₁, d₁], shared labels [N₁]) and modality 2 (x₂ [N₂, d₂], shared labels [N₂]); with ``val``
+    (the same four tensors of the val split), the fixed held-out draw of seed + 1 for early stopping. Features are
+    gathered on the host (CLIP grids do not use the device-resident path yet)."""
+
+    def __init__(self, x1: Tensor, labels1: Tensor, x2: Tensor, labels2: Tensor, seeds: list[int], batch_size: int,
+                 val: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None) -> None:
+        super().__init__()
+        self.train = (x1, labels1, x2, labels2)
+        self.val = val
+        self.seeds = list(seeds)
+        self.batch_size = batch_size
+
+    def _loader(self, tensors, seeds: list[int], fixed: bool) -> DataLoader:
+        x1, labels1, x2, labels2 = tensors
+        rank = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = CrossModalSampler(labels1, labels2, seeds, self.batch_size, *rank, fixed=fixed)
+        return DataLoader(CrossModalFeatures(x1, x2), sampler=sampler, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, self.seeds, fixed=False)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val is None:
+            return []
+        return self._loader(self.val, [seed + 1 for seed in self.seeds], fixed=True)
 
 
 class CandidateIndices(Dataset):

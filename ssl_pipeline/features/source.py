@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 def load_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
     """The labelled feature source of a config, validated, with its identity in ``features_key``."""
     if cfg.source == "synthetic" and cfg.synthetic.preset == "clip":
-        raise ConfigError("data.synthetic.preset=clip generates two paired modalities, and the heads and scores "
-                          "that use them (heads.methods: [clip]) are not implemented yet; use another preset")
+        raise ConfigError("data.synthetic.preset=clip generates two paired modalities; this command reads one "
+                          "labelled source (fit and score them with `ssl-pipeline synthetic`), use another preset")
     if cfg.source == "synthetic":
         from ssl_pipeline.data.synthetic import gmm_parameters, make_synthetic  # scipy
         from ssl_pipeline.theory.gmm import subspace_report

@@ -33,25 +33,37 @@ class FittedHead:
     features_key: Optional[str] = None
     epochs_trained: Optional[int] = None
     """Epochs behind the kept weights (fewer than configured when early stopping kept an earlier epoch)."""
+    weight2: Optional[np.ndarray] = None
+    """CLIP heads: the second tower A₂ [G, d₂, r] on modality 2 (with ``mean2``, ``scale2``); None otherwise."""
+    mean2: Optional[np.ndarray] = None
+    scale2: Optional[np.ndarray] = None
+    logit_scale: Optional[float] = None
+    """CLIP heads: the logit scale at the end of training (1/τ when fixed, the learned value otherwise)."""
 
-    def feature_space_weight(self, head: int = 0) -> np.ndarray:
-        """Ã = D^(−1/2) A [d, r] for head ``head`` of the stack."""
+    def feature_space_weight(self, head: int = 0, tower: int = 1) -> np.ndarray:
+        """Ã = D^(−1/2) A [d, r] for head ``head`` of the stack (``tower`` 2: a CLIP head's second tower)."""
+        if tower == 2:
+            return self.scale2[:, None] * self.weight2[head]
         return self.scale[:, None] * self.weight[head]
 
-    def project(self, x: np.ndarray, head: int = 0) -> np.ndarray:
-        """z = Ãᵀ(x − x̄_train) → [N, r]."""
-        return (x - self.mean) @ self.feature_space_weight(head)
+    def project(self, x: np.ndarray, head: int = 0, tower: int = 1) -> np.ndarray:
+        """z = Ãᵀ(x − x̄_train) → [N, r] (``tower`` 2: modality-2 features through a CLIP head's second tower)."""
+        mean = self.mean2 if tower == 2 else self.mean
+        return (x - mean) @ self.feature_space_weight(head, tower)
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename) as safetensors, settings in the metadata."""
         from safetensors.numpy import save
 
         tensors = {"weight": self.weight, "mean": self.mean, "scale": self.scale}
+        if self.weight2 is not None:
+            tensors.update(weight2=self.weight2, mean2=self.mean2, scale2=self.scale2)
         metadata = {
             "settings": json.dumps(asdict(self.settings)),
             "fit_seconds": repr(self.fit_seconds),
             "features_key": self.features_key or "",
             "epochs_trained": str(self.epochs_trained or ""),
+            "logit_scale": "" if self.logit_scale is None else repr(self.logit_scale),
         }
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
         atomic_write_bytes(path, save(arrays, metadata))
@@ -63,7 +75,7 @@ class FittedHead:
         try:
             with safe_open(str(path), framework="numpy") as f:
                 metadata = f.metadata()
-                tensors = {k: f.get_tensor(k) for k in ("weight", "mean", "scale")}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as error:  # safetensors raises several types for corrupt files
             raise DataError(f"cannot read head file {path} ({error}); re-run `ssl-pipeline fit`") from error
         settings = json.loads(metadata["settings"])
@@ -74,6 +86,7 @@ class FittedHead:
             fit_seconds=float(metadata["fit_seconds"]),
             features_key=metadata["features_key"] or None,
             epochs_trained=int(metadata["epochs_trained"]) if metadata.get("epochs_trained") else None,
+            logit_scale=float(metadata["logit_scale"]) if metadata.get("logit_scale") else None,
             **tensors,
         )
 

@@ -42,9 +42,10 @@ if TYPE_CHECKING:
 
 def grid_key(settings: HeadSettings) -> tuple:
     """Heads with the same key share a grid: the same batches (batch size), the same input centring and scaling
-    (standardize) and the same optimiser class. Methods, δ, seeds, r, τ, ξ, lr, weight decay, epochs and early
-    stopping may differ inside a grid."""
-    return (settings.batch_size, settings.standardize, settings.optimizer)
+    (standardize), the same optimiser class, and the same data (CLIP heads train on paired features, the others
+    on one modality). Methods, δ, seeds, r, τ, ξ, lr, weight decay, epochs and early stopping may differ inside a
+    grid."""
+    return (settings.batch_size, settings.standardize, settings.optimizer, settings.method == "clip")
 
 
 def step_bytes(settings: HeadSettings, world_size: int = 1) -> int:
@@ -115,12 +116,13 @@ class EpochReport:
         return " · ".join(parts)
 
 
-def _first_equal_basis(members: list[LinearHead], h: int) -> int:
-    """The first member whose basis equals member h's (the same span, orthonormal or whitened), compared by value
-    so that the grouping survives ``.to()``/``.double()``, which copy every member's buffers apart."""
-    basis = members[h].basis
+def _first_equal_basis(members: list[LinearHead], h: int, attribute: str = "basis") -> int:
+    """The first member whose basis (``attribute``) equals member h's (the same span, orthonormal or whitened),
+    compared by value so that the grouping survives ``.to()``/``.double()``, which copy every member's buffers
+    apart."""
+    basis = getattr(members[h], attribute)
     for other in range(h):
-        candidate = members[other].basis
+        candidate = getattr(members[other], attribute)
         if basis is None and candidate is None:
             return other
         if basis is not None and candidate is not None and basis.shape == candidate.shape and torch.equal(basis, candidate):
@@ -190,17 +192,20 @@ class HeadGrid(pl.LightningModule):
                 losses[h] = member.output_losses(block[0][None], z_positive[None])[0]
         return losses
 
-    def head_weights(self, heads: list[int]) -> dict[int, Tensor]:
+    def head_weights(self, heads: list[int], tower: int = 1) -> dict[int, Tensor]:
         """A_h = U·B_h [d, r_h] of the listed heads, one GEMM per distinct basis U (``basis_owner``): the heads'
         B are concatenated, so a d × m basis is read once per step instead of once per head (18 skinny products
-        U·B_h, with their backward, were a fifth of an 18-head InfoNCE step on 45k × 1280)."""
+        U·B_h, with their backward, were a fifth of an 18-head InfoNCE step on 45k × 1280). ``tower`` 2: the
+        second tower of CLIP heads (``basis2``, ``weight2``)."""
+        suffix = "" if tower == 1 else str(tower)
+        owners = getattr(self, f"basis{suffix}_owner")
         by_basis: dict[int, list[int]] = {}
         for h in heads:
-            by_basis.setdefault(self.basis_owner[h], []).append(h)
+            by_basis.setdefault(owners[h], []).append(h)
         weights = {}
         for owner, group in by_basis.items():
-            basis = self.members[owner].basis
-            stacked = torch.cat([self.members[h].weight[0] for h in group], dim=1)  # [m, Σ r_h]
+            basis = getattr(self.members[owner], f"basis{suffix}")
+            stacked = torch.cat([getattr(self.members[h], f"weight{suffix}")[0] for h in group], dim=1)  # [m, Σ r_h]
             product = stacked if basis is None else basis @ stacked
             for h, weight in zip(group, product.split([self.members[h].settings.r for h in group], dim=1)):
                 weights[h] = weight
@@ -399,20 +404,27 @@ def fit_grid(
     fit resumes from it — the heads end bit-identical to an uninterrupted fit — and it is removed at the end.
     The features go to the trainer's CUDA/MPS device once when they take at most ``feature_memory_share`` of it
     (``CandidateDataModule``); ``resident`` forces that path either way (tests)."""
-    from ssl_pipeline.data.pairs import CandidateDataModule
+    from ssl_pipeline.data.pairs import CandidateDataModule, CrossModalDataModule
     from ssl_pipeline.heads.fit import head_module, head_trainer, held_out_features
 
     if len({grid_key(s) for s in jobs}) != 1:
         raise ValueError("the heads of one grid need the same batch size, standardize and optimizer (grid_groups)")
-    x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
-    y = torch.from_numpy(features.y_train.astype(np.int64))
-    grid = HeadGrid([head_module(features, settings) for settings in jobs], features.features_key, on_finished, on_epoch)
+    stopping = any(s.early_stopping_patience is not None for s in jobs)
+    if jobs[0].method == "clip":  # paired features (data.multimodal.PairedFeatures)
+        from ssl_pipeline.heads.clip import ClipGrid, clip_head_module, paired_tensors
+
+        grid = ClipGrid([clip_head_module(features, s) for s in jobs], features.features_key, on_finished, on_epoch)
+        held_out = {"val": paired_tensors(features, "val")} if stopping else {}
+        datamodule = CrossModalDataModule(*paired_tensors(features, "train"), grid.seeds, jobs[0].batch_size, **held_out)
+    else:
+        x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
+        y = torch.from_numpy(features.y_train.astype(np.int64))
+        grid = HeadGrid([head_module(features, s) for s in jobs], features.features_key, on_finished, on_epoch)
+        held_out = held_out_features(features) if stopping else {}
+        datamodule = CandidateDataModule(x, y, grid.seeds, jobs[0].batch_size, **held_out,
+                                         device_share=trainer_cfg.feature_memory_share, resident=resident)
     if str(trainer_cfg.precision).startswith("64"):
         grid = grid.double()  # so that ddp_spawn's ranks hand their float64 weights back unrounded
-    stopping = any(s.early_stopping_patience is not None for s in jobs)
-    held_out = held_out_features(features) if stopping else {}
-    datamodule = CandidateDataModule(x, y, grid.seeds, jobs[0].batch_size, **held_out,
-                                     device_share=trainer_cfg.feature_memory_share, resident=resident)
     callbacks = [] if checkpoint is None else [GridCheckpoint(checkpoint)]
     trainer = head_trainer(trainer_cfg, max(s.epochs for s in jobs), logger, stopping, callbacks=callbacks)
     resume = checkpoint if checkpoint is not None and Path(checkpoint).is_file() else None

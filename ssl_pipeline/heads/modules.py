@@ -70,7 +70,7 @@ class LinearHead(pl.LightningModule):
         super().__init__()
         # The per-head settings are kept with the module but not sent to a logger: one W&B run holds many fits,
         # and its config is the experiment's (each head's settings are in the results table).
-        self.save_hyperparameters(ignore=["mean", "scale", "basis"], logger=False)
+        self.save_hyperparameters(ignore=["mean", "scale", "basis", "mean2", "scale2", "basis2"], logger=False)
         self.settings = HeadSettings(**settings)
         inner = dim if basis is None else basis.shape[1]
         self.weight = nn.Parameter(orthonormal_init(num_heads, inner, self.settings.r, self.settings.seed))
@@ -82,8 +82,8 @@ class LinearHead(pl.LightningModule):
 
     @classmethod
     def from_settings(cls, settings: HeadSettings, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
-                      basis: Optional[Tensor] = None):
-        return cls(asdict(settings), dim, mean, scale, num_heads, basis)
+                      basis: Optional[Tensor] = None, **extra):
+        return cls(asdict(settings), dim, mean, scale, num_heads, basis, **extra)
 
     def head_weight(self) -> Tensor:
         """A [G, d, r] acting on the module's (centred, scaled) input: U·B with a basis, else the parameter."""

@@ -11,19 +11,26 @@ from typing import Any, Iterable, Optional
 
 from ssl_pipeline.atomic import atomic_write_bytes
 
-SCHEMA = 2
-"""2: settings ``regularizer`` (SimSiam's collapse guard), ``loss_weights`` (VICReg λ/μ/ν, BarlowTwins λ_off) and
+SCHEMA = 3
+"""3: settings ``tower`` (1 or 2: which tower of a CLIP head the record scores; null for unimodal records) and
+``target`` (the label the record's clustering, probe and Fisher subspace refer to: ``shared`` for CLIP heads;
+null otherwise); metrics ``energy_shared``, ``energy_private``, ``energy_noise`` (the tower's ``fisher_energy`` in
+its modality's shared block, private subspace and noise block: they sum to 1; synthetic paired data only),
+``retrieval_p1``, ``retrieval_p10``, ``retrieval_map`` (class-level cross-modal retrieval of this tower's test
+items among the other modality's) and ``logit_scale``. Schema-2 records are read with those fields null.
+2: settings ``regularizer`` (SimSiam's collapse guard), ``loss_weights`` (VICReg λ/μ/ν, BarlowTwins λ_off) and
 the optimiser's ``lr``, ``weight_decay`` and ``predictor_lr_scale`` (two heads differing only there were merged);
 metrics ``means_cos2``, ``pca_cos2``, ``optimum_cos2`` and ``feature_rank``. Schema-1 records are read with those
 fields missing (shown as null); their SimSiam heads used the Euclidean guard."""
 SETTING_FIELDS = (
     "method", "data", "dataset", "backbone", "features", "split", "split_seed", "delta", "r", "tau", "xi",
     "regularizer", "loss_weights", "similarity", "symmetric", "epochs", "batch_size", "lr", "weight_decay",
-    "predictor_lr_scale", "normalized", "seed",
+    "predictor_lr_scale", "normalized", "tower", "target", "seed",
 )
 METRIC_FIELDS = (
     "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2", "pca_cos2",
-    "optimum_cos2", "effective_rank", "feature_rank", "fit_seconds",
+    "optimum_cos2", "effective_rank", "feature_rank", "energy_shared", "energy_private", "energy_noise",
+    "retrieval_p1", "retrieval_p10", "retrieval_map", "logit_scale", "fit_seconds",
 )
 AXIS_FIELDS = ("r", "tau", "xi", "lr")
 """The setting fields of the config's sweep axes (``heads.r``, ``heads.infonce.tau``, ``heads.simsiam.xi``,
@@ -32,7 +39,7 @@ figures and W&B keys (``swept_fields``)."""
 AXIS_SYMBOLS = {"r": "r", "tau": "τ", "xi": "ξ", "lr": "lr"}
 TABLE_METRICS = ("nmi", "probe_acc", "fisher_cos2", "effective_rank")
 """The metrics of the default summary table, which fits 80 columns; the wide table shows every metric of
-``METRIC_FIELDS``, so a metric added to the contract appears there."""
+``METRIC_FIELDS`` that some record has, so a metric added to the contract appears there."""
 
 
 def make_record(**fields: Any) -> dict[str, Any]:
@@ -103,7 +110,8 @@ def summary_table(records: list[dict[str, Any]], title: str = "results (mean ± 
     from rich import box
     from rich.table import Table
 
-    metrics = METRIC_FIELDS if wide else TABLE_METRICS
+    # wide: every metric some record has (a CLIP run's energies and retrieval, or none of them)
+    metrics = [m for m in METRIC_FIELDS if any(r.get(m) is not None for r in records)] if wide else TABLE_METRICS
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
     table.add_column("method", overflow="fold")
     for header in ("δ", "seeds", *metrics):
@@ -126,8 +134,10 @@ def _series_order(row: dict[str, Any], fields: tuple[str, ...]) -> tuple:
 
 def method_label(row: dict[str, Any]) -> str:
     """The method as tables and plots name it: ``simsiam-euclidean`` for the Euclidean guard, VICReg and
-    BarlowTwins with their loss weights (``vicreg 25/25/1``)."""
+    BarlowTwins with their loss weights (``vicreg 25/25/1``), a CLIP head's towers as ``clip tower 1``/``2``."""
     label = row["method"]
+    if row.get("tower") is not None:
+        label += f" tower {row['tower']}"
     if row.get("regularizer") not in (None, "covariance"):
         label += f"-{row['regularizer']}"
     if row.get("loss_weights"):

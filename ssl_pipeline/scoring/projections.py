@@ -29,7 +29,7 @@ class Projection:
 
 def head_projection(head: FittedHead) -> Projection:
     """z = Ãᵀ(x − x̄_train); cosine heads (InfoNCE-cosine, SimSiam) are L2-normalised for clustering."""
-    normalized = head.settings.method == "simsiam" or head.settings.similarity == "cosine"
+    normalized = head.settings.method in ("simsiam", "clip") or head.settings.similarity == "cosine"
     return Projection(head.settings.method, head.project, head.feature_space_weight(), normalized, head.settings.r)
 
 

@@ -124,14 +124,28 @@ def _head_records(
     of each method's first-seed head at the largest δ goes to ``first_seed``."""
     records = []
     top = max(cfg.deltas)
+    clip = None
     for head in heads:
         s = head.settings
         progress.update(task, current=s.tag)
+        if s.method == "clip":
+            from ssl_pipeline.scoring.clip import ClipScoring
+
+            clip = clip or ClipScoring(cfg, features, references)
+            for tower, metrics in clip.metrics(head).items():
+                records.append(make_record(
+                    **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, epochs=s.epochs,
+                    batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay, normalized=True, tower=tower,
+                    target="shared", seed=s.seed, fit_seconds=head.fit_seconds, **metrics,
+                ))
+            progress.advance(task)
+            continue
         projection = head_projection(head)
         if s.seed == cfg.seeds[0] and s.delta == top:
             first_seed.setdefault(s.method, projection)
         optimum = closed_forms.get(s.delta, s.seed, s.r).basis if s.method in SPECTRAL_METHODS else None
         metrics = score_projection(projection, features, references_at(references, s.r), cfg.score, s.seed, optimum)
+        metrics.update(paired_fields(cfg, features, projection))
         records.append(make_record(
             **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, regularizer=s.regularizer,
             loss_weights=s.loss_weights, similarity=s.similarity,
@@ -170,10 +184,27 @@ def _baseline_records(
                     first_seed.setdefault(method, projection)
                 records.append(make_record(
                     **common, method=method, r=projection.r, normalized=False, seed=seed,
-                    fit_seconds=fit_seconds, **scorer.scores(seed),
+                    fit_seconds=fit_seconds, **scorer.scores(seed), **paired_fields(cfg, features, projection),
                 ))
                 progress.advance(task)
     return records
+
+
+def paired_fields(cfg: ExperimentConfig, features: LabelledFeatures, projection: Projection) -> dict:
+    """On paired features, a unimodal record's ``target`` (the label its modality-1 view carries, ``heads.target``)
+    and, where modality 1 has ground-truth blocks (synthetic), its subspace's energies in the shared block, the
+    private subspace and the noise block (as the CLIP towers'); nothing on unimodal data."""
+    if features.paired is None:
+        return {}
+    fields = {"target": cfg.heads.target}
+    blocks = features.paired.modality1.energy_blocks
+    if blocks and projection.subspace is not None:
+        from ssl_pipeline.scoring.multimodal import block_energies
+
+        energies = block_energies(projection.subspace, blocks)
+        fields.update(energy_shared=energies["shared_fisher"] + energies["shared_rest"],
+                      energy_private=energies["private"], energy_noise=energies["noise"])
+    return fields
 
 
 def baseline_rs(cfg: ExperimentConfig, method: str) -> list[int]:
