@@ -86,3 +86,46 @@ def test_r_above_a_modalitys_span_is_refused_in_one_line(paired):
     with pytest.raises(DataError, match=r"heads.r=21 exceeds the rank") as error:
         fit_grid(paired, [clip(1.0, 0, r=21)], DOUBLE)
     assert "\n" not in str(error.value)
+
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1},
+}
+
+
+def test_clip_heads_on_a_tiny_open_clip_backbone_score_the_image_tower_with_retrieval_and_zero_shot(tmp_path):
+    """The real-data path end to end: images × class prompts of a randomly initialised open_clip model."""
+    import json
+
+    import open_clip
+    from fake_datasets import write_image_folder
+
+    from ssl_pipeline.cli import main
+    from ssl_pipeline.reporting.results import load_results
+
+    (tmp_path / "ssl-test-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(tmp_path / "ssl-test-tiny-clip.json")
+    write_image_folder(tmp_path / "images", ["cat", "dog", "eel"], 8, 40, seed=0)
+    config = tmp_path / "clip.yaml"
+    config.write_text(
+        "name: tiny_clip\nseeds: [0]\ndeltas: [1.0, 0.0]\n"
+        "data: {source: images, dataset: {name: imagefolder, root: %s}, extract: {cache_root: %s, batch_size: 32, "
+        "num_workers: 0}, backbone: {kind: open_clip, name: ssl-test-tiny-clip, prompts: ['a photo of a {}.', 'a {}.']}}\n"
+        "heads: {methods: [clip, infonce], r: 2, epochs: 2, batch_size: 32}\n"
+        "score: {baselines: [lda], kmeans: {nredo: 1}, probe: {l2_grid: [0.001]}}\nwandb: {mode: disabled}\n"
+        % (tmp_path / "images", tmp_path / "features")
+    )
+    assert main(["run", "--config", str(config), "--run_dir", str(tmp_path / "run")]) == 0
+    records = load_results(tmp_path / "run" / "results.json")
+    clip = [r for r in records if r["method"] == "clip"]
+    assert sorted((r["delta"], r["tower"]) for r in clip) == [(0.0, 1), (1.0, 1)]  # prompts: image tower only
+    for r in clip:
+        assert r["target"] == "shared" and r["energy_shared"] is None  # no ground truth on real data
+        assert 0 <= r["zeroshot_acc"] <= 1 and 0 <= r["retrieval_map"] <= 1 and r["retrieval_p1"] is not None
+        assert r["retrieval_p10"] is None  # 6 prompts: no top 10
+        assert r["logit_scale"] == pytest.approx(1 / 0.2) and r["dataset"] == "imagefolder"
+    unimodal = [r for r in records if r["method"] in ("infonce", "lda")]
+    assert len(unimodal) == 3 and all(r["target"] == "shared" and r["tower"] is None for r in unimodal)
+    assert any(r["method"] == "zeroshot" for r in records)  # the backbone's own zero-shot beside the towers'

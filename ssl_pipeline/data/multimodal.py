@@ -116,6 +116,11 @@ class PairedFeatures:
     split_seed: int
     features_key: Optional[str] = None
     aligned: bool = False
+    backbone: Optional[str] = None
+    """The backbone that encoded modality 1 (images), for the records."""
+    text_features: Optional[np.ndarray] = None
+    """The backbone's class-prompt embeddings [T·K, D], when it has a text tower: the backbone's own zero-shot
+    baseline is scored beside the CLIP heads."""
 
     def modality(self, m: int) -> ModalityFeatures:
         """Modality 1 or 2."""

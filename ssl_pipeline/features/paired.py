@@ -131,6 +131,7 @@ def image_text_pairs(cfg: DataConfig, console: Optional[Console] = None) -> Pair
     info = backbones.describe_backbone(cfg.backbone)
     text_key = cache_key(text_identity(info, images.class_names, cfg.backbone.prompts))
     paired = PairedFeatures(_from_labelled(images, "image"), modality2, dataset=images.dataset, data_kind="real",
+                            backbone=images.backbone, text_features=images.text_features,
                             split_seed=cfg.split_seed, features_key=f"{images.features_key}+text-{text_key}")
     paired.validate()
     return paired
@@ -168,6 +169,7 @@ def digits_pixel_pairs(cfg: DataConfig, console: Optional[Console] = None) -> Pa
                                  class_names=list(images.class_names))
     assert modality2.dim == DIGITS_PIXELS
     paired = PairedFeatures(_from_labelled(images, "image"), modality2, dataset=images.dataset, data_kind="real",
+                            backbone=images.backbone, text_features=images.text_features,
                             split_seed=cfg.split_seed, features_key=f"{images.features_key}+pixels", aligned=True)
     paired.validate()
     return paired

@@ -139,6 +139,8 @@ def modality_view(paired: "PairedFeatures", m: int, target: str = "shared") -> "
         view = paired.modality(m).labelled(target, paired.dataset, paired.split_seed)
         view.features_key = paired.features_key
         view.paired = paired
+        if m == 1:
+            view.backbone, view.text_features = paired.backbone, paired.text_features
         views[m, target] = view
     return views[m, target]
 
