@@ -5,6 +5,9 @@ as base64 PNG, no script and no external URL. Per (dataset, backbone): a method 
 run and setting (mean ± std over that run's seeds, ``results.aggregate``) and the metrics against δ; then method
 bars across backbones, the projection scatters of runs with ``projections.npz`` and the GMM checks of runs with
 ``checks.json`` / ``checks/*.png``. Every figure is also saved in ``figures/`` (for W&B), every table returned.
+A group with records of paired data adds a section (``Two towers`` where it has CLIP heads): each CLIP tower's row
+per run and δ with its energies, retrieval, zero-shot accuracy and logit scale, the other rows that carry energies
+(unimodal heads on paired data, baselines) below, and energy_shared and retrieval_map against δ.
 
 Repeated runs of one setting stay apart: they share seeds, so pooling them would count each seed twice and shrink
 the std as if there were twice the seeds, while the spread between runs would go unseen.
@@ -43,6 +46,11 @@ from ssl_pipeline.reporting.scatter import load_projection_sample
 FIGURE_METRICS = ("nmi", "probe_acc", "fisher_cos2", "means_cos2", "pca_cos2")
 REPORT_METRICS = ("nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2",
                   "pca_cos2", "optimum_cos2", "effective_rank")
+TOWER_METRICS = ("energy_shared", "energy_private", "energy_noise", "fisher_cos2", "retrieval_p1", "retrieval_p10",
+                 "retrieval_map", "zeroshot_acc", "logit_scale")
+"""The columns of the paired-data table (``Two towers``): where a tower's (or a unimodal subspace's) energy lies in
+its modality's shared block, private subspace and noise block, and how well the towers retrieve across modalities."""
+TOWER_FIGURE_METRICS = ("energy_shared", "retrieval_map")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1280px;padding:0 1rem;color:#222}
@@ -203,34 +211,73 @@ def _per_run_rows(members: list[tuple[Run, dict]]) -> list[dict]:
         by_run.setdefault(run.label, []).append(record)
     order = {label: index for index, label in enumerate(by_run)}
     rows = [{**row, "run": label} for label, records in by_run.items() for row in aggregate(records)]
-    return sorted(rows, key=lambda row: (*_method_order(row), order[row["run"]], axis_order(row, AXIS_FIELDS)))
+    return sorted(rows, key=lambda row: (*_method_order(row), order[row["run"]], row.get("tower") or 0,
+                                         axis_order(row, AXIS_FIELDS)))
+
+
+def _metric_table(page: Page, key: str, rows: list[dict], fields: list[str], headers: list[str],
+                  metrics: tuple[str, ...]) -> None:
+    """A table of aggregate rows: the setting ``fields`` (``method`` as ``method_label`` names it, so a CLIP head's
+    towers are rows apart) under ``headers``, then one mean ± std column per metric; its flat rows hold the
+    fields and ``{metric}_mean`` / ``{metric}_std``."""
+    table_rows, flat = [], []
+    for row in rows:
+        settings = [method_label(row) if name == "method" else row[name] for name in fields]
+        table_rows.append([*settings, *(row[m] for m in metrics)])
+        flat.append(dict(zip(fields, settings)))
+        for metric in metrics:
+            flat[-1][f"{metric}_mean"], flat[-1][f"{metric}_std"] = row[metric] or (None, None)
+    page.table(key, [*headers, *metrics], table_rows, flat)
+
+
+def _paired_section(page: Page, slug: str, label: str, rows: list[dict]) -> None:
+    """``Two towers`` (or, without CLIP heads, ``Energies on paired data``): the rows of each CLIP tower (one per
+    run, δ and tower), then the other rows with energies (unimodal heads on paired data, baselines), with
+    ``TOWER_METRICS``; and ``TOWER_FIGURE_METRICS`` against δ. Nothing for a group without energies or towers."""
+    towers = [row for row in rows if row.get("tower") is not None]
+    others = [row for row in rows if row.get("tower") is None and row.get("energy_shared") is not None]
+    if not towers and not others:
+        return
+    title = "Two towers" if towers else "Energies on paired data"
+    retrieval = ("; class-level cross-modal retrieval of each tower's test items among the other modality's and "
+                 "the zero-shot accuracy of tower 1 with tower 2's class prototypes") if towers else ""
+    page.text(f'<section id="paired-{slug}"><h3>{title}</h3><p>The share of each subspace\'s energy in its '
+              "modality's shared block, private subspace and noise block (they sum to 1; unimodal heads and "
+              f"baselines in modality 1){retrieval}. Mean ± std over seeds.</p>")
+    fields = ["method", "delta", "tower", "target", "r", "seeds", "run"]
+    _metric_table(page, f"towers-{slug}", towers + others, fields,
+                  ["method", "δ", "tower", "target", "r", "n seeds", "run"], TOWER_METRICS)
+    _delta_figures(page, slug, label, rows, TOWER_FIGURE_METRICS, "each tower and head as mean ± std over seeds; "
+                   "baselines as lines")
+    page.text("</section>")
+
+
+def _delta_figures(page: Page, slug: str, label: str, rows: list[dict], metrics: tuple[str, ...], legend: str) -> None:
+    """A metric-vs-δ figure per metric that some head has (``figures.has_head_curve``), its caption ending in
+    ``legend``."""
+    for metric in metrics:
+        if figures.has_head_curve(rows, metric):
+            page.figure(
+                page.key(f"{slug}-{metric}-vs-delta"), figures.metric_vs_delta(rows, metric, f"{metric} against δ"),
+                f"{metric} against δ on {label}: {legend}",
+            )
 
 
 def _group_section(page: Page, label: str, members: list[tuple[Run, dict]]) -> list[dict]:
-    """Table and metric-vs-δ figures of one (dataset, backbone); returns its aggregate rows (one per run and
-    setting). The table has a column for r and one for each of the sweep axes τ, ξ, lr that some method of the
-    group sweeps (several values at one δ of one run)."""
+    """Table and metric-vs-δ figures of one (dataset, backbone), with the paired-data section where its records
+    have energies (``_paired_section``); returns its aggregate rows (one per run and setting). The table has a
+    column for r and one for each of the sweep axes τ, ξ, lr that some method of the group sweeps (several values
+    at one δ of one run)."""
     rows = _per_run_rows(members)
     slug = page.key(label)
     page.text(f'<section id="group-{slug}"><h2>{html.escape(label)}</h2>')
     swept = {name for names in swept_fields(rows).values() for name in names}
     axes = ["r", *(name for name in ("tau", "xi", "lr") if name in swept)]
-    keys = ["method", "delta", *axes, "seeds", "run"]
-    table_rows, flat = [], []
-    for row in rows:
-        settings = [method_label(row), row["delta"], *(row[name] for name in axes), row["seeds"], row["run"]]
-        table_rows.append([*settings, *(row[m] for m in REPORT_METRICS)])
-        flat.append(dict(zip(keys, settings)))
-        for metric in REPORT_METRICS:
-            flat[-1][f"{metric}_mean"], flat[-1][f"{metric}_std"] = row[metric] or (None, None)
-    header = ["method", "δ", *(AXIS_SYMBOLS[name] for name in axes), "n seeds", "run", *REPORT_METRICS]
-    page.table(f"table-{slug}", header, table_rows, flat)
-    for metric in FIGURE_METRICS:
-        if figures.has_head_curve(rows, metric):
-            page.figure(
-                page.key(f"{slug}-{metric}-vs-delta"), figures.metric_vs_delta(rows, metric, f"{metric} against δ"),
-                f"{metric} against δ on {label}: heads as mean ± std over seeds; LDA (solid black), PCA, random as lines",
-            )
+    header = ["method", "δ", *(AXIS_SYMBOLS[name] for name in axes), "n seeds", "run"]
+    _metric_table(page, f"table-{slug}", rows, ["method", "delta", *axes, "seeds", "run"], header, REPORT_METRICS)
+    _paired_section(page, slug, label, rows)
+    _delta_figures(page, slug, label, rows, FIGURE_METRICS,
+                   "heads as mean ± std over seeds; LDA (solid black), PCA, random as lines")
     page.text("</section>")
     return rows
 

@@ -101,11 +101,13 @@ def delta_name(delta: float) -> str:
 
 
 def series_names(rows: list[dict[str, Any]]) -> list[str]:
-    """Per aggregate row, its method in metric names: ``infonce``, or with the values of the sweep axes the run
-    swept for it (``results.swept_fields``) appended, ``infonce_r8_tau0_2``, so rows that differ only there keep
-    apart keys (a W&B sweep run has one value per axis: plain method names)."""
+    """Per aggregate row, its method in metric names: ``infonce``, a CLIP head's towers as ``clip_tower1`` and
+    ``clip_tower2``, with the values of the sweep axes the run swept for it (``results.swept_fields``) appended,
+    ``infonce_r8_tau0_2``, so rows that differ only there keep apart keys (a W&B sweep run has one value per axis:
+    plain method names)."""
     swept = swept_fields(rows)
-    return [row["method"] + axis_key(row, swept.get(method_label(row), ())) for row in rows]
+    return [row["method"] + ("" if row.get("tower") is None else f"_tower{row['tower']}")
+            + axis_key(row, swept.get(method_label(row), ())) for row in rows]
 
 
 def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -113,7 +115,8 @@ def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
 
     ``summary/{method}/{delta_name}/{metric}_mean|_std`` for each head setting, and ``summary/{method}/{metric}_mean``
     per method: a baseline's value, or a head's at the largest δ of the run (recorded in ``summary/{method}/delta``),
-    so a sweep run (one δ) has one key to optimise, e.g. ``summary/infonce/nmi_mean``.
+    so a sweep run (one δ) has one key to optimise, e.g. ``summary/infonce/nmi_mean`` (a CLIP tower's
+    ``summary/clip_tower1/nmi_mean``).
     """
     rows = aggregate(records)
     names = series_names(rows)
