@@ -259,3 +259,137 @@ def test_plot_delta_sweep_still_writes_a_png(report, tmp_path):
     path = plot_delta_sweep(records, tmp_path / "delta_sweep.png")
     assert path == tmp_path / "delta_sweep.png" and path.read_bytes().startswith(PNG_MAGIC)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+TOWER_METRICS = ("energy_shared", "energy_private", "energy_noise", "fisher_cos2", "retrieval_p1", "retrieval_p10",
+                 "retrieval_map", "zeroshot_acc", "logit_scale")
+
+
+def clip_records(**settings) -> list[dict]:
+    """A CLIP run's records made up: both towers at δ ∈ {1, 0.5, 0.2, 0}, three seeds, every tower metric distinct
+    per tower, δ and seed (zero-shot for tower 1 only); LDA and PCA with their energies."""
+    common = dict(data="synthetic", dataset="gmm-clip-shared", features="gmm-clip", split="test", split_seed=0, r=4,
+                  target="shared", **settings)
+    records = []
+    for seed in (0, 1, 2):
+        for delta in (1.0, 0.5, 0.2, 0.0):
+            for tower in (1, 2):
+                shared = 0.9 * delta + 0.05 * tower + 0.01 * seed
+                records.append(make_record(
+                    **common, method="clip", delta=delta, tau=0.2, tower=tower, normalized=True, seed=seed,
+                    nmi=0.6 * delta + 0.1 * tower + 0.01 * seed, probe_acc=0.5 + 0.4 * delta - 0.02 * tower,
+                    fisher_cos2=0.8 * delta + 0.03 * tower + 0.02 * seed, energy_shared=shared,
+                    energy_private=0.02 * tower, energy_noise=1 - shared - 0.02 * tower,
+                    retrieval_p1=0.2 + 0.7 * delta + 0.01 * tower + 0.01 * seed, retrieval_p10=0.2 + 0.6 * delta + 0.01 * tower,
+                    retrieval_map=0.2 + 0.5 * delta + 0.02 * tower + 0.003 * seed, logit_scale=5.0 + tower + seed,
+                    zeroshot_acc=0.2 + 0.7 * delta + 0.01 * seed if tower == 1 else None,
+                ))
+        records.append(make_record(**common, method="lda", seed=seed, nmi=0.99, probe_acc=1.0, fisher_cos2=1.0,
+                                   energy_shared=0.999, energy_private=0.0005, energy_noise=0.0005))
+        records.append(make_record(**common, method="pca", seed=seed, nmi=0.01, probe_acc=0.2, fisher_cos2=0.0,
+                                   energy_shared=0.001, energy_private=0.0, energy_noise=0.999))
+    return records
+
+
+def unimodal_records() -> list[dict]:
+    return [make_record(method=m, dataset="gmm-pancakes", features="gmm-p", delta=d, r=2, seed=s, nmi=0.5 * (d or 1) + s / 10,
+                        probe_acc=0.7, fisher_cos2=0.8 * (d or 1))
+            for s in (0, 1) for m, deltas in (("infonce", (1.0, 0.5)), ("lda", (None,))) for d in deltas]
+
+
+def tower_means(records: list[dict], metric: str, delta: float, tower: int) -> tuple[float, float]:
+    values = [r[metric] for r in records if r["tower"] == tower and r["delta"] == delta]
+    return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
+def test_delta_sweep_draws_each_clip_tower_and_adds_energy_and_retrieval_panels(tmp_path):
+    from ssl_pipeline.reporting.figures import delta_sweep
+    from ssl_pipeline.reporting.plots import DELTA_SWEEP_METRICS
+
+    records = clip_records()
+    figure = delta_sweep(aggregate(records), DELTA_SWEEP_METRICS)
+    axes = [axis for axis in figure.axes if axis.get_title()]
+    assert [axis.get_title() for axis in axes] == ["fisher_cos2", "nmi", "probe_acc", "energy_shared", "retrieval_map"]
+    for axis in axes:
+        curves = {container.get_label(): container.lines[0] for container in axis.containers}
+        assert set(curves) == {"clip tower 1", "clip tower 2"}  # one curve per tower, never one pooled "clip"
+        for tower in (1, 2):
+            line = curves[f"clip tower {tower}"]
+            assert sorted(line.get_xdata()) == [0.0, 0.2, 0.5, 1.0]
+            expected = {d: tower_means(records, axis.get_title(), d, tower)[0] for d in (0.0, 0.2, 0.5, 1.0)}
+            assert dict(zip(line.get_xdata(), line.get_ydata())) == pytest.approx(expected)
+    energy = next(axis for axis in axes if axis.get_title() == "energy_shared")
+    assert {line.get_label() for line in energy.lines if line.get_label() in ("lda", "pca")} == {"lda", "pca"}
+    path = plot_delta_sweep(records, tmp_path / "delta_sweep.png")
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    # a unimodal run keeps its three panels
+    unimodal = delta_sweep(aggregate(unimodal_records()), DELTA_SWEEP_METRICS)
+    assert [axis.get_title() for axis in unimodal.axes if axis.get_title()] == ["fisher_cos2", "nmi", "probe_acc"]
+
+
+def test_report_has_a_two_towers_section_per_run_delta_and_tower(tmp_path):
+    runs = {"first": clip_records(), "rerun": [{**r, "nmi": r["nmi"] + 0.05} for r in clip_records()]}
+    for name, records in runs.items():
+        (tmp_path / name).mkdir()
+        write_json_atomic(tmp_path / name / "results.json", records)
+    artifacts = build_report(resolve_runs([str(tmp_path / "*")]), tmp_path / "out")
+    page = parse(artifacts.html)
+    text = artifacts.html.read_text()
+    assert set(page.tables) == {"runs", "table-gmm-clip-shared", "towers-gmm-clip-shared"} == set(artifacts.tables)
+    assert text.count("<h3>Two towers</h3>") == 1 and 'id="paired-gmm-clip-shared"' in text
+    rows = page.tables["towers-gmm-clip-shared"]
+    header = [cell for cell, _ in rows[0]]
+    assert header == ["method", "δ", "tower", "target", "r", "n seeds", "run", *TOWER_METRICS]
+    settings = [[row[header.index(c)][0] for c in ("method", "δ", "tower", "run")] for row in rows[1:]]
+    assert settings == [
+        *([f"clip tower {t}", f"{d:g}", str(t), run] for d in (1.0, 0.5, 0.2, 0.0) for run in runs for t in (1, 2)),
+        *([m, "–", "–", run] for m in ("lda", "pca") for run in runs),
+    ]
+    for row in rows[1:]:
+        method, delta, tower, run = (row[header.index(c)][0] for c in ("method", "δ", "tower", "run"))
+        assert row[header.index("n seeds")][0] == "3" and row[header.index("target")][0] == "shared"
+        if not method.startswith("clip"):
+            assert row[header.index("retrieval_map")][0] == "–" and row[header.index("energy_noise")][1]
+            continue
+        for metric in TOWER_METRICS:
+            text_cell, attributes = row[header.index(metric)]
+            if metric == "zeroshot_acc" and tower == "2":
+                assert text_cell == "–"
+                continue
+            mean, std = tower_means(runs[run], metric, float(delta), int(tower))
+            assert float(attributes["data-mean"]) == pytest.approx(mean, abs=1e-12)
+            assert float(attributes["data-std"]) == pytest.approx(std, abs=1e-12)
+            assert text_cell == f"{float(attributes['data-mean']):.3f} ± {float(attributes['data-std']):.3f}"
+    flat = artifacts.tables["towers-gmm-clip-shared"]
+    assert flat[0]["method"] == "clip tower 1" and flat[0]["tower"] == 1 and flat[0]["delta"] == 1.0
+    assert flat[0]["logit_scale_mean"] == pytest.approx(7.0) and flat[1]["zeroshot_acc_mean"] is None
+    # the main table and the figures keep the towers apart too
+    main = page.tables["table-gmm-clip-shared"]
+    assert sum(row[0][0] == "clip tower 1" for row in main[1:]) == sum(row[0][0] == "clip tower 2" for row in main[1:]) == 8
+    slug = "gmm-clip-shared"
+    assert page.figures[:2] == [f"{slug}-energy_shared-vs-delta", f"{slug}-retrieval_map-vs-delta"]
+    assert f"{slug}-nmi-vs-delta" in page.figures and set(artifacts.figures) == set(page.figures)
+
+
+def test_bars_of_several_runs_keep_the_clip_towers_apart():
+    from ssl_pipeline.reporting.figures import _bar_values
+
+    rows = [{**row, "run": run} for run in ("first", "rerun") for row in aggregate(clip_records())]
+    values = _bar_values(rows, "nmi")
+    assert [label for label in values if label.startswith("clip")] == [
+        "clip tower 1 δ=1 [first]", "clip tower 2 δ=1 [first]", "clip tower 1 δ=1 [rerun]", "clip tower 2 δ=1 [rerun]",
+    ]
+    assert values["clip tower 2 δ=1 [first]"][0] == pytest.approx(tower_means(clip_records(), "nmi", 1.0, 2)[0])
+
+
+def test_unimodal_report_has_no_paired_section(tmp_path):
+    (tmp_path / "run").mkdir()
+    write_json_atomic(tmp_path / "run" / "results.json", unimodal_records())
+    artifacts = build_report(resolve_runs([str(tmp_path / "run")]), tmp_path / "out")
+    text = artifacts.html.read_text()
+    assert set(artifacts.tables) == {"runs", "table-gmm-pancakes"}
+    assert "Two towers" not in text and "paired-" not in text and "energy_shared" not in text
+    assert parse(artifacts.html).figures == [
+        *(f"gmm-pancakes-{m}-vs-delta" for m in ("nmi", "probe_acc", "fisher_cos2")),
+        *(f"backbones-{m}" for m in ("nmi", "probe_acc", "fisher_cos2")),
+    ]

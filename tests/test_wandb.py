@@ -19,11 +19,13 @@ import yaml
 from ssl_pipeline.cli import parse_config
 from ssl_pipeline.config import ExperimentConfig, GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
 from ssl_pipeline.errors import ConfigError
-from ssl_pipeline.reporting.results import METRIC_FIELDS, SETTING_FIELDS, make_record
+from ssl_pipeline.reporting.results import METRIC_FIELDS, SETTING_FIELDS, aggregate, make_record
 from ssl_pipeline.reporting.wandb_logging import (
     delta_name,
+    delta_rows,
     resolve_mode,
     scrub_secrets,
+    series_names,
     start_run,
     summary_metrics,
     wandb_run,
@@ -253,6 +255,51 @@ def test_delta_names_hold_no_dots():
     assert all("." not in key for key in summary_metrics(contract_records()))
 
 
+def clip_records(taus: tuple[float, ...] = (0.2,)) -> list[dict]:
+    """A CLIP head's two towers at δ ∈ {1, 0.5, 0}, two seeds (zero-shot for tower 1 only), and LDA."""
+    common = dict(data="synthetic", dataset="gmm-clip-shared", features="gmm-clip", split="test", r=4, target="shared")
+    records = [
+        make_record(**common, method="clip", delta=delta, tau=tau, tower=tower, seed=seed,
+                    nmi=0.5 * delta + 0.1 * tower + 0.01 * seed + tau, energy_shared=0.9 * delta + 0.02 * tower,
+                    retrieval_map=0.2 + 0.6 * delta + 0.03 * tower, zeroshot_acc=0.3 + delta if tower == 1 else None)
+        for tau in taus for delta in (1.0, 0.5, 0.0) for tower in (1, 2) for seed in (0, 1)
+    ]
+    return records + [make_record(**common, method="lda", seed=seed, nmi=0.99, energy_shared=0.999) for seed in (0, 1)]
+
+
+def test_clip_towers_get_summary_and_by_delta_keys_of_their_own():
+    summary = summary_metrics(clip_records())
+    assert not [key for key in summary if key.startswith("summary/clip/")]
+    for tower in (1, 2):
+        expected = [0.5 + 0.1 * tower + 0.2, 0.5 + 0.1 * tower + 0.01 + 0.2]
+        assert summary[f"summary/clip_tower{tower}/delta1/nmi_mean"] == pytest.approx(np.mean(expected))
+        assert summary[f"summary/clip_tower{tower}/delta1/nmi_std"] == pytest.approx(np.std(expected, ddof=1))
+        assert summary[f"summary/clip_tower{tower}/nmi_mean"] == pytest.approx(np.mean(expected))  # the largest δ
+        assert summary[f"summary/clip_tower{tower}/delta"] == 1.0
+        assert summary[f"summary/clip_tower{tower}/delta0/retrieval_map_mean"] == pytest.approx(0.2 + 0.03 * tower)
+    assert summary["summary/clip_tower1/zeroshot_acc_mean"] == pytest.approx(1.3)
+    assert "summary/clip_tower2/zeroshot_acc_mean" not in summary
+    assert summary["summary/lda/energy_shared_mean"] == pytest.approx(0.999)
+    rows = delta_rows(clip_records())
+    assert [row["by_delta/delta"] for row in rows] == [0.0, 0.5, 1.0]
+    assert [row["by_delta/clip_tower2/energy_shared"] for row in rows] == pytest.approx([0.04, 0.49, 0.94])
+    assert [row["by_delta/clip_tower1/energy_shared"] for row in rows] == pytest.approx([0.02, 0.47, 0.92])
+    assert all(row["by_delta/lda/nmi"] == pytest.approx(0.99) for row in rows)
+    # a swept τ is appended after the tower
+    names = set(series_names(aggregate(clip_records(taus=(0.1, 0.2)))))
+    assert names == {"clip_tower1_tau0_1", "clip_tower2_tau0_1", "clip_tower1_tau0_2", "clip_tower2_tau0_2", "lda"}
+
+
+def test_unimodal_summary_keys_are_unchanged():
+    metrics = ("nmi", "fisher_cos2", "probe_acc", "fit_seconds")
+    expected = {f"summary/infonce/{d}/{m}_{s}" for d in ("delta1", "delta0_5") for m in metrics for s in ("mean", "std")}
+    expected |= {f"summary/infonce/{m}_mean" for m in metrics} | {"summary/infonce/delta"}
+    expected |= {f"summary/lda/{m}_mean" for m in metrics[:3]}
+    assert set(summary_metrics(contract_records())) == expected
+    assert set(delta_rows(contract_records())[0]) == {"by_delta/delta", *(f"by_delta/infonce/{m}" for m in metrics),
+                                                      *(f"by_delta/lda/{m}" for m in metrics[:3])}
+
+
 def test_report_builds_offline_with_panels_for_every_metric_and_no_network_call(monkeypatch):
     import requests
     import wandb
@@ -274,8 +321,9 @@ def test_report_builds_offline_with_panels_for_every_metric_and_no_network_call(
         grid = next(g for g in grids if any(getattr(p, "title_y", None) == metric for p in g.panels))
         line = next(p for p in grid.panels if isinstance(p, wr.LinePlot))
         assert line.x == "by_delta/delta" and {f"by_delta/infonce/{metric}", f"by_delta/lda/{metric}"} <= set(line.y)
+        assert {f"by_delta/clip_tower1/{metric}", f"by_delta/clip_tower2/{metric}"} <= set(line.y)
         bars = next(p for p in grid.panels if isinstance(p, wr.BarPlot))
-        assert f"summary/lda/{metric}_mean" in bars.metrics
+        assert {f"summary/lda/{metric}_mean", f"summary/clip_tower2/{metric}_mean"} <= set(bars.metrics)
     assert any(isinstance(p, wr.WeavePanelSummaryTable) and p.table_name == "results" for g in grids for p in g.panels)
     for grid in grids:
         (runset,) = grid.runsets
