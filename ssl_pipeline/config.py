@@ -291,12 +291,27 @@ class ExtractConfig:
     """Rebuild the cache entry even if a complete one exists."""
     verify: bool = True
     """Check the cache files' checksums whenever they are loaded."""
+    devices: int = 1
+    """Processes per node, one device each (the GPUs of ``data.backbone.device`` auto/cuda, else CPU processes):
+    more than 1 extracts with Lightning's DDP launcher, each rank encoding its own whole shards."""
+    num_nodes: int = 1
+    """Nodes of a multi-node extraction (torchrun, SLURM or Lightning's ``NODE_RANK``/``MASTER_ADDR``)."""
+    strategy: Literal["auto", "ddp"] = "auto"
+    """``auto``: one process, or ``ddp`` when devices × num_nodes > 1 or a launcher (torchrun, SLURM) started
+    several processes; ``ddp``: always through Lightning's DDP (a one-task SLURM or torchrun job)."""
+    dtype: Literal["float32", "float16"] = "float32"
+    """Stored feature dtype: ``float16`` halves the cache (values cast after the forward pass; a value that is not
+    finite after the cast is refused); statistics are computed in float64 either way. Enters the cache key only
+    when not float32."""
 
     def validate(self, path: str = "data.extract") -> None:
         """Raise ConfigError naming the first field of the extraction out of its valid range."""
+        check_choices(self, path)
         require_at_least(f"{path}.batch_size", self.batch_size, 1)
         require_at_least(f"{path}.shard_size", self.shard_size, 1)
         require_at_least(f"{path}.num_workers", self.num_workers, -1, why="-1: automatic")
+        require_at_least(f"{path}.devices", self.devices, 1)
+        require_at_least(f"{path}.num_nodes", self.num_nodes, 1)
 
 
 @dataclass

@@ -57,11 +57,13 @@ class Preprocess:
 @dataclass(frozen=True)
 class BackboneInfo:
     """What keys a cache entry: the identity string (kind, name, weights tag or checkpoint checksum) and the
-    preprocessing. ``has_text`` says whether a text tower embeds class-name prompts (open_clip)."""
+    preprocessing. ``has_text`` says whether a text tower embeds class-name prompts (open_clip); ``device`` is the
+    configured ``data.backbone.device`` (not part of the identity: it places the ranks of an extraction)."""
 
     identity: str
     preprocess: Preprocess
     has_text: bool = False
+    device: str = "auto"
 
 
 @dataclass
@@ -89,7 +91,7 @@ def describe_backbone(cfg: BackboneConfig) -> BackboneInfo:
     """Identity and preprocessing of ``cfg`` without building it; unknown names/tags and unreachable weights are
     ConfigErrors here, before any data is read."""
     info = _kind_module(cfg.kind).describe(cfg)
-    return BackboneInfo(info.identity, info.preprocess.at_size(cfg.image_size), info.has_text)
+    return BackboneInfo(info.identity, info.preprocess.at_size(cfg.image_size), info.has_text, cfg.device)
 
 
 def resolve_device(name: str):

@@ -1,31 +1,29 @@
 """On-disk cache of frozen-backbone image features: entries found by key, loaded memory-mapped and verified.
 
-One directory per key under the root (default ``data/features/``): ``.lock`` (record lock of the one writer),
-``progress.json`` + ``shards/shard-00003.npz`` while partial (``features.shards`` writes them), then
-``features.npy`` [N, D] float32, ``labels.npy`` [N] int64, ``indices.npy`` [N] int64, extras, and
-``manifest.json`` written last (its presence means complete). Every file goes to ``<name>.tmp`` beside it, is
+One directory per key under the root (default ``data/features/``): ``.lock`` (record locks of the writers,
+``features.locks``, with their holder records ``.lock-<host>-<pid>.json``), ``progress.json`` (the layout) +
+``shards/shard-00003.npz`` and its record ``shard-00003.json`` while partial (``features.shards`` writes them),
+then ``features.npy`` [N, D] float32 (or float16: ``data.extract.dtype``), ``labels.npy`` [N] int64,
+``indices.npy`` [N] int64, extras, and ``manifest.json`` written last (its presence means complete). Every file goes to ``<name>.tmp`` beside it, is
 fsynced, then ``os.replace``d: a kill leaves old or new, never half.
 """
 
 from __future__ import annotations
 
 import datetime
-import errno
-import fcntl
 import json
 import re
 import shlex
 import shutil
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
 from ssl_pipeline.atomic import atomic_write
 from ssl_pipeline.digests import file_sha256, json_digest
 from ssl_pipeline.errors import DataError
+from ssl_pipeline.features.locks import lock_entry, unlock_entry
 
 EXTRACTOR_VERSION: int = 1
 
@@ -79,44 +77,6 @@ def _name(value: object) -> object:
     return value.get("name", json.dumps(value, sort_keys=True)) if isinstance(value, dict) else value
 
 
-# One writer per entry. The lock is a POSIX record lock (fcntl.lockf), not a flock: a flock belongs to the open
-# file description, which fork shares, so the DataLoader workers an extraction forks held a SIGKILLed writer's
-# lock until they noticed their parent was gone (seconds: the rerun of a preempted job was refused). A record
-# lock belongs to the process that took it: forked children never hold it, and the kernel drops it the moment
-# that process dies, however it dies (it also works on NFS, through its lock manager). Its trap: closing *any*
-# descriptor of the file drops the process's lock. So each lock file is opened at most once per process while
-# locked (_HELD), which also refuses a second writer within the process, as the flock did.
-_HELD: dict[str, IO[bytes]] = {}
-_HELD_GUARD = threading.Lock()
-
-
-def lock_entry(directory: Path) -> IO[bytes] | None:
-    """Open ``<directory>/.lock`` and take an exclusive non-blocking record lock; None if a process (this one
-    included) holds it. Release with ``unlock_entry``."""
-    path = str((directory / ".lock").resolve())
-    with _HELD_GUARD:
-        if path in _HELD:
-            return None
-        handle = open(path, "ab")  # noqa: SIM115 -- held open for as long as the lock is
-        try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            handle.close()
-            if error.errno in (errno.EACCES, errno.EAGAIN):
-                return None
-            raise
-        _HELD[path] = handle
-        return handle
-
-
-def unlock_entry(handle: IO[bytes]) -> None:
-    """Release a lock taken by ``lock_entry`` (closing its one descriptor); a second call does nothing."""
-    with _HELD_GUARD:
-        if _HELD.get(handle.name) is handle:
-            del _HELD[handle.name]
-        handle.close()
-
-
 @dataclass
 class CacheEntry:
     """A complete cache entry: its manifest lists every file with sha256, byte count and shape."""
@@ -148,7 +108,8 @@ class CacheEntry:
         return array
 
     def load(self, verify: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Features float32 [N, D], labels int64 [N], dataset indices int64 [N], all memory-mapped read-only."""
+        """Features [N, D] (float32, or float16 when the manifest's ``dtype`` says so), labels int64 [N], dataset
+        indices int64 [N], all memory-mapped read-only."""
         features, labels, indices = (self._open(f"{name}.npy", verify) for name in ARRAYS)
         return features, labels, indices
 
@@ -213,7 +174,8 @@ class FeatureCache:
                 "created": record.get("created"),
             }
             if manifest is None:
-                row |= {"shards_done": len(record.get("shards", {})), "num_shards": record.get("num_shards")}
+                done = len(list(path.glob("shards/shard-*.json"))) or len(record.get("shards", {}))
+                row |= {"shards_done": done, "num_shards": record.get("num_shards")}
             rows.append(row)
         return rows
 
