@@ -25,7 +25,7 @@ from ssl_pipeline.reporting.progress import progress_bar
 from ssl_pipeline.rundir import resolve_run_dir, saved_heads, write_config
 from ssl_pipeline.scoring.run import score_run
 
-GAP_METRICS = ("nmi", "probe_acc", "fisher_cos2", "fisher_energy", "effective_rank")
+GAP_METRICS = ("nmi", "probe_acc", "fisher_cos2", "fisher_top_cos2", "fisher_energy", "effective_rank")
 
 
 def half_fit_records(heads: list[FittedHead], half_bases: tuple[np.ndarray, np.ndarray]) -> dict[tuple, float]:
@@ -69,36 +69,53 @@ def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path
     from ssl_pipeline.reporting.results import write_json_atomic
     from ssl_pipeline.reporting.wandb_logging import wandb_run
     from ssl_pipeline.checking.calibration import calibrate
-    from ssl_pipeline.checking.statistics import run_checks
+    from ssl_pipeline.checking.statistics import MAX_CHECK_ROWS, check_sample, run_checks
     from ssl_pipeline.checking.surrogate import sample_surrogate
 
     check_devices(cfg)
     features = load_features(cfg.data, console)
     if cfg.check.pca_dim >= features.dim:
         raise ConfigError(f"check.pca_dim={cfg.check.pca_dim} must be below the feature dimension d={features.dim}")
+    checked = check_sample(features, cfg.check.seed)
+    if checked is not features:
+        sizes = ", ".join(f"{split} {len(getattr(checked, f'y_{split}'))} of {n}"
+                          for split, n in checked.__dict__["check_sample_of"].items())
+        if cfg.check.surrogate_heads:
+            raise ConfigError(
+                f"check.surrogate_heads=true compares heads fitted on all {len(features.y_train)} real training rows "
+                f"with heads fitted on surrogates of the checks' {MAX_CHECK_ROWS}-row subsample, which is not "
+                "calibrated; set check.surrogate_heads=false at this scale")
+        console.print(f"GMM checks and surrogates on a seeded stratified subsample ({sizes} rows)")
     run_dir = resolve_run_dir(cfg)
-    datasets = [features] + [
-        sample_surrogate(features, cfg.check.shrinkage, cfg.check.seed + 1 + s) for s in range(cfg.check.surrogates)
-    ]
-    head_runs = datasets if cfg.check.surrogate_heads else datasets[:1]
-    head_dirs = [run_dir if i == 0 else run_dir / "surrogates" / f"s{i}" for i in range(len(head_runs))]
+
+    def dataset(i: int):
+        """0: the (checked rows of the) real features; i ≥ 1: surrogate i, drawn when asked (deterministic per seed:
+        one surrogate is held at a time)."""
+        if i == 0:
+            return features
+        return sample_surrogate(checked, cfg.check.shrinkage, cfg.check.seed + i)
+
+    count = 1 + cfg.check.surrogates
+    head_runs = list(range(count)) if cfg.check.surrogate_heads else [0]
+    head_dirs = [run_dir if i == 0 else run_dir / "surrogates" / f"s{i}" for i in head_runs]
     # Heads saved by an earlier fit/run/check are checked as `score` checks them, before anything is written:
     # heads fitted on other features or with other settings are refused, never fitted over.
-    saved = [saved_heads(cfg, where, data) for where, data in zip(head_dirs, head_runs)]
+    saved = [saved_heads(cfg, where, dataset(i)) for where, i in zip(head_dirs, head_runs)]
     write_config(cfg, run_dir)
     with wandb_run(cfg, "check", run_dir) as logger:
         results = []
         with progress_bar(console, "dataset") as progress:
-            task = progress.add_task("GMM checks", total=len(datasets), current="")
-            for i, data in enumerate(datasets):
+            task = progress.add_task("GMM checks", total=count, current="")
+            for i in range(count):
                 progress.update(task, current="real" if i == 0 else f"surrogate {i}")
-                results.append(run_checks(data, cfg.check, cfg.score.lda_shrinkage))
+                results.append(run_checks(checked if i == 0 else dataset(i), cfg.check, cfg.score.lda_shrinkage))
                 progress.advance(task)
         statistics = calibrate(results[0], results[1:], cfg.check)
         records = list(statistics)
 
         all_records, halves, means = [], [], []
-        for i, (data, where, heads) in enumerate(zip(head_runs, head_dirs, saved)):
+        for i, where, heads in zip(head_runs, head_dirs, saved):
+            data = dataset(i)
             where.mkdir(parents=True, exist_ok=True)
             console.print(f"heads and scores on the {'real features' if i == 0 else f'surrogate {i}'}")
             if heads is None:

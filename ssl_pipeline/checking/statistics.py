@@ -7,6 +7,12 @@ distances of test points (Gaussianity); an unsupervised tied EM GMM against the 
 space, the LDA split-half agreement (docs/theory.md, "Subspace recovery"). Run unchanged on surrogates
 (``checking.surrogate``), it gives the parametric bootstrap that ``checking.calibration.calibrate`` turns into the
 checks.json records.
+
+At scale the checks run on a seeded stratified subsample (``check_sample``): every split of more than
+``MAX_CHECK_ROWS`` rows is cut to that many (lazy row views, no copy), and the surrogates are drawn with the
+subsample's labels, so real and surrogate statistics come from datasets of the same size (BIC, the KS distances,
+heterogeneity's estimation noise and the split-half agreement all depend on n; a real statistic on all N rows
+against surrogates of n rows would not be calibrated).
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ssl_pipeline.config import CheckConfig
 from ssl_pipeline.data.labelled import LabelledFeatures, stratified_split
+from ssl_pipeline.data.rows import take_rows
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.theory.gmm_checks import (
     MODELS,
@@ -32,6 +39,45 @@ from ssl_pipeline.theory.gmm_checks import (
     project,
     tied_squared_distances,
 )
+
+
+MAX_CHECK_ROWS = 100_000
+"""Rows per split above which the checks (and the surrogates they are calibrated with) use a seeded stratified
+subsample of this many (``check_sample``): ImageNet's 1.2M training images become 100 per class, and one
+surrogate's three splits then take ~0.4 GB at d = 512 instead of 2.6 GB."""
+_SAMPLE_STREAM = 0xC4EC
+
+
+def proportional_sample(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``size`` rows of y drawn per class in proportion to the class sizes (largest remainders
+    get the leftover rows), uniformly within each class, seeded."""
+    counts = np.bincount(y)
+    exact = counts * size / len(y)
+    quotas = np.floor(exact).astype(np.int64)
+    leftover = size - int(quotas.sum())
+    quotas[np.argsort(-(exact - quotas), kind="stable")[:leftover]] += 1
+    rng = np.random.default_rng([seed, _SAMPLE_STREAM])
+    order = np.argsort(y, kind="stable")
+    groups = np.split(order, np.cumsum(counts)[:-1])
+    chosen = [rng.choice(rows, quota, replace=False) for rows, quota in zip(groups, quotas) if quota]
+    return np.sort(np.concatenate(chosen))
+
+
+def check_sample(features: LabelledFeatures, seed: int, max_rows: int = MAX_CHECK_ROWS) -> LabelledFeatures:
+    """``features`` with every split of more than ``max_rows`` rows cut to a seeded stratified (proportional)
+    subsample of ``max_rows`` (``proportional_sample``; row views, nothing copied); the same object when no split
+    is that large. The subsample is what the checks and the surrogates see (module docstring)."""
+    changes = {}
+    for split in ("train", "val", "test"):
+        y = getattr(features, f"y_{split}")
+        if len(y) > max_rows:
+            rows = proportional_sample(np.asarray(y), max_rows, seed + {"train": 0, "val": 1, "test": 2}[split])
+            changes |= {f"x_{split}": take_rows(getattr(features, f"x_{split}"), rows), f"y_{split}": y[rows]}
+    if not changes:
+        return features
+    sampled = replace(features, **changes)
+    sampled.__dict__["check_sample_of"] = {split: len(getattr(features, f"y_{split}")) for split in ("train", "val", "test")}
+    return sampled
 
 
 @dataclass
@@ -103,7 +149,7 @@ def run_checks(features: LabelledFeatures, cfg: CheckConfig, lda_shrinkage: floa
         # high by chance, test points then look too close, and that selection bias differs between real data and
         # surrogate (on the isotropic-nuisance pancakes it made a true tied GMM fail Gaussianity in 5 of 5 classes).
         # With an independent basis, every statistic of a Gaussian model is affine-invariant given the basis.
-        mean, basis = pca_basis(features.x_val, features.y_val, num_classes, p)
+        mean, basis = pca_basis(features.x_val, features.y_val, num_classes, p, features.statistics("val"))
         z_train, z_test = project(features.x_train, mean, basis), project(features.x_test, mean, basis)
     with _timed(seconds, "likelihoods"):
         gaussians = fit_labelled_gaussians(z_train, features.y_train, num_classes)
@@ -117,8 +163,10 @@ def run_checks(features: LabelledFeatures, cfg: CheckConfig, lda_shrinkage: floa
         em_fits = [fit_tied_em(z_train, z_test, features.y_test, num_classes, seed, max_iter=cfg.em_max_iter,
                                n_init=cfg.em_n_init, max_points=cfg.em_max_points) for seed in seeds]
     with _timed(seconds, "lda_split_half"):
+        # top=p: where K − 1 ≥ the features' rank the halves' Fisher subspaces are the whole span and would agree
+        # trivially; their top-p generalised eigenvectors are compared instead (theory.gmm_checks.lda_split_half)
         splits = [lda_split_half(features.x_train, features.y_train, stratified_split(features.y_train, 0.5, seed),
-                                 num_classes, lda_shrinkage) for seed in seeds]
+                                 num_classes, lda_shrinkage, top=p) for seed in seeds]
     return GMMCheckResult(
         data_kind=features.data_kind,
         pca_dim=p,

@@ -10,15 +10,21 @@ import numpy as np
 
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.errors import DataError
-from ssl_pipeline.theory.surrogate import fit_tied_gmm, sample_given_labels
+from ssl_pipeline.theory.gmm import GMMParameters
+from ssl_pipeline.theory.subspaces import shrunk_within_covariance
+from ssl_pipeline.theory.surrogate import sample_given_labels
 
 
 def sample_surrogate(features: LabelledFeatures, shrinkage: float | None, seed: int) -> LabelledFeatures:
     """Train/val/test [N, d] float32 drawn from the tied GMM fitted on ``features``' train split, with the real
     label arrays (so the same class sizes per split). Deterministic per ``seed``; ``fisher_basis`` is None, so the
     pipeline estimates it as on real features. Dataset, backbone, class names and text features are kept (the
-    surrogate lives in the same coordinates)."""
-    params = fit_tied_gmm(features.x_train, features.y_train, features.num_classes, shrinkage)
+    surrogate lives in the same coordinates). The tied GMM is ``theory.surrogate.fit_tied_gmm``'s, from the
+    training split's cached class statistics (``LabelledFeatures.statistics``: one chunked pass for all surrogates).
+    """
+    stats = features.statistics("train")
+    covariance, _ = shrunk_within_covariance(stats, shrinkage)
+    params = GMMParameters(stats.weights, stats.means, covariance)
     absent = np.setdiff1d(np.concatenate([features.y_val, features.y_test]), features.y_train)
     if absent.size:
         raise DataError(f"class {int(absent[0])} has val/test samples but none in train, so the surrogate has no "

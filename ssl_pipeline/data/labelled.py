@@ -1,29 +1,41 @@
-"""Labelled feature splits: what every head, baseline and score consumes."""
+"""Labelled feature splits: what every head, baseline and score consumes.
+
+File-backed sources (``npz``, the image feature cache) give ``FeatureRows`` splits (``data.rows``): the memory
+map of the file and each split's row indices, read in chunks by every consumer; in-memory sources (synthetic
+data, surrogates) give ndarrays. ``LabelledFeatures.statistics`` keeps each split's class statistics (one chunked
+float64 pass), so the references, baselines and checks of a run share them."""
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
 
+from ssl_pipeline.data.rows import ArrayLike, FeatureRows, all_finite, open_npz
 from ssl_pipeline.errors import DataError
 
 
 @dataclass
 class LabelledFeatures:
-    """Train/val/test features [N, d] (float32) with integer labels [N] in 0..K−1.
+    """Train/val/test features [N, d] with integer labels [N] in 0..K−1.
+
+    Each ``x_*`` is an ndarray (float32; synthetic data, surrogates) or a ``data.rows.FeatureRows`` view of a
+    memory-mapped file (its dtype: float16, float32 or float64), the same object for the life of the features (so
+    ``id(features.x_train)`` keys caches). Code that needs a whole split calls ``np.asarray(x, np.float32)`` (one
+    copy, at its request); scoring and the checks read ``data.rows.row_chunks`` instead.
 
     ``fisher_basis`` is the true Fisher subspace [d, q] when it is known (synthetic data); otherwise scores use
     the one estimated on train (``theory.subspaces.fisher_estimate``). ``text_features`` (CLIP backbones) give the zero-shot classifier.
     """
 
-    x_train: np.ndarray
+    x_train: ArrayLike
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: ArrayLike
     y_val: np.ndarray
-    x_test: np.ndarray
+    x_test: ArrayLike
     y_test: np.ndarray
     dataset: str
     data_kind: Literal["synthetic", "real", "surrogate"]
@@ -48,6 +60,18 @@ class LabelledFeatures:
     def num_classes(self) -> int:
         return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
 
+    def statistics(self, split: str = "train"):
+        """``theory.subspaces.class_statistics`` of a split (counts, means, within-class covariance; float64, one
+        chunked pass), computed once per features object and split and kept on it."""
+        from ssl_pipeline.theory.subspaces import class_statistics
+
+        x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+        cache = self.__dict__.setdefault("_class_statistics", {})
+        key = (split, id(x), id(y))
+        if key not in cache:
+            cache[key] = class_statistics(x, y, self.num_classes)
+        return cache[key]
+
     def validate(self) -> None:
         """Raise DataError with one clear line if the features cannot be used."""
         for split in ("train", "val", "test"):
@@ -56,8 +80,9 @@ class LabelledFeatures:
                 raise DataError(f"{split} split: features must be [N, d] and labels [N]; got {x.shape} and {y.shape}")
             if x.shape[1] != self.dim:
                 raise DataError(f"{split} split has dimension {x.shape[1]} but train has {self.dim}")
-            if not np.all(np.isfinite(x)):
-                bad = int(np.sum(~np.all(np.isfinite(x), axis=1)))
+            finite = all_finite(x)
+            if not np.all(finite):
+                bad = int(np.sum(~finite))
                 raise DataError(f"{split} split has {bad} feature rows with NaN or inf; clean or re-extract the features")
             if len(y) and (y.min() < 0 or not np.issubdtype(y.dtype, np.integer)):
                 raise DataError(f"{split} split: labels must be non-negative integers 0..K-1")
@@ -80,29 +105,53 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return np.sort(keep), np.sort(carved)
 
 
+def stratified_subsample(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted row indices [≤ K·per_class]: a seeded random ``per_class`` rows of each class of y (every row of a
+    smaller class)."""
+    rng = np.random.default_rng([seed, 0x5AB5])
+    order = np.argsort(y, kind="stable")
+    counts = np.bincount(y)
+    chosen = [rng.choice(rows, per_class, replace=False) if len(rows) > per_class else rows
+              for rows in np.split(order, np.cumsum(counts)[:-1])]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def split_rows(x: ArrayLike, index: Optional[np.ndarray]) -> ArrayLike:
+    """Rows ``index`` of a file's array as a lazy ``FeatureRows`` view (``index`` None: all rows); an in-memory
+    array (a compressed npz member) is indexed in memory as before."""
+    if isinstance(x, np.memmap):  # rows read as float32 from a float64 file, as the features always were
+        return FeatureRows(x, index, np.float32 if x.dtype.itemsize > 4 else None)
+    x = np.asarray(x)
+    return x if index is None else x[index]
+
+
 def load_npz_features(path: str, name: Optional[str], val_fraction: float, split_seed: int) -> LabelledFeatures:
-    """Labelled features from an ``.npz`` (arrays x_train, y_train, x_test, y_test, optional x_val, y_val)."""
+    """Labelled features from an ``.npz`` (arrays x_train, y_train, x_test, y_test, optional x_val, y_val).
+
+    Members saved without compression (``numpy.savez``) are memory-mapped and every split is a ``FeatureRows``
+    view of its array (val carved from train by index): nothing of the features is read into memory here but the
+    finiteness check's chunks. Compressed members (``numpy.savez_compressed``) are read into memory (in their own
+    dtype). Labels are read into memory."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"feature file {file} does not exist; give an .npz with x_train, y_train, x_test, y_test")
     try:
-        arrays = np.load(file, allow_pickle=False)
-    except (ValueError, OSError) as error:
+        arrays = open_npz(file)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise DataError(f"cannot read {file} as an .npz without pickle ({error}); re-save it with numpy.savez") from error
-    with arrays:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays.files]
-        if missing:
-            raise DataError(f"{file} lacks arrays {missing}; it has {sorted(arrays.files)}")
-        x_train, y_train = arrays["x_train"].astype(np.float32), arrays["y_train"]
-        if "x_val" in arrays.files:
-            x_val, y_val = arrays["x_val"].astype(np.float32), arrays["y_val"]
-        else:
-            keep, carved = stratified_split(y_train, val_fraction, split_seed)
-            x_val, y_val = x_train[carved], y_train[carved]
-            x_train, y_train = x_train[keep], y_train[keep]
-        features = LabelledFeatures(
-            x_train, y_train, x_val, y_val, arrays["x_test"].astype(np.float32), arrays["y_test"],
-            dataset=name or file.stem, data_kind="real", split_seed=split_seed,
-        )
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise DataError(f"{file} lacks arrays {missing}; it has {sorted(arrays)}")
+    y_train = np.asarray(arrays["y_train"])
+    if "x_val" in arrays:
+        x_train, x_val, y_val = split_rows(arrays["x_train"], None), split_rows(arrays["x_val"], None), arrays["y_val"]
+    else:
+        keep, carved = stratified_split(y_train, val_fraction, split_seed)
+        x_train, x_val = split_rows(arrays["x_train"], keep), split_rows(arrays["x_train"], carved)
+        y_train, y_val = y_train[keep], y_train[carved]
+    features = LabelledFeatures(
+        x_train, y_train, x_val, np.asarray(y_val), split_rows(arrays["x_test"], None), np.asarray(arrays["y_test"]),
+        dataset=name or file.stem, data_kind="real", split_seed=split_seed,
+    )
     features.validate()
     return features

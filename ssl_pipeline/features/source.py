@@ -19,7 +19,7 @@ from rich.console import Console
 
 from ssl_pipeline import backbones
 from ssl_pipeline.config import DataConfig, GMMConfig
-from ssl_pipeline.data.labelled import LabelledFeatures, load_npz_features, stratified_split
+from ssl_pipeline.data.labelled import LabelledFeatures, load_npz_features, split_rows, stratified_split
 from ssl_pipeline.digests import file_sha256, json_digest
 from ssl_pipeline.errors import ConfigError, DataError
 from ssl_pipeline.features.cache import CacheEntry, FeatureCache, cache_key
@@ -128,7 +128,8 @@ def _refuse_unreadable_images(
 
 def load_image_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
     """Train/val/test features of ``cfg.dataset`` under ``cfg.backbone`` (extracted on first use); val is a
-    stratified ``val_fraction`` of train carved with ``split_seed``."""
+    stratified ``val_fraction`` of train carved with ``split_seed``. The splits are ``FeatureRows`` views of the
+    cache's memory maps (``data.labelled.split_rows``): nothing is copied into memory."""
     console = console or Console()
     entries = extract_all(cfg, console)
     verify = cfg.extract.verify
@@ -136,10 +137,10 @@ def load_image_features(cfg: DataConfig, console: Optional[Console] = None) -> L
     x_test, y_test, _ = entries["test"].load(verify=verify)
     keep, carved = stratified_split(y_train, cfg.val_fraction, cfg.split_seed)
     manifest = entries["train"].manifest
+    y_train = np.asarray(y_train)
     features = LabelledFeatures(
-        np.asarray(x_train[keep], dtype=np.float32), y_train[keep],
-        np.asarray(x_train[carved], dtype=np.float32), y_train[carved],
-        np.asarray(x_test, dtype=np.float32), np.asarray(y_test),
+        split_rows(x_train, keep), y_train[keep], split_rows(x_train, carved), y_train[carved],
+        split_rows(x_test, None), np.asarray(y_test),
         dataset=cfg.dataset.name, data_kind="real", split_seed=cfg.split_seed,
         class_names=list(manifest["class_names"]), backbone=manifest["backbone"],
         features_key=image_features_key(entries["train"], entries["test"], cfg.val_fraction, cfg.split_seed),

@@ -18,11 +18,17 @@ from ssl_pipeline.reporting.progress import progress_bar
 from ssl_pipeline.reporting.results import make_record, write_json_atomic
 from ssl_pipeline.reporting.scatter import save_projection_sample
 from ssl_pipeline.scoring.projections import Projection, baseline_projection, closed_form_projection, head_projection
-from ssl_pipeline.scoring.score import ProjectionScorer, ReferenceSubspaces, reference_subspaces, score_projection
+from ssl_pipeline.scoring.score import (
+    ProjectionScorer,
+    ReferenceSubspaces,
+    fisher_note,
+    reference_subspaces,
+    score_projection,
+)
 from ssl_pipeline.scoring.zeroshot import zeroshot_accuracy, zeroshot_classifier
 from ssl_pipeline.data.pairs import sampled_pair_moments
 from ssl_pipeline.theory.spectral import ClosedForm, spectral_closed_form
-from ssl_pipeline.theory.subspaces import class_statistics, total_covariance
+from ssl_pipeline.theory.subspaces import total_covariance
 
 
 class ClosedForms:
@@ -40,9 +46,8 @@ class ClosedForms:
 
     @functools.cached_property
     def total(self) -> np.ndarray:
-        """Σ_T of train, shared by every (δ, seed)."""
-        f = self.features
-        return total_covariance(class_statistics(f.x_train, f.y_train, f.num_classes))
+        """Σ_T of train, shared by every (δ, seed) (from the features' cached class statistics)."""
+        return total_covariance(self.features.statistics("train"))
 
     def get(self, delta: float, seed: int, r: int) -> ClosedForm:
         if (delta, seed) not in self.moments:
@@ -59,6 +64,23 @@ class ClosedForms:
         for every value of the sweep axes)."""
         axes = self.cfg.heads.axis_grid("spectral_contrastive")[0]
         return resolve_head_settings(self.cfg.heads, "spectral_contrastive", delta, seed, **axes)
+
+
+class ItemProgress:
+    """The parts of one scored item as fractional advances of the scoring task (they sum to one item), so plain
+    progress lines keep coming during long items (at most every 30 s, ``reporting.progress``): ``step(part,
+    share)`` after each part, ``finish()`` at the end of the item."""
+
+    def __init__(self, progress: Progress, task: TaskID, label: str) -> None:
+        self.progress, self.task, self.label, self.done = progress, task, label, 0.0
+        progress.update(task, current=label)
+
+    def __call__(self, part: str, share: float) -> None:
+        self.done += share
+        self.progress.update(self.task, current=f"{self.label} ({part})", advance=share)
+
+    def finish(self) -> None:
+        self.progress.update(self.task, current=self.label, advance=1.0 - self.done)
 
 
 def references_at(references: ReferenceSubspaces, r: int) -> ReferenceSubspaces:
@@ -82,7 +104,8 @@ def write_projection_sample(cfg: ExperimentConfig, features: LabelledFeatures, s
     ``scored`` holds the projections scoring already fitted; PCA/LDA are fitted here only if not among them."""
     projections = {
         method: scored.get(method) or baseline_projection(
-            method, features.x_train, features.y_train, cfg.heads.axis("r")[0], cfg.seeds[0], cfg.score.lda_shrinkage
+            method, features.x_train, features.y_train, cfg.heads.axis("r")[0], cfg.seeds[0], cfg.score.lda_shrinkage,
+            stats=features.statistics("train"),
         )
         for method in ("pca", "lda")
     }
@@ -96,8 +119,15 @@ def score_records(
 ) -> tuple[list[dict], dict[str, Projection]]:
     """The records, and the projections of the first seed (heads at the largest δ, baselines) for the scatter.
     Each head is compared with the references at its own r; the baselines that take an r (and the ``spectral``
-    closed form) are scored once per value of the ``heads.r`` axis."""
+    closed form) are scored once per value of the ``heads.r`` axis. Prints why ``fisher_cos2`` and ``means_cos2``
+    are null where the Fisher subspace fills the features' span (``score.fisher_note``)."""
+    x = features.x_train
+    console.print(f"class statistics of train ({len(x)} × {x.shape[1]} {np.dtype(x.dtype).name}, "
+                  f"{features.num_classes} classes), in chunks")
     references = reference_subspaces(features, max(cfg.heads.axis("r")), cfg.score.lda_shrinkage)
+    note = fisher_note(references, features.num_classes)
+    if note:
+        console.print(note)
     closed_forms = ClosedForms(cfg, features)
     common = dict(
         data=features.data_kind, dataset=features.dataset, backbone=features.backbone,
@@ -127,7 +157,7 @@ def _head_records(
     clip = None
     for head in heads:
         s = head.settings
-        progress.update(task, current=s.tag)
+        item = ItemProgress(progress, task, s.tag)
         if s.method == "clip":
             from ssl_pipeline.scoring.clip import ClipScoring
 
@@ -138,13 +168,14 @@ def _head_records(
                     batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay, normalized=True, tower=tower,
                     target="shared", seed=s.seed, fit_seconds=head.fit_seconds, **metrics,
                 ))
-            progress.advance(task)
+            item.finish()
             continue
         projection = head_projection(head)
         if s.seed == cfg.seeds[0] and s.delta == top:
             first_seed.setdefault(s.method, projection)
         optimum = closed_forms.get(s.delta, s.seed, s.r).basis if s.method in SPECTRAL_METHODS else None
-        metrics = score_projection(projection, features, references_at(references, s.r), cfg.score, s.seed, optimum)
+        metrics = score_projection(projection, features, references_at(references, s.r), cfg.score, s.seed, optimum,
+                                   step=item)
         metrics.update(paired_fields(cfg, features, projection))
         records.append(make_record(
             **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, regularizer=s.regularizer,
@@ -153,7 +184,7 @@ def _head_records(
             predictor_lr_scale=s.predictor_lr_scale, normalized=projection.normalized,
             seed=s.seed, fit_seconds=head.fit_seconds, **metrics,
         ))
-        progress.advance(task)
+        item.finish()
     return records
 
 
@@ -171,22 +202,24 @@ def _baseline_records(
         for r in baseline_rs(cfg, method):
             suffix = f"_r{r}" if len(cfg.heads.axis("r")) > 1 and method != "raw" else ""
             for seed in cfg.seeds:
-                progress.update(task, current=f"{method}{suffix}_seed{seed}")
+                item = ItemProgress(progress, task, f"{method}{suffix}_seed{seed}")
                 # Only the random projection depends on the seed; the others are fitted and probed once and
-                # only their k-means is seeded.
+                # only their k-means is seeded. Baselines are fitted from the cached class statistics of train.
                 if method == "random" or seed == cfg.seeds[0]:
                     start = time.perf_counter()
                     projection = baseline_projection(
-                        method, features.x_train, features.y_train, r, seed, cfg.score.lda_shrinkage
+                        method, features.x_train, features.y_train, r, seed, cfg.score.lda_shrinkage,
+                        stats=features.statistics("train"),
                     )
                     fit_seconds = time.perf_counter() - start
-                    scorer = ProjectionScorer(projection, features, references_at(references, r), cfg.score)
+                    scorer = ProjectionScorer(projection, features, references_at(references, r), cfg.score,
+                                              step=item)
                     first_seed.setdefault(method, projection)
                 records.append(make_record(
                     **common, method=method, r=projection.r, normalized=False, seed=seed,
                     fit_seconds=fit_seconds, **scorer.scores(seed), **paired_fields(cfg, features, projection),
                 ))
-                progress.advance(task)
+                item.finish()
     return records
 
 
@@ -224,19 +257,20 @@ def _closed_form_records(
     for delta in sorted(cfg.deltas, reverse=True):
         for r in cfg.heads.axis("r"):
             for seed in cfg.seeds:
-                progress.update(task, current=f"spectral_delta{delta:g}_seed{seed}" + (f"_r{r}" if swept else ""))
+                item = ItemProgress(progress, task, f"spectral_delta{delta:g}_seed{seed}" + (f"_r{r}" if swept else ""))
                 start = time.perf_counter()
                 closed = closed_forms.get(delta, seed, r)
-                projection = closed_form_projection(features.x_train, closed.basis)
+                stats = features.statistics("train")
+                projection = closed_form_projection(features.x_train, closed.basis, stats.weights @ stats.means)
                 fit_seconds = time.perf_counter() - start
                 s = closed_forms.settings(delta, seed)
                 metrics = score_projection(projection, features, references_at(references, r), cfg.score, seed,
-                                           closed.basis)
+                                           closed.basis, step=item)
                 records.append(make_record(
                     **common, method="spectral", delta=delta, r=projection.r, epochs=s.epochs,
                     batch_size=s.batch_size, normalized=False, seed=seed, fit_seconds=fit_seconds, **metrics,
                 ))
-                progress.advance(task)
+                item.finish()
     return records
 
 

@@ -1,8 +1,8 @@
-"""Score one projection: clustering of the test split, linear probe, subspace recovery."""
+"""Score one projection: clustering of the test split, linear probe, subspace recovery (features read in chunks)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -10,16 +10,15 @@ from ssl_pipeline.config import ScoreConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.scoring.kmeans import faiss_kmeans
 from ssl_pipeline.scoring.metrics import clustering_scores
-from ssl_pipeline.scoring.probe import linear_probe
+from ssl_pipeline.scoring.probe import linear_probe, probe_rows
 from ssl_pipeline.scoring.projections import Projection
 from ssl_pipeline.theory.subspaces import (
-    class_mean_subspace,
-    class_statistics,
+    class_mean_subspace_from_statistics,
     effective_rank,
     feature_span,
     fisher_cos2,
     fisher_energy,
-    fisher_estimate,
+    fisher_estimate_from_statistics,
     total_covariance,
 )
 
@@ -27,30 +26,72 @@ from ssl_pipeline.theory.subspaces import (
 class ReferenceSubspaces(NamedTuple):
     """The subspaces a head's column space is compared with (docs/theory.md, "Subspace recovery"), each an
     orthonormal basis in feature coordinates: the Fisher subspace (true, or estimated on train), the class-mean
-    subspace span{μ_k − μ̄} (true, or estimated on train), the top-r PCA subspace of train; and the rank of Σ_T
-    kept by the floor (recorded as ``feature_rank``)."""
+    subspace span{μ_k − μ̄} (true, or estimated on train), the top-r PCA subspace of train; the rank of Σ_T
+    kept by the floor (recorded as ``feature_rank``); and the generalised eigenvectors of (Σ_B, S_W) estimated on
+    train by decreasing eigenvalue (``fisher_ordered`` [d, q]: its first r columns are the top-r Fisher subspace,
+    ``FisherEstimate.ordered``)."""
 
     fisher: np.ndarray
     means: np.ndarray
     pca: np.ndarray
     feature_rank: int
+    fisher_ordered: Optional[np.ndarray] = None
+
+    @property
+    def fisher_fills_span(self) -> bool:
+        """Whether the Fisher subspace is the whole span the features occupy (q ≥ the rank kept by the floor:
+        K − 1 ≥ that rank for an estimate, e.g. ImageNet's 1000 classes on 512-d features). ``fisher_cos2`` and
+        ``means_cos2`` are then 1 for every head inside that span and are reported as null."""
+        return self.fisher.shape[1] >= self.feature_rank
+
+    def fisher_top(self, r: int) -> Optional[np.ndarray]:
+        """The top-r Fisher subspace [d, r], or None when r is not below the Fisher subspace's dimension q (the
+        top r would be all of it: ``fisher_cos2`` itself)."""
+        if self.fisher_ordered is None or r >= self.fisher_ordered.shape[1]:
+            return None
+        return self.fisher_ordered[:, :r]
 
 
 def reference_subspaces(features: LabelledFeatures, r: int, lda_shrinkage: Optional[float]) -> ReferenceSubspaces:
     """The references of ``features``: true ones where the data carry them (synthetic), else estimated on train
-    (``fisher_estimate`` inside the span above the floor; the class means' span)."""
-    x, y, k = features.x_train, features.y_train, features.num_classes
-    total = total_covariance(class_statistics(x, y, k))
-    span = feature_span(total)
-    fisher = features.fisher_basis
-    if fisher is None:
-        fisher = fisher_estimate(x, y, k, lda_shrinkage).basis
-    means = features.means_basis if features.means_basis is not None else class_mean_subspace(x, y, k)
-    return ReferenceSubspaces(fisher, means, span.basis[:, :r], span.rank)
+    (``fisher_estimate_from_statistics`` inside the span above the floor; the class means' span), all from the
+    training split's class statistics (``LabelledFeatures.statistics``: one chunked pass). The ordered Fisher
+    directions (``fisher_top_cos2``) are always the train estimate's."""
+    stats = features.statistics("train")
+    span = feature_span(total_covariance(stats))
+    if features.fisher_basis is None:
+        estimate = fisher_estimate_from_statistics(stats, lda_shrinkage)
+        fisher, ordered = estimate.basis, estimate.ordered
+    else:
+        fisher = features.fisher_basis
+        try:
+            ordered = fisher_estimate_from_statistics(stats, lda_shrinkage).ordered
+        except np.linalg.LinAlgError:
+            ordered = None
+    means = features.means_basis if features.means_basis is not None else class_mean_subspace_from_statistics(stats)
+    return ReferenceSubspaces(fisher, means, span.basis[:, :r], span.rank, ordered)
+
+
+def fisher_note(references: ReferenceSubspaces, num_classes: int) -> Optional[str]:
+    """The line that says why ``fisher_cos2`` and ``means_cos2`` are null (``fisher_fills_span``), or None."""
+    if not references.fisher_fills_span:
+        return None
+    return (f"fisher_cos2 and means_cos2 are null: the Fisher subspace ({references.fisher.shape[1]} directions, "
+            f"K − 1 = {num_classes - 1}) fills the {references.feature_rank}-dimensional span the features occupy, "
+            "so every head inside it would score 1; fisher_top_cos2 compares each head with the top-r generalised "
+            "eigenvectors of (Σ_B, Σ_W) instead")
 
 
 def l2_normalize(z: np.ndarray) -> np.ndarray:
     return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+Step = Callable[[str, float], None]
+"""``step(part, share)``: a part of one scored item finished, worth ``share`` of the item (progress lines)."""
+
+
+def _no_step(part: str, share: float) -> None:
+    pass
 
 
 class ProjectionScorer:
@@ -58,34 +99,48 @@ class ProjectionScorer:
     probe, subspace recovery, effective rank) are computed once, k-means once per seed.
 
     k-means (k = number of classes) clusters the test projection, L2-normalised for cosine heads; the probe is
-    trained on train, its L2 strength chosen on val; ``effective_rank`` is of the centred test projection. The
-    projection's subspace is compared with every reference (``fisher_cos2``'s formula for each), and with
-    ``optimum`` [d, r], the closed form of its own loss, where one exists (``optimum_cos2``).
+    trained on train (a per-class subsample when N·K is large: ``probe.probe_rows``), its L2 strength chosen on
+    val; ``effective_rank`` is of the centred test projection. Every split is projected chunk by chunk
+    (``Projection.apply``): only the projections [n, r] are held, never the features. The projection's subspace
+    is compared with every reference (``fisher_cos2``'s formula for each; ``fisher_cos2`` and ``means_cos2`` null
+    when the Fisher subspace fills the features' span, ``ReferenceSubspaces.fisher_fills_span``), with the top-r
+    Fisher subspace (``fisher_top_cos2``, r the projection's nominal r, whenever r < q; reported, not claimed:
+    the theory does not say which r directions of S_F a head picks), and with ``optimum`` [d, r], the closed
+    form of its own loss, where one exists (``optimum_cos2``). ``step`` reports the parts as they finish.
     """
 
     def __init__(
         self, projection: Projection, features: LabelledFeatures, references: Optional[ReferenceSubspaces],
-        cfg: ScoreConfig, optimum: Optional[np.ndarray] = None,
+        cfg: ScoreConfig, optimum: Optional[np.ndarray] = None, step: Step = _no_step,
     ) -> None:
-        z = {split: projection.transform(getattr(features, f"x_{split}")) for split in ("train", "val", "test")}
+        num_classes = features.num_classes
+        train_rows = probe_rows(features.y_train, num_classes)
+        y_train = features.y_train if train_rows is None else features.y_train[train_rows]
+        z = {"train": projection.apply(features.x_train, train_rows), "val": projection.apply(features.x_val),
+             "test": projection.apply(features.x_test)}
         rank = effective_rank(z["test"])
         if projection.normalized:
             z = {split: l2_normalize(v) for split, v in z.items()}
+        step("projected", 0.25)  # binary fractions: the parts of an item add up to exactly one
         self.z_test = z["test"]
         self.labels = features.y_test
-        self.num_classes = features.num_classes
+        self.num_classes = num_classes
         self.kmeans = cfg.kmeans
         probe = linear_probe(
-            z["train"], features.y_train, z["val"], features.y_val, z["test"], features.y_test,
-            self.num_classes, cfg.probe,
+            z["train"], y_train, z["val"], features.y_val, z["test"], features.y_test, num_classes, cfg.probe,
         )
+        step("probe", 0.5)
         subspace = projection.subspace
         recovery = references is not None and subspace is not None
+        meaningful = recovery and not references.fisher_fills_span
+        top = references.fisher_top(projection.r) if recovery else None
         self.seed_free: dict[str, Optional[float]] = {
             "probe_acc": probe.test_accuracy,
-            "fisher_cos2": fisher_cos2(subspace, references.fisher) if recovery else None,
+            "fisher_cos2": fisher_cos2(subspace, references.fisher) if meaningful else None,
+            "fisher_top_cos2": fisher_cos2(subspace, top) if top is not None else None,
+            "fisher_rank": references.fisher.shape[1] if references is not None else None,
             "fisher_energy": fisher_energy(subspace, references.fisher) if recovery else None,
-            "means_cos2": fisher_cos2(subspace, references.means) if recovery else None,
+            "means_cos2": fisher_cos2(subspace, references.means) if meaningful else None,
             "pca_cos2": fisher_cos2(subspace, references.pca) if recovery else None,
             "optimum_cos2": fisher_cos2(subspace, optimum) if subspace is not None and optimum is not None else None,
             "effective_rank": rank,
@@ -100,7 +155,7 @@ class ProjectionScorer:
 
 def score_projection(
     projection: Projection, features: LabelledFeatures, references: Optional[ReferenceSubspaces], cfg: ScoreConfig,
-    seed: int, optimum: Optional[np.ndarray] = None,
+    seed: int, optimum: Optional[np.ndarray] = None, step: Step = _no_step,
 ) -> dict[str, Optional[float]]:
     """The metric fields of a results record for ``projection`` with one seed (see ``ProjectionScorer``)."""
-    return ProjectionScorer(projection, features, references, cfg, optimum).scores(seed)
+    return ProjectionScorer(projection, features, references, cfg, optimum, step).scores(seed)

@@ -17,5 +17,11 @@ def zeroshot_classifier(text_features: np.ndarray, num_classes: int) -> np.ndarr
 
 
 def zeroshot_accuracy(x: np.ndarray, y: np.ndarray, classifier: np.ndarray) -> float:
-    """Accuracy of argmax_k cos(x, w_k) — the text-prompt classifier CLIP users compare against."""
-    return float(np.mean(np.argmax(x @ classifier.T, axis=1) == y))
+    """Accuracy of argmax_k cos(x, w_k) — the text-prompt classifier CLIP users compare against; x [N, D] (an
+    ndarray or ``data.rows.FeatureRows``) is read in float32 chunks."""
+    from ssl_pipeline.theory.chunks import row_chunks
+
+    if len(y) == 0:
+        return float("nan")
+    predicted = np.concatenate([np.argmax(block @ classifier.T, axis=1) for _, block in row_chunks(x, np.float32)])
+    return float(np.mean(predicted == np.asarray(y)))

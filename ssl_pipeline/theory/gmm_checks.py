@@ -8,7 +8,9 @@ held-out log-likelihood and BIC (``model_fit``); the distance of a class covaria
 against surrogates (``ks_calibrated``, ``holm``); an unsupervised tied EM GMM against the labels (``fit_tied_em``);
 and the LDA split-half agreement (``lda_split_half``; docs/theory.md, "Subspace recovery").
 
-Statistics are float64; an [N, d] feature matrix is only read in chunks (``class_statistics``, ``project``).
+Statistics are float64; an [N, d] feature matrix is only read in chunks (``class_statistics``, ``project``,
+``theory.chunks``), halves of it are lazy row views (``theory.chunks.take_rows``), and the [n, K] matrices of
+log-densities are computed ``chunk_rows(K)`` points at a time, so at K = 1000 nothing holds n·K numbers.
 """
 
 from __future__ import annotations
@@ -27,16 +29,16 @@ from sklearn.metrics import normalized_mutual_info_score
 from sklearn.mixture import GaussianMixture
 
 from ssl_pipeline.errors import DataError
+from ssl_pipeline.theory.chunks import chunk_rows, row_chunks, take_rows
 from ssl_pipeline.theory.subspaces import (
     ClassStatistics,
     class_statistics,
-    estimate_fisher_subspace,
     fisher_cos2,
+    fisher_estimate,
     shrunk_within_covariance,
 )
 
 MODELS = ("tied", "full", "diag")
-_CHUNK = 65536
 _LOG_2PI = float(np.log(2 * np.pi))
 
 
@@ -80,18 +82,27 @@ class SplitHalf(NamedTuple):
 
 
 def lda_split_half(x: np.ndarray, y: np.ndarray, halves: tuple[np.ndarray, np.ndarray], num_classes: int,
-                   shrinkage: float | None = None) -> SplitHalf:
+                   shrinkage: float | None = None, top: int | None = None) -> SplitHalf:
     """LDA split-half agreement (docs/theory.md, "Subspace recovery"): ``fisher_cos2`` between the Fisher subspaces
-    [d, q] estimated (``estimate_fisher_subspace``, full feature space) on two disjoint halves of x [N, d], y [N],
-    given as row indices. Returns the agreement and both bases, to score heads against each."""
-    first, second = (estimate_fisher_subspace(x[half], y[half], num_classes, shrinkage) for half in halves)
+    [d, q] estimated (``fisher_estimate``, full feature space) on two disjoint halves of x [N, d], y [N], given as
+    row indices (read as lazy row views, in chunks). Returns the agreement and both bases, to score heads against
+    each. Where a half's Fisher subspace fills the span its features occupy (K − 1 ≥ that rank:
+    ``FisherEstimate.fills_span``), the two would agree trivially; with ``top`` the agreement is then between
+    the halves' top-``top`` Fisher subspaces (generalised eigenvectors of (Σ_B, S_W), ``FisherEstimate.top``)."""
+    estimates = [fisher_estimate(take_rows(x, half), np.asarray(y)[half], num_classes, shrinkage) for half in halves]
+    if top is not None and any(estimate.fills_span for estimate in estimates):
+        first, second = (estimate.top(top) for estimate in estimates)
+    else:
+        first, second = (estimate.basis for estimate in estimates)
     return SplitHalf(agreement=fisher_cos2(first, second), bases=(first, second))
 
 
-def pca_basis(x: np.ndarray, y: np.ndarray, num_classes: int, pca_dim: int) -> tuple[np.ndarray, np.ndarray]:
+def pca_basis(x: np.ndarray, y: np.ndarray, num_classes: int, pca_dim: int,
+              stats: ClassStatistics | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean [d] and top-``pca_dim`` principal directions [d, p] of x [N, d], from the total covariance
-    S_W + Σ_k π_k (μ_k − μ̄)(μ_k − μ̄)ᵀ of one ``class_statistics`` pass (x is never copied in float64)."""
-    stats = class_statistics(x, y, num_classes)
+    S_W + Σ_k π_k (μ_k − μ̄)(μ_k − μ̄)ᵀ of one ``class_statistics`` pass (``stats``, if already computed; x is
+    never copied)."""
+    stats = class_statistics(x, y, num_classes) if stats is None else stats
     mean = stats.weights @ stats.means
     centred = stats.means - mean
     total = stats.within_covariance + (centred.T * stats.weights) @ centred
@@ -102,8 +113,8 @@ def pca_basis(x: np.ndarray, y: np.ndarray, num_classes: int, pca_dim: int) -> t
 
 def project(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """(x − mean) @ basis [N, p] in float64, x [N, d] read in chunks."""
-    return np.concatenate([(x[start : start + _CHUNK].astype(np.float64) - mean) @ basis
-                           for start in range(0, len(x), _CHUNK)])
+    blocks = [(block - mean) @ basis for _, block in row_chunks(x, np.float64)]
+    return np.concatenate(blocks) if blocks else np.zeros((0, basis.shape[1]))
 
 
 @dataclass
@@ -155,11 +166,20 @@ class ModelFit(NamedTuple):
 
 def model_fit(gaussians: LabelledGaussians, model: str, z_train: np.ndarray, z_test: np.ndarray,
               y_test: np.ndarray) -> ModelFit:
-    """``ModelFit`` of ``model`` for the Gaussians fitted on z_train [N, p], scored on z_test [M, p], y_test [M]."""
+    """``ModelFit`` of ``model`` for the Gaussians fitted on z_train [N, p], scored on z_test [M, p], y_test [M]
+    (the log-densities [M, K] a chunk of test points at a time)."""
     means, weights, covariances = gaussians.stats.means, gaussians.stats.weights, gaussians.covariances(model)
-    log_density = log_density_matrix(z_test, means, covariances, model)
-    conditional = float(np.mean(log_density[np.arange(len(y_test)), y_test]))
-    mixture = float(np.mean(logsumexp(log_density + np.log(weights), axis=1)))
+    conditional_sum = mixture_sum = 0.0
+    step = chunk_rows(len(means))
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(weights)
+    for start in range(0, len(z_test), step):
+        log_density = log_density_matrix(z_test[start : start + step], means, covariances, model)
+        labels = y_test[start : start + step]
+        conditional_sum += float(np.sum(log_density[np.arange(len(labels)), labels]))
+        mixture_sum += float(np.sum(logsumexp(log_density + log_weights, axis=1)))
+    conditional = conditional_sum / len(y_test) if len(y_test) else float("nan")
+    mixture = mixture_sum / len(y_test) if len(y_test) else float("nan")
     joint = sum(float(np.sum(gaussian_log_density(z_train[rows], means[k], _cholesky(covariances[k], model, k))))
                 + len(rows) * np.log(weights[k]) for k, rows in enumerate(gaussians.members))
     bic = float(-2 * joint + gaussians.free_parameters(model) * np.log(len(z_train)))
@@ -209,13 +229,18 @@ class EMFit(NamedTuple):
 def fit_tied_em(z_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, num_classes: int, seed: int, *,
                 max_iter: int, n_init: int, max_points: int | None) -> EMFit:
     """A tied EM GMM (scikit-learn) of ``num_classes`` components fitted on z_train [N, p] (at most ``max_points``
-    seeded random rows), scored on z_test [M, p] against y_test [M]."""
+    seeded random rows: ``_em_subsample``, the same rule for the real data and every surrogate), scored on z_test
+    [M, p] against y_test [M] (``chunk_rows(K)`` test points at a time)."""
     em = GaussianMixture(num_classes, covariance_type="tied", max_iter=max_iter, n_init=n_init, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # recorded as EMFit.converged
         em.fit(z_train[_em_subsample(len(z_train), max_points, seed)])
-    nmi = normalized_mutual_info_score(y_test, em.predict(z_test), average_method="arithmetic")
-    return EMFit(nmi=float(nmi), heldout_mixture_loglik=float(em.score(z_test)), iterations=int(em.n_iter_),
+    step = chunk_rows(num_classes)
+    predicted = np.concatenate([em.predict(z_test[start : start + step]) for start in range(0, len(z_test), step)])
+    log_likelihood = sum(float(np.sum(em.score_samples(z_test[start : start + step])))
+                         for start in range(0, len(z_test), step))
+    nmi = normalized_mutual_info_score(y_test, predicted, average_method="arithmetic")
+    return EMFit(nmi=float(nmi), heldout_mixture_loglik=log_likelihood / len(z_test), iterations=int(em.n_iter_),
                  converged=bool(em.converged_))
 
 

@@ -2,18 +2,20 @@
 "Subspace recovery").
 
 All subspaces live in the coordinates of the features as given (centred, not rescaled). Statistics are
-accumulated in float64 over chunks, so a float32 feature matrix is never copied whole in float64.
+accumulated in float64 over chunks (``data.rows.row_chunks``) in one pass, so a feature matrix (in memory or a
+memory map) is never copied whole; everything else here is computed from those statistics.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+import functools
+from dataclasses import dataclass, field
+from typing import NamedTuple, Optional
 
 import numpy as np
 from scipy.linalg import subspace_angles
 
-_CHUNK = 65536
+from ssl_pipeline.theory.chunks import row_chunks
 
 
 def orthonormal_basis(vectors: np.ndarray, rtol: float = 1e-6) -> np.ndarray:
@@ -39,49 +41,89 @@ def fisher_subspace(means: np.ndarray, covariance: np.ndarray, weights: np.ndarr
 
 @dataclass
 class ClassStatistics:
-    """Per-class counts [K], means [K, d] and the pooled within-class covariance [d, d] (divided by N), float64."""
+    """Per-class counts [K], means [K, d] and the pooled within-class covariance [d, d] (divided by N), float64.
+
+    ``ledoit_wolf_shrinkage`` (of the within-class covariance) needs the fourth moment of the residuals, one more
+    pass over the data the statistics came from: it is computed on first use only (``auto_shrinkage`` asks for it
+    only when N − K < 10·d), and kept."""
 
     counts: np.ndarray
     means: np.ndarray
     within_covariance: np.ndarray
-    ledoit_wolf_shrinkage: float
+    source: Optional[tuple] = field(default=None, repr=False, compare=False)
+    """(x, y, basis): the data the statistics were accumulated from, for the deferred Ledoit–Wolf pass."""
 
     @property
     def weights(self) -> np.ndarray:
         return self.counts / self.counts.sum()
 
+    @functools.cached_property
+    def ledoit_wolf_shrinkage(self) -> float:
+        """The formula of ``sklearn.covariance.ledoit_wolf_shrinkage`` applied to the residuals x − μ_y (one
+        chunked pass, without materialising them)."""
+        if self.source is None:
+            raise ValueError("these class statistics carry no data to compute the Ledoit–Wolf shrinkage from")
+        x, y, basis = self.source
+        fourth_moment = 0.0
+        for start, block in row_chunks(x, np.float64):
+            residual = (block if basis is None else block @ basis) - self.means[y[start : start + len(block)]]
+            fourth_moment += float(np.sum(np.einsum("nd,nd->n", residual, residual) ** 2))
+        covariance, n = self.within_covariance, float(self.counts.sum())
+        d = covariance.shape[0]
+        mu = np.trace(covariance) / d
+        delta = (np.sum(covariance**2) - 2 * mu * np.trace(covariance) + d * mu**2) / d
+        beta = min((fourth_moment / n - np.sum(covariance**2)) / (d * n), delta)
+        return 0.0 if delta == 0 else float(beta / delta)
+
+    def restricted(self, basis: np.ndarray) -> ClassStatistics:
+        """The statistics of the coordinates x·U in ``basis`` U [d, m] (means·U, UᵀS_WU), without a pass over the
+        data (the deferred Ledoit–Wolf pass projects it)."""
+        basis = np.asarray(basis, dtype=np.float64)
+        source = None
+        if self.source is not None:
+            x, y, previous = self.source
+            source = (x, y, basis if previous is None else previous @ basis)
+        return ClassStatistics(self.counts, self.means @ basis, basis.T @ self.within_covariance @ basis, source)
+
 
 def class_statistics(
     x: np.ndarray, y: np.ndarray, num_classes: int, basis: np.ndarray | None = None
 ) -> ClassStatistics:
-    """Two chunked passes over x [N, d] (or over its coordinates x·U in ``basis`` U [d, m]): class means, then
-    the within-class covariance of the residuals x − μ_y and the Ledoit–Wolf shrinkage of that covariance (the
-    formula of ``sklearn.covariance.ledoit_wolf_shrinkage`` applied to the residuals, accumulated without
-    materialising them)."""
-    n = x.shape[0]
+    """One chunked float64 pass over x [N, d] (an ndarray, a memory map or any row-sliceable array-like such as
+    ``data.rows.FeatureRows``; any float dtype; ``theory.chunks.row_chunks``), or over its coordinates x·U in ``basis`` U [d, m]: class counts, means and the pooled within-class
+    covariance. Each class's rows are shifted by a provisional mean (its rows in the first chunk where it
+    appears) before their sums and cross products are accumulated, so the one-pass formula
+    S_W = Σ (x − s_y)(x − s_y)ᵀ − Σ_k n_k (μ_k − s_k)(μ_k − s_k)ᵀ cancels only the small offsets μ_k − s_k (the
+    two-pass result to ~1e-13 relative, tests/test_chunked.py). The Ledoit–Wolf shrinkage is deferred
+    (``ClassStatistics.ledoit_wolf_shrinkage``)."""
+    from scipy.sparse import csr_matrix
+
+    y = np.asarray(y)
+    n = len(y)
     d = x.shape[1] if basis is None else basis.shape[1]
-
-    def chunk(start: int) -> np.ndarray:
-        block = x[start : start + _CHUNK].astype(np.float64)
-        return block if basis is None else block @ basis
-
+    basis = None if basis is None else np.asarray(basis, dtype=np.float64)
     counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    shift = np.zeros((num_classes, d))
+    seen = np.zeros(num_classes, dtype=bool)
     sums = np.zeros((num_classes, d))
-    for start in range(0, n, _CHUNK):
-        np.add.at(sums, y[start : start + _CHUNK], chunk(start))
-    means = sums / np.maximum(counts, 1)[:, None]
-    scatter = np.zeros((d, d))
-    fourth_moment = 0.0
-    for start in range(0, n, _CHUNK):
-        residual = chunk(start) - means[y[start : start + _CHUNK]]
-        scatter += residual.T @ residual
-        fourth_moment += float(np.sum(np.einsum("nd,nd->n", residual, residual) ** 2))
-    covariance = scatter / n
-    mu = np.trace(covariance) / d
-    delta = (np.sum(covariance**2) - 2 * mu * np.trace(covariance) + d * mu**2) / d
-    beta = min((fourth_moment / n - np.sum(covariance**2)) / (d * n), delta)
-    shrinkage = 0.0 if delta == 0 else float(beta / delta)
-    return ClassStatistics(counts, means, covariance, shrinkage)
+    cross = np.zeros((d, d))
+    for start, block in row_chunks(x, np.float64):
+        if basis is not None:
+            block = block @ basis
+        labels = y[start : start + len(block)]
+        onehot = csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(num_classes, len(labels)))
+        fresh = np.flatnonzero(~seen & (np.bincount(labels, minlength=num_classes) > 0))
+        if fresh.size:
+            local = np.bincount(labels, minlength=num_classes)
+            shift[fresh] = (onehot[fresh] @ block) / local[fresh, None]
+            seen[fresh] = True
+        residual = block - shift[labels]
+        sums += onehot @ residual
+        cross += residual.T @ residual
+    offsets = sums / np.maximum(counts, 1)[:, None]
+    scatter = cross - (sums.T @ offsets)
+    means = np.where(counts[:, None] > 0, shift + offsets, 0.0)
+    return ClassStatistics(counts, means, scatter / n, (x, y, basis))
 
 
 WELL_DETERMINED_RATIO = 10
@@ -149,29 +191,68 @@ def shrunk_within_covariance(stats: ClassStatistics, shrinkage: float | None) ->
 
 
 class FisherEstimate(NamedTuple):
-    """The estimated Fisher subspace [d, q], the rank of Σ_T kept by the floor, and the shrinkage used."""
+    """The estimated Fisher subspace [d, q], the rank of Σ_T kept by the floor, and the shrinkage used.
+
+    ``ordered`` [d, q]: orthonormal, its first j columns spanning the generalised eigenvectors of (Σ_B, S_W) with
+    the j largest eigenvalues (inside the kept span, S_W shrunk as for ``basis``), for every j: ``top(r)`` is the
+    top-r Fisher subspace. ``eigenvalues`` [q]: those eigenvalues, descending."""
 
     basis: np.ndarray
     rank: int
     shrinkage: float
+    ordered: Optional[np.ndarray] = None
+    eigenvalues: Optional[np.ndarray] = None
+
+    @property
+    def fills_span(self) -> bool:
+        """Whether the Fisher subspace is the whole span the features occupy (K − 1 ≥ the kept rank): every head
+        inside that span then has ``fisher_cos2`` 1 against it, which says nothing."""
+        return self.basis.shape[1] >= self.rank
+
+    def top(self, r: int) -> np.ndarray:
+        """The top-r Fisher subspace [d, min(r, q)] (orthonormal)."""
+        assert self.ordered is not None
+        return self.ordered[:, :r]
 
 
 def fisher_estimate(
     x: np.ndarray, y: np.ndarray, num_classes: int, shrinkage: float | None = None,
     relative_floor: float = FEATURE_FLOOR,
 ) -> FisherEstimate:
+    """The Fisher subspace estimated from labelled data (``fisher_estimate_from_statistics`` of one chunked
+    ``class_statistics`` pass over x [N, d])."""
+    return fisher_estimate_from_statistics(class_statistics(x, y, num_classes), shrinkage, relative_floor)
+
+
+def fisher_estimate_from_statistics(
+    stats: ClassStatistics, shrinkage: float | None = None, relative_floor: float = FEATURE_FLOOR,
+) -> FisherEstimate:
     """The Fisher subspace estimated from labelled data, S_W⁻¹(μ_k − μ̄), solved inside the span the features
     occupy (``feature_span`` of Σ_T with ``relative_floor``): S_W and the means are expressed in that basis
-    [m], the within-class covariance there is shrunk as ``auto_shrinkage`` says (with m as the dimension), and
-    the directions are mapped back to the features' coordinates [d, q]. Constant channels then cost nothing (S_W
-    is singular there) and near-constant ones cannot dominate."""
-    span = feature_span(total_covariance(class_statistics(x, y, num_classes)), relative_floor)
+    [m] (``ClassStatistics.restricted``), the within-class covariance there is shrunk as ``auto_shrinkage`` says
+    (with m as the dimension), and the directions are mapped back to the features' coordinates [d, q]. Constant
+    channels then cost nothing (S_W is singular there) and near-constant ones cannot dominate. Also the
+    generalised eigenvectors of (Σ_B, S_W) there, by decreasing eigenvalue (``FisherEstimate.ordered``)."""
+    span = feature_span(total_covariance(stats), relative_floor)
     u = span.basis
-    reduced = class_statistics(x, y, num_classes, basis=u)
+    reduced = stats.restricted(u)
     present = reduced.counts > 0
     shrunk, used = shrunk_within_covariance(reduced, shrinkage)
-    basis = fisher_subspace(reduced.means[present], shrunk, reduced.counts[present])
-    return FisherEstimate(u @ basis, span.rank, used)
+    means, counts = reduced.means[present], reduced.counts[present]
+    basis = fisher_subspace(means, shrunk, counts)
+    weights = counts / counts.sum()
+    centred = means - weights @ means
+    between = (centred.T * weights) @ centred
+    q = basis.shape[1]
+    if q:
+        from scipy.linalg import eigh
+
+        eigenvalues, vectors = eigh(between, shrunk)
+        eigenvalues, vectors = eigenvalues[::-1][:q], vectors[:, ::-1][:, :q]
+        ordered = np.linalg.qr(u @ vectors)[0]
+    else:
+        eigenvalues, ordered = np.zeros(0), np.zeros((u.shape[0], 0))
+    return FisherEstimate(u @ basis, span.rank, used, ordered, eigenvalues)
 
 
 def estimate_fisher_subspace(
@@ -185,7 +266,11 @@ def class_mean_subspace(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.nd
     """S_M = span{μ_k − μ̄} estimated on (x, y), an orthonormal basis [d, q ≤ K − 1] (docs/theory.md,
     "Subspace recovery"): the subspace a head would learn if it followed the class means, not the Fisher
     directions."""
-    stats = class_statistics(x, y, num_classes)
+    return class_mean_subspace_from_statistics(class_statistics(x, y, num_classes))
+
+
+def class_mean_subspace_from_statistics(stats: ClassStatistics) -> np.ndarray:
+    """S_M = span{μ_k − μ̄} [d, q ≤ K − 1] from class statistics (``class_mean_subspace``)."""
     present = stats.counts > 0
     means, weights = stats.means[present], stats.weights[present]
     return orthonormal_basis((means - weights @ means).T)[:, : int(present.sum()) - 1]
