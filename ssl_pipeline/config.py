@@ -203,7 +203,8 @@ class DatasetConfig:
     ``digits``: scikit-learn's 1,797 real 8×8 digit images (shipped with sklearn; the offline default).
     ``cifar10`` / ``cifar100``: torchvision's loaders under ``root`` (``download: true`` fetches them when online).
     ``imagefolder``: ``root/<train_dir>/<class>/*.jpg`` and ``root/<test_dir>/<class>/*`` (ImageNet layout:
-    ``train`` and ``val``); class names are the folder names.
+    ``train`` and ``val``); class names are the folder names. ImageNet's flat official ``val`` folder is labelled
+    through ``imagenet_devkit``.
     A dataset without a test split (digits; an ImageFolder without ``test_dir``) gets a seeded, stratified
     ``test_fraction`` carved from its images with ``data.split_seed``; that carve is part of the cache key.
     """
@@ -222,6 +223,11 @@ class DatasetConfig:
     """Stratified share of the images carved as test when the dataset has no test split."""
     skip_corrupt: bool = False
     """ImageFolder: skip unreadable images (each one is named in a warning and in the manifest) instead of failing."""
+    imagenet_devkit: Optional[str] = None
+    """ImageFolder: ImageNet's official validation folder is flat (``ILSVRC2012_val_00000001.JPEG``…); this path to
+    the ILSVRC2012 devkit (``ILSVRC2012_devkit_t12`` or its ``.tar.gz``) labels ``test_dir``'s images from its
+    ``data/ILSVRC2012_validation_ground_truth.txt`` and ``data/meta.mat`` (ids → WordNet ids, the train folders'
+    names)."""
 
     def validate(self, path: str = "data.dataset") -> None:
         """Raise ConfigError naming the first field of this dataset out of its valid range."""

@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 import tracemalloc
 from pathlib import Path
 
@@ -327,3 +328,166 @@ def test_write_shard_rejects_wrong_shapes_and_dimension_changes(tmp_path: Path) 
         with pytest.raises(ValueError, match="dimension 5"):
             writer.write_shard(1, np.zeros((3, 5), np.float32), labels, indices)
         assert writer.pending() == [1, 2, 3]
+
+
+HOLD_LOCK = """
+import json, sys
+from pathlib import Path
+from ssl_pipeline.features.cache import FeatureCache, cache_key
+from ssl_pipeline.features.shards import open_writer
+identity = json.loads(sys.argv[2])
+writer = open_writer(FeatureCache(sys.argv[1]), cache_key(identity), identity, 10, 3, holder="rank 0 of 2")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_writer_or_rank_refused_by_another_writers_lock_names_the_lock_file_and_its_holder(tmp_path: Path) -> None:
+    """Another process holds the entry (as rank 0 of a job). A second writer, and a rank of another job asking for
+    its block of shards, are each refused in one line naming the lock file, the holder's pid and host; nothing of
+    the entry is touched."""
+    import socket
+
+    from ssl_pipeline.features.shards import join_writer
+
+    cache, key = FeatureCache(tmp_path), cache_key(IDENTITY)
+    with subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path), json.dumps(IDENTITY)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            before = sorted(p.name for p in (tmp_path / key).rglob("*"))
+            lock = tmp_path / key / ".lock"
+            who = f"pid {holder.pid} on host {socket.gethostname()} (rank 0 of 2, since "
+            with pytest.raises(DataError) as error:
+                open_writer(cache, key, IDENTITY, N, SHARD)
+            message = str(error.value)
+            assert message.startswith(f"cache entry {key} is being written by another process (lock {lock} held by "
+                                       f"{who}") and "\n" not in message
+            with pytest.raises(DataError) as error:  # its probe of byte 0 is refused, as it should be; its block too
+                join_writer(cache, key, IDENTITY, N, SHARD, [1, 2], "float32", "rank 1 of 3", socket.gethostname())
+            message = str(error.value)
+            assert message.startswith(f"cache entry {key}: rank 1 of 3 cannot lock its shards 1–2: lock {lock} is held "
+                                      f"by {who}") and "\n" not in message
+            assert sorted(p.name for p in (tmp_path / key).rglob("*")) == before
+        finally:
+            holder.stdin.close()
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:  # the holder is gone, and so is its lock
+        assert writer.pending() == [0, 1, 2, 3]
+
+
+def test_ranks_write_their_own_blocks_and_rank_zero_consolidates_every_shard(tmp_path: Path) -> None:
+    """The shard protocol of ranks in one process standing for three (the other ranks' block locks are left out:
+    record locks never conflict within a process): rank 0 keeps the entry locked while the others write, refuses
+    to consolidate while a shard is missing, and makes the entry a single writer makes."""
+    from ssl_pipeline.features.locks import lock_entry
+    from ssl_pipeline.features.shards import ShardWriter
+
+    reference = _complete(tmp_path / "single").get(cache_key(IDENTITY))
+    cache, key = FeatureCache(tmp_path / "ranks"), cache_key(IDENTITY)
+    leader = open_writer(cache, key, IDENTITY, N, SHARD, holder="rank 0 of 3")
+    assert leader.pending() == [0, 1, 2, 3]
+    leader.hand_over([0])
+    assert lock_entry(cache.entry_dir(key)) is None  # the entry's byte stays locked
+    others = [ShardWriter(key, cache.entry_dir(key), IDENTITY, N, SHARD, None, leader=False) for _ in range(2)]
+    _write(others[1], [2, 3])
+    _write(leader, [0])
+    with pytest.raises(ValueError, match=r"shards \[1\] are not written"):
+        leader.finalize({})
+    _write(others[0], [1])
+    leader.reclaim()
+    entry = leader.finalize({"images_per_s": 12.5})
+    leader.close()
+    for name in ("features.npy", "labels.npy", "indices.npy"):
+        assert _sha(entry.path / name) == _sha(reference.path / name)
+
+
+def test_a_shard_changed_on_disk_before_consolidation_is_refused_and_redone(tmp_path: Path) -> None:
+    cache, key = FeatureCache(tmp_path), cache_key(IDENTITY)
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:
+        _write(writer, writer.pending())
+        shard = tmp_path / key / "shards" / "shard-00002.npz"
+        shard.write_bytes(shard.read_bytes()[:-1] + b"X")
+        with pytest.raises(DataError, match="shard-00002.npz changed on disk during extraction"):
+            writer.finalize({})
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:
+        assert writer.pending() == [2]
+
+
+def test_partial_entry_of_the_previous_format_resumes_from_its_recorded_shards(tmp_path: Path) -> None:
+    """Before shards had records of their own, progress.json listed them: such an entry resumes, not restarts."""
+    reference = _complete(tmp_path / "reference").get(cache_key(IDENTITY))
+    cache, key = FeatureCache(tmp_path / "old"), cache_key(IDENTITY)
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:
+        _write(writer, [0, 1])
+    shards = tmp_path / "old" / key / "shards"
+    progress = json.loads((tmp_path / "old" / key / "progress.json").read_text())
+    progress |= {"dim": DIM, "shards": {str(i): {"sha256": _sha(shards / f"shard-0000{i}.npz"), "rows": SHARD}
+                                        for i in (0, 1)}}
+    (tmp_path / "old" / key / "progress.json").write_text(json.dumps(progress))
+    for record in shards.glob("*.json"):
+        record.unlink()
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:
+        assert writer.pending() == [2, 3]
+        _write(writer, [2, 3])
+        entry = writer.finalize({})
+    assert _sha(entry.path / "features.npy") == _sha(reference.path / "features.npy")
+
+
+def test_float16_entry_stores_half_the_bytes_and_says_its_dtype(tmp_path: Path) -> None:
+    cache, key = FeatureCache(tmp_path), cache_key({**IDENTITY, "dtype": "float16"})
+    with open_writer(cache, key, IDENTITY, N, SHARD, dtype="float16") as writer:
+        with pytest.raises(ValueError, match="features must be float16"):
+            writer.write_shard(0, *_shard_arrays(writer, 0))
+        for i in writer.pending():
+            features, labels, indices = _shard_arrays(writer, i)
+            writer.write_shard(i, features.astype(np.float16), labels, indices)
+        entry = writer.finalize({})
+    features, _, _ = entry.load()
+    assert features.dtype == np.float16 and entry.manifest["dtype"] == "float16"
+    assert features.nbytes == N * DIM * 2
+    expected = np.concatenate([_shard_arrays(writer, i)[0] for i in range(4)]).astype(np.float16)
+    assert np.array_equal(features, expected)
+
+
+def test_file_systems_without_working_locks_are_named_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    """Locks refused as unsupported (NFS with nolock: ENOLCK), locks another process can take although this one
+    holds them, node-local locks read from the mount options, and ranks that find rank 0's lock not enforced."""
+    import errno
+    import fcntl
+    import socket
+
+    from ssl_pipeline.features import locks
+    from ssl_pipeline.features.shards import join_writer
+
+    cache, key = FeatureCache(tmp_path), cache_key(IDENTITY)
+    unlocked = open(tmp_path / "not-locked", "ab")  # noqa: SIM115
+    try:
+        assert not locks.locks_enforced(unlocked)  # a child takes byte 0 of a file nobody locked
+    finally:
+        unlocked.close()
+    with open_writer(cache, key, IDENTITY, N, SHARD) as writer:
+        assert locks.locks_enforced(writer._lock)
+    with pytest.raises(DataError) as error:  # nobody holds the entry: as if rank 0's lock did not reach this node
+        join_writer(cache, key, IDENTITY, N, SHARD, [2, 3], "float32", "rank 1 of 2", "node-a")
+    assert str(error.value).startswith(f"locks on {tmp_path / key / '.lock'} are not enforced across nodes (")
+    assert f"{socket.gethostname()} and node-a): rank 1 of 2 took the lock rank 0 holds" in str(error.value)
+
+    mountinfo = textwrap.dedent("""\
+        22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+        40 22 0:35 / /shared rw,relatime shared:20 - nfs4 server:/export rw,vers=4.2,local_lock=all,addr=10.0.0.1
+        41 22 0:36 / /lustre rw,relatime shared:21 - lustre 10.0.0.2@tcp:/fs rw,localflock
+        42 22 0:37 / /shared/scratch rw,relatime shared:22 - nfs4 server:/scratch rw,vers=4.2,local_lock=none
+        """)
+    assert locks.node_local_locks(Path("/shared/features"), mountinfo) == "nfs4 mount /shared with local_lock=all"
+    assert locks.node_local_locks(Path("/lustre/x"), mountinfo) == "lustre mount /lustre with localflock"
+    assert locks.node_local_locks(Path("/shared/scratch/f"), mountinfo) is None
+    assert locks.node_local_locks(Path("/home/me"), mountinfo) is None
+
+    def no_locks(*args, **kwargs):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    with pytest.raises(DataError) as error:
+        open_writer(cache, cache_key({**IDENTITY, "note": "other"}), IDENTITY, N, SHARD)
+    assert "(No locks available): the file system of the cache root does not support POSIX record locks" in str(
+        error.value) and "\n" not in str(error.value)

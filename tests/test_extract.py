@@ -319,3 +319,118 @@ def test_extraction_memory_does_not_grow_with_the_dataset(tmp_path):
     added = sizes["train"] - sizes["test"]
     assert added > 1_000_000
     assert peaks["train"] - peaks["test"] < 0.25 * added, (peaks, sizes)
+
+
+def test_float16_features_are_the_float32_ones_cast_in_half_the_bytes_under_their_own_key(tmp_path):
+    """float32 entries keep the identity (and key) they had before ``dtype`` existed; float16 ones get their own."""
+    from ssl_pipeline.data.images import load_split
+
+    data = _data(tmp_path, _folder(tmp_path))
+    single = extract_all(data, QUIET)
+    data.extract.dtype = "float16"
+    half = extract_all(data, QUIET)
+    for split in ("train", "test"):
+        x32, y32, i32 = single[split].load()
+        x16, y16, i16 = half[split].load()
+        assert x16.dtype == np.float16 and half[split].manifest["dtype"] == "float16"
+        assert np.array_equal(x16, x32.astype(np.float16)) and np.array_equal(y16, y32) and np.array_equal(i16, i32)
+        sizes = [entry[split].manifest["files"]["features.npy"]["bytes"] for entry in (single, half)]
+        assert sizes[1] - 128 == (sizes[0] - 128) // 2  # the .npy header is 128 bytes
+        assert half[split].key != single[split].key
+    info = describe_backbone(data.backbone)
+    split = load_split(data.dataset, "test", data.split_seed)
+    assert split_identity(info, split) == split_identity(info, split, "float32")
+    assert "dtype" not in split_identity(info, split)
+    assert single["test"].key == cache_key(split_identity(info, split))
+
+
+def test_float16_overflow_is_refused_with_its_shard_and_count_and_nothing_of_that_shard_is_written(tmp_path):
+    """A backbone whose features leave float16's range on the second shard: the first shard is kept, the second
+    is refused in one line naming it and counting the values, the entry stays partial."""
+    from ssl_pipeline.backbones import Backbone
+    from ssl_pipeline.data.images import load_split
+    from ssl_pipeline.features.cache import FeatureCache
+    from ssl_pipeline.features.extract import extract_split
+
+    data = _data(tmp_path, DatasetConfig(name="digits"))
+    data.extract.dtype = "float16"
+    info = describe_backbone(data.backbone)
+    split = load_split(data.dataset, "test", 0)
+    calls = []
+
+    def encode(images):
+        calls.append(len(images))
+        features = torch.ones(len(images), 4)
+        if len(calls) == 3:  # the first batch of shard 1 (two batches of 32 per shard)
+            features[:3, 0], features[3, 1] = 1e5, float("nan")
+        return features
+
+    backbone = Backbone(info, 4, None, torch.device("cpu"), encode)
+    with pytest.raises(DataError) as error:
+        extract_split(split, info, lambda: backbone, FeatureCache(data.extract.cache_root), data.extract, QUIET)
+    message = str(error.value)
+    assert message.startswith("shard 1 of cache entry ") and "\n" not in message
+    assert "has 4 feature values that are not finite in float16 (3 of them overflow its range ±65504)" in message
+    shards = sorted(p.name for p in Path(data.extract.cache_root).glob("*/shards/*"))
+    assert shards == ["shard-00000.json", "shard-00000.npz"]
+
+
+def _imagenet(root: Path) -> list[int]:
+    """train/<wnid>/ folders and the official flat val/ILSVRC2012_val_0000000n.* files (shuffled classes) with a
+    devkit (folder and .tar.gz) whose meta.mat holds the three leaf synsets and one inner synset; returns the val
+    images' class indices in file order."""
+    import shutil
+    import tarfile
+
+    from fake_datasets import write_image_folder
+    from scipy.io import savemat
+
+    wnids = ["n01440764", "n01443537", "n01484850"]
+    write_image_folder(root, wnids, 4, 24, seed=0, splits=("train", "by_class"))
+    files = sorted((root / "by_class").glob("*/*"))
+    order = np.random.default_rng(0).permutation(len(files))
+    (root / "val").mkdir()
+    for number, k in enumerate(order, start=1):
+        shutil.copy(files[k], root / "val" / f"ILSVRC2012_val_{number:08d}{'.JPEG' if files[k].suffix == '.jpg' else '.png'}")
+    shutil.rmtree(root / "by_class")
+    labels = [wnids.index(files[k].parent.name) for k in order]
+    data = root / "ILSVRC2012_devkit_t12" / "data"
+    data.mkdir(parents=True)
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{k + 1}\n" for k in labels))
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+              "num_train_images"]
+    rows = [(k + 1, w, f"class {k}", "", 0, np.zeros(0), 0, 4) for k, w in enumerate(wnids)]
+    rows.append((1001, "n00001740", "entity", "", 3, np.array([1, 2, 3]), 19, 0))
+    synsets = np.empty(len(rows), dtype=[(f, object) for f in fields])
+    for i, row in enumerate(rows):
+        synsets[i] = row
+    savemat(data / "meta.mat", {"synsets": synsets})
+    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as archive:
+        archive.add(root / "ILSVRC2012_devkit_t12", arcname="ILSVRC2012_devkit_t12")
+    return labels
+
+
+def test_imagenet_flat_validation_folder_is_labelled_by_the_devkit_ground_truth(tmp_path):
+    from ssl_pipeline.data.images import load_split
+
+    root = tmp_path / "imagenet"
+    labels = _imagenet(root)
+    dataset = DatasetConfig(name="imagefolder", root=str(root))
+    with pytest.raises(DataError, match=r"val holds images but no class folders .*data.dataset.imagenet_devkit"):
+        extract_all(_data(tmp_path, dataset), QUIET)
+    keys = set()
+    for devkit in ("ILSVRC2012_devkit_t12", "ILSVRC2012_devkit_t12.tar.gz"):
+        dataset.imagenet_devkit = str(root / devkit)
+        test = load_split(dataset, "test", 0)
+        assert test.labels.tolist() == labels and test.class_names == ["n01440764", "n01443537", "n01484850"]
+        assert Path(test.paths[0]).name.startswith("ILSVRC2012_val_00000001.")
+        keys.add(cache_key(split_identity(describe_backbone(BackboneConfig(**TINY_RESNET)), test)))
+    assert len(keys) == 1  # the folder and its archive hold the same ground truth
+    entries = extract_all(_data(tmp_path, dataset), QUIET)
+    assert entries["test"].load()[1].tolist() == labels
+    (root / "val" / "stray.png").write_bytes((root / "val").joinpath(Path(test.paths[0]).name).read_bytes())
+    with pytest.raises(DataError, match=r"stray.png is not one of the devkit's 12 validation images"):
+        load_split(dataset, "test", 0)
+    dataset.imagenet_devkit = str(tmp_path)
+    with pytest.raises(DataError, match=r"imagenet_devkit=.* has no data/ILSVRC2012_validation_ground_truth.txt"):
+        load_split(dataset, "test", 0)

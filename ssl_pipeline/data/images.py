@@ -7,9 +7,13 @@ carved from its images: train is the remainder. ``ImageSplit.identity`` is what 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import os
+import re
 import struct
+import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,9 +195,12 @@ def _cifar(cfg: DatasetConfig, split: Split, transform: Optional[ImageTransform]
 
 
 def _image_folder(cfg: DatasetConfig, split: Split, split_seed: int, transform: Optional[ImageTransform]) -> ImageSplit:
-    """root/<train_dir>/<class>/<image> and root/<test_dir>/<class>/<image>, or test carved from train."""
+    """root/<train_dir>/<class>/<image> and root/<test_dir>/<class>/<image>, or test carved from train, or
+    ImageNet's flat test_dir labelled by the devkit (``imagenet_devkit``)."""
     classes, test_folder = _folder_classes(cfg)
     class_to_index = {name: k for k, name in enumerate(classes)}
+    if split == "test" and test_folder is not None and _is_flat(test_folder):
+        return _imagenet_flat_val(cfg, test_folder, classes, transform)
     folder = test_folder if split == "test" and test_folder is not None else Path(cfg.root) / cfg.train_dir
     try:
         samples = make_dataset(str(folder), class_to_index, extensions=IMG_EXTENSIONS)
@@ -250,6 +257,15 @@ def _folder_classes(cfg: DatasetConfig) -> tuple[list[str], Optional[Path]]:
     test_folder = root / cfg.test_dir if cfg.test_dir is not None else None
     if test_folder is None or not test_folder.is_dir():
         return classes, None
+    if _is_flat(test_folder):
+        if cfg.imagenet_devkit is None:
+            raise DataError(
+                f"imagefolder: {test_folder} holds images but no class folders (ImageNet's official val layout?); set "
+                "data.dataset.imagenet_devkit to the ILSVRC2012 devkit to label them from its ground truth, or move "
+                "them into one folder per class (README, 'ImageNet')"
+            )
+        _devkit_val_wnids(Path(cfg.imagenet_devkit))
+        return classes, test_folder
     test_classes = _class_folders(test_folder, f"expected {test_folder}/<class>/<image>")
     if test_classes != classes:
         only_train, only_test = sorted(set(classes) - set(test_classes)), sorted(set(test_classes) - set(classes))
@@ -258,6 +274,83 @@ def _folder_classes(cfg: DatasetConfig) -> tuple[list[str], Optional[Path]]:
             f"(only in {cfg.train_dir}: {only_train}; only in {cfg.test_dir}: {only_test}); give both the same classes"
         )
     return classes, test_folder
+
+
+def _is_flat(folder: Path) -> bool:
+    """A folder of image files without class subfolders (ImageNet's official validation images)."""
+    entries = list(os.scandir(folder))
+    return not any(entry.is_dir() for entry in entries) and any(
+        entry.name.lower().endswith(IMG_EXTENSIONS) for entry in entries
+    )
+
+
+_DEVKIT_FILES = ("data/ILSVRC2012_validation_ground_truth.txt", "data/meta.mat")
+_VAL_IMAGE = re.compile(r"ILSVRC2012_val_(\d{8})\.[A-Za-z]+")
+
+
+@functools.cache
+def _devkit_val_wnids(devkit: Path) -> tuple[tuple[str, ...], str]:
+    """(WordNet id of official validation image n at n − 1, sha256 of the ground truth file) from the ILSVRC2012
+    devkit, a folder or its ``.tar.gz``: ``data/ILSVRC2012_validation_ground_truth.txt`` holds one ILSVRC2012_ID
+    per image, ``data/meta.mat``'s leaf synsets map those ids to WordNet ids (as torchvision's ImageNet does)."""
+    from scipy.io import loadmat
+
+    contents = {}
+    try:
+        if devkit.is_file():
+            with tarfile.open(devkit) as archive:
+                names = {name.split("/", 1)[-1]: name for name in archive.getnames()}
+                for wanted in _DEVKIT_FILES:
+                    member = archive.extractfile(names[wanted]) if wanted in names else None
+                    contents[wanted] = member.read() if member is not None else None
+        else:
+            for wanted in _DEVKIT_FILES:
+                contents[wanted] = (devkit / wanted).read_bytes() if (devkit / wanted).is_file() else None
+    except (OSError, tarfile.TarError) as error:
+        raise DataError(f"data.dataset.imagenet_devkit={devkit}: cannot read it ({_one_line(error)}); give the "
+                        "ILSVRC2012_devkit_t12 folder or ILSVRC2012_devkit_t12.tar.gz") from None
+    missing = [name for name, data in contents.items() if data is None]
+    if missing:
+        raise DataError(f"data.dataset.imagenet_devkit={devkit} has no {missing[0]}; give the ILSVRC2012_devkit_t12 "
+                        "folder or ILSVRC2012_devkit_t12.tar.gz")
+    truth = contents[_DEVKIT_FILES[0]]
+    synsets = loadmat(io.BytesIO(contents[_DEVKIT_FILES[1]]), squeeze_me=True)["synsets"]
+    leaves = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
+    ids = [int(line) for line in truth.split()]
+    unknown = sorted(set(ids) - set(leaves))
+    if unknown:
+        raise DataError(f"data.dataset.imagenet_devkit={devkit}: the ground truth names ILSVRC2012_ID {unknown[0]}, "
+                        "which meta.mat does not list as a class; is it the ILSVRC2012 devkit?")
+    return tuple(leaves[i] for i in ids), hashlib.sha256(truth).hexdigest()
+
+
+def _imagenet_flat_val(cfg: DatasetConfig, folder: Path, classes: list[str],
+                       transform: Optional[ImageTransform]) -> ImageSplit:
+    """The official validation images (``ILSVRC2012_val_00000001.JPEG`` …, one flat folder) labelled by the
+    devkit's ground truth; the class index of WordNet id ``n01440764`` is that of the train folder of that name."""
+    wnids, truth_sha256 = _devkit_val_wnids(Path(cfg.imagenet_devkit))
+    class_to_index = {name: k for k, name in enumerate(classes)}
+    paths = sorted(str(path) for path in folder.iterdir() if path.name.lower().endswith(IMG_EXTENSIONS))
+    labels = []
+    for path in paths:
+        match = _VAL_IMAGE.fullmatch(Path(path).name)
+        number = int(match.group(1)) if match else 0
+        if not 1 <= number <= len(wnids):
+            raise DataError(f"imagefolder: {path} is not one of the devkit's {len(wnids)} validation images "
+                            "(ILSVRC2012_val_00000001.JPEG …); keep only the official validation images in "
+                            f"{folder}")
+        if wnids[number - 1] not in class_to_index:
+            raise DataError(f"imagefolder: {path} is of class {wnids[number - 1]} (devkit ground truth), which has no "
+                            f"folder in {Path(cfg.root) / cfg.train_dir}; give the train folders their WordNet ids")
+        labels.append(class_to_index[wnids[number - 1]])
+    identity = _identity("imagefolder", "test", len(paths))
+    identity["files_sha256"] = _files_sha256(paths, Path(cfg.root))
+    identity["labels_from"] = {"imagenet_devkit_ground_truth_sha256": truth_sha256}
+    return ImageSplit(
+        name="imagefolder", split="test", labels=np.asarray(labels, dtype=np.int64),
+        indices=np.arange(len(paths), dtype=np.int64), class_names=classes, identity=identity,
+        transform=transform, source=str(folder), paths=paths,
+    )
 
 
 def _class_folders(folder: Path, layout: str) -> list[str]:

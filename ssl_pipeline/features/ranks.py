@@ -140,8 +140,8 @@ def extraction_ranks(cfg: ExtractConfig, device: str, console: Console, key: str
                         f"{key}, rank {rank} with {other}): every node must see data.extract.cache_root as one shared "
                         "file system, in the same state")
     if ranks.rank == 0:
-        console.print(f"extracting with {ranks.world} processes on {len(set(ranks.hosts))} node(s) ({environment}, "
-                      f"{kind})")
+        processes = f"{ranks.world} process{'es' if ranks.world > 1 else ''}"
+        console.print(f"extracting with {processes} on {len(set(ranks.hosts))} node(s) ({environment}, {kind})")
     _RANKS = ranks
     return ranks
 
