@@ -366,8 +366,8 @@ def test_a_writer_or_rank_refused_by_another_writers_lock_names_the_lock_file_an
             with pytest.raises(DataError) as error:  # its probe of byte 0 is refused, as it should be; its block too
                 join_writer(cache, key, IDENTITY, N, SHARD, [1, 2], "float32", "rank 1 of 3", socket.gethostname())
             message = str(error.value)
-            assert message.startswith(f"cache entry {key}: rank 1 of 3 cannot lock its shards 1–2: lock {lock} is held "
-                                      f"by {who}") and "\n" not in message
+            assert message.startswith(f"cache entry {key}: rank 1 of 3 cannot lock its shards 1–2: lock {lock} is "
+                                      f"held by {who}") and "\n" not in message
             assert sorted(p.name for p in (tmp_path / key).rglob("*")) == before
         finally:
             holder.stdin.close()

@@ -391,7 +391,8 @@ def _imagenet(root: Path) -> list[int]:
     order = np.random.default_rng(0).permutation(len(files))
     (root / "val").mkdir()
     for number, k in enumerate(order, start=1):
-        shutil.copy(files[k], root / "val" / f"ILSVRC2012_val_{number:08d}{'.JPEG' if files[k].suffix == '.jpg' else '.png'}")
+        suffix = ".JPEG" if files[k].suffix == ".jpg" else ".png"
+        shutil.copy(files[k], root / "val" / f"ILSVRC2012_val_{number:08d}{suffix}")
     shutil.rmtree(root / "by_class")
     labels = [wnids.index(files[k].parent.name) for k in order]
     data = root / "ILSVRC2012_devkit_t12" / "data"

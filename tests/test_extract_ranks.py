@@ -207,3 +207,16 @@ def test_devices_that_are_not_there_are_refused_in_one_line_before_any_work(tmp_
     with pytest.raises(ConfigError, match="data.backbone.device=cuda but no CUDA device is visible"):
         extract_all(data, QUIET)
     assert not (tmp_path / "features").exists()
+
+
+def test_ranks_started_by_lightning_re_running_another_command_are_refused_in_one_line(tmp_path, monkeypatch):
+    """Lightning's launcher re-runs ``sys.argv`` for the further ranks: for ``run`` (or pytest) that would fit heads
+    (or run tests) in every copy, so only ``extract`` may start them; nothing is started or written."""
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ssl-pipeline", "run", "--config", "configs/default.yaml"])
+    data = _data(_images(tmp_path), tmp_path / "features", devices=2)
+    with pytest.raises(ConfigError) as error:
+        extract_all(data, QUIET)
+    assert str(error.value).startswith(
+        "data.extract.devices=2 makes Lightning start 1 more process(es) that re-run this whole command (ssl-pipeline "
+        "run --config …), not only its extraction; extract first with `ssl-pipeline extract`")
+    assert "LOCAL_RANK" not in os.environ and not (tmp_path / "features").exists()

@@ -4,8 +4,8 @@ One directory per key under the root (default ``data/features/``): ``.lock`` (re
 ``features.locks``, with their holder records ``.lock-<host>-<pid>.json``), ``progress.json`` (the layout) +
 ``shards/shard-00003.npz`` and its record ``shard-00003.json`` while partial (``features.shards`` writes them),
 then ``features.npy`` [N, D] float32 (or float16: ``data.extract.dtype``), ``labels.npy`` [N] int64,
-``indices.npy`` [N] int64, extras, and ``manifest.json`` written last (its presence means complete). Every file goes to ``<name>.tmp`` beside it, is
-fsynced, then ``os.replace``d: a kill leaves old or new, never half.
+``indices.npy`` [N] int64, extras, and ``manifest.json`` written last (its presence means complete). Every file
+goes to ``<name>.tmp`` beside it, is fsynced, then ``os.replace``d: a kill leaves old or new, never half.
 """
 
 from __future__ import annotations

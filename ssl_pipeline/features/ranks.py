@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
 
@@ -94,8 +95,8 @@ def accelerator(cfg: ExtractConfig, device: str) -> str:
 
     where = f"data.extract.devices={cfg.devices}"
     if device.startswith("cuda:"):
-        raise ConfigError(f"data.backbone.device={device} names one GPU, but {where} with ranks gives each rank the GPU "
-                          "of its local rank; set data.backbone.device to cuda or auto")
+        raise ConfigError(f"data.backbone.device={device} names one GPU, but {where} with ranks gives each rank "
+                          "the GPU of its local rank; set data.backbone.device to cuda or auto")
     if device == "mps":
         raise ConfigError(f"data.backbone.device=mps has one device, so extraction cannot run as ranks ({where}, "
                           f"strategy {cfg.strategy}); set data.extract.devices 1 and strategy auto")
@@ -124,6 +125,8 @@ def extraction_ranks(cfg: ExtractConfig, device: str, console: Console, key: str
 
     try:
         fabric = Fabric(accelerator=kind, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy="ddp")
+        if not fabric.strategy.cluster_environment.creates_processes_externally and cfg.devices > 1:
+            _refuse_relaunch_of_other_commands(cfg)
         fabric.launch()
     except (ValueError, RuntimeError, MisconfigurationException) as error:
         detail = " ".join(str(error).split())
@@ -144,6 +147,23 @@ def extraction_ranks(cfg: ExtractConfig, device: str, console: Console, key: str
         console.print(f"extracting with {processes} on {len(set(ranks.hosts))} node(s) ({environment}, {kind})")
     _RANKS = ranks
     return ranks
+
+
+def _refuse_relaunch_of_other_commands(cfg: ExtractConfig) -> None:
+    """Lightning's launcher starts the node's further ranks by re-running ``sys.argv``: the whole command. That is
+    the extraction for ``ssl-pipeline extract``, but ``run`` or ``fit`` would go on to fit heads in every copy (and
+    under pytest it would re-run pytest). Refused in one line, before any process is started."""
+    from ssl_pipeline.cli import COMMANDS
+
+    command = next((argument for argument in sys.argv[1:] if argument in COMMANDS), None)
+    if command != "extract":
+        shown = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:3]])
+        raise ConfigError(
+            f"data.extract.devices={cfg.devices} makes Lightning start {cfg.devices - 1} more process(es) that re-run "
+            f"this whole command ({shown} …), not only its extraction; extract first with `ssl-pipeline extract` "
+            "and the same config, then run this command (it reuses the cache), or start every process yourself "
+            "with torchrun or srun"
+        )
 
 
 def current_ranks() -> Optional[Ranks]:
