@@ -160,13 +160,13 @@ def test_torchrun_script_extracts_on_two_cpu_processes(tmp_path, one_thread):
 
 def test_slurm_template_parses_and_runs_one_task_under_an_emulated_slurm(tmp_path, one_thread):
     """``bash -n``, then the job script itself with SLURM's variables for one task on one node and an ``srun``
-    that runs its command: Lightning must pick SLURMEnvironment."""
+    that runs its command (its options dropped): Lightning must pick SLURMEnvironment."""
     assert _run(["bash", "-n", "scripts/extract_slurm.sbatch"], _clean_env()).returncode == 0
     images = _images(tmp_path)
     config = _config_file(tmp_path, images, tmp_path / "slurm")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "srun").write_text('#!/usr/bin/env bash\nexec "$@"\n')
+    (bin_dir / "srun").write_text('#!/usr/bin/env bash\nwhile [[ "$1" == -* ]]; do shift; done\nexec "$@"\n')
     (bin_dir / "srun").chmod(0o755)
     slurm = dict(SLURM_JOB_ID="4242", SLURM_JOB_NAME="ssl-extract", SLURM_NTASKS="1", SLURM_NTASKS_PER_NODE="1",
                  SLURM_NNODES="1", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_NODELIST="localhost",

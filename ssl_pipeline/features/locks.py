@@ -179,7 +179,7 @@ def holders(directory: Path, span: Range = WHOLE) -> str:
     found = [
         f"pid {r.get('pid')} on host {r.get('host')} ({r.get('holder')}, since {r.get('since')})"
         for path, r in _records(lock)
-        if path != own and _overlap(r.get("ranges", []), [span]) and _alive(r)
+        if (path != own or lock in _HELD) and _overlap(r.get("ranges", []), [span]) and _alive(r)
     ]
     return "; ".join(found) if found else "a process that left no holder record (an older ssl-pipeline?)"
 

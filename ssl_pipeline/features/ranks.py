@@ -16,6 +16,7 @@ extracted by the same ranks, in the same order on every rank. It is destroyed wh
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 import socket
 import sys
@@ -42,6 +43,8 @@ class Ranks:
     environment: str
     """Lightning's cluster environment: ``LightningEnvironment``, ``TorchElasticEnvironment``, ``SLURMEnvironment``."""
     device: str
+    group: Any = None
+    """The gloo group of the extraction's collectives (``extraction_ranks``)."""
 
     def gather(self, value: T) -> list[T]:
         """``value`` of every rank, by rank (a collective: every rank calls it)."""
@@ -49,7 +52,7 @@ class Ranks:
 
         values: list[Any] = [None] * self.world
         try:
-            dist.all_gather_object(values, value)
+            dist.all_gather_object(values, value, group=self.group)
         except RuntimeError as error:  # a rank died and its connection closed (DistBackendError included)
             first_line = (str(error).splitlines() or [""])[0]
             raise DataError(f"rank {self.rank} of {self.world}: another rank of the extraction stopped ({first_line}); "
@@ -120,6 +123,7 @@ def extraction_ranks(cfg: ExtractConfig, device: str, console: Console, key: str
     if _RANKS is not None or not wants_ranks(cfg):
         return _RANKS
     kind = accelerator(cfg, device)
+    import torch.distributed as dist
     from lightning_fabric import Fabric
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
@@ -134,7 +138,11 @@ def extraction_ranks(cfg: ExtractConfig, device: str, console: Console, key: str
                           f"num_nodes={cfg.num_nodes}): {detail}") from None
     _destroy_process_group_at_exit()
     environment = type(fabric.strategy.cluster_environment).__name__
-    ranks = Ranks(fabric.global_rank, fabric.world_size, [], environment, str(fabric.device))
+    # The collectives carry small Python objects, and one of them waits for every rank to finish its shards (hours
+    # on ImageNet; a rank without pending shards waits all along): a gloo group on the CPU with a timeout of days,
+    # not the default group's 30 minutes. A rank that dies closes its connections, which fails the others at once.
+    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=7))
+    ranks = Ranks(fabric.global_rank, fabric.world_size, [], environment, str(fabric.device), group)
     found = ranks.gather((socket.gethostname(), key))
     ranks.hosts = [host for host, _ in found]
     if any(other != key for _, other in found):
