@@ -220,3 +220,15 @@ def test_ranks_started_by_lightning_re_running_another_command_are_refused_in_on
         "data.extract.devices=2 makes Lightning start 1 more process(es) that re-run this whole command (ssl-pipeline "
         "run --config …), not only its extraction; extract first with `ssl-pipeline extract`")
     assert "LOCAL_RANK" not in os.environ and not (tmp_path / "features").exists()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"devices": 0}, "data.extract.devices=0 must be at least 1"),
+    ({"num_nodes": 0}, "data.extract.num_nodes=0 must be at least 1"),
+    ({"strategy": "ddp_spawn"}, "data.extract.strategy='ddp_spawn' must be one of auto, ddp"),
+    ({"dtype": "bfloat16"}, "data.extract.dtype='bfloat16' must be one of float32, float16"),
+])
+def test_extraction_settings_out_of_range_are_refused_in_one_line(fields, message):
+    with pytest.raises(ConfigError) as error:
+        ExtractConfig(**fields).validate()
+    assert str(error.value) == message

@@ -262,7 +262,7 @@ def _folder_classes(cfg: DatasetConfig) -> tuple[list[str], Optional[Path]]:
             raise DataError(
                 f"imagefolder: {test_folder} holds images but no class folders (ImageNet's official val layout?); set "
                 "data.dataset.imagenet_devkit to the ILSVRC2012 devkit to label them from its ground truth, or move "
-                "them into one folder per class (README, 'ImageNet')"
+                "them into one folder per class (README, 'GPUs and clusters')"
             )
         _devkit_val_wnids(Path(cfg.imagenet_devkit))
         return classes, test_folder
