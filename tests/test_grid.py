@@ -203,5 +203,7 @@ def test_epoch_reports_summarise_each_methods_losses():
     from ssl_pipeline.heads.grid import EpochReport
 
     report = EpochReport(epoch=3, epochs=10, losses={"infonce_delta1_seed0": 5.1234, "infonce_delta0.5_seed0": 5.31,
-                                                    "simsiam_delta1_seed0": -0.93}, done=3)
-    assert report.summary() == "epoch 3/10 · infonce 5.12–5.31 (2 heads) · simsiam -0.93 (1 head)"
+                                                    "simsiam_delta1_seed0": -0.93,
+                                                    "spectral_contrastive_delta1_seed0_r8": -2.5}, done=3)
+    assert report.summary() == ("epoch 3/10 · infonce 5.12–5.31 (2 heads) · simsiam -0.93 (1 head) · "
+                                "spectral_contrastive -2.5 (1 head)")

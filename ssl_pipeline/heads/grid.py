@@ -107,7 +107,7 @@ class EpochReport:
         """``epoch 3/10 · infonce 5.12–5.31 (12 heads) · simsiam −0.93 (1 head)``: the losses by method, compactly."""
         by_method: dict[str, list[float]] = {}
         for tag, loss in self.losses.items():
-            by_method.setdefault(tag.split("_", 1)[0], []).append(loss)
+            by_method.setdefault(tag.split("_delta", 1)[0], []).append(loss)  # spectral_contrastive, simsiam-euclidean
         parts = [f"epoch {self.epoch}/{self.epochs}"]
         for method, losses in by_method.items():
             low, high = min(losses), max(losses)
