@@ -207,3 +207,24 @@ def test_epoch_reports_summarise_each_methods_losses():
                                                     "spectral_contrastive_delta1_seed0_r8": -2.5}, done=3)
     assert report.summary() == ("epoch 3/10 · infonce 5.12–5.31 (2 heads) · simsiam -0.93 (1 head) · "
                                 "spectral_contrastive -2.5 (1 head)")
+
+
+def test_a_memory_mapped_split_is_gathered_from_the_map_and_fits_the_same_heads(features, tmp_path):
+    """Head fitting reads batches from the memory map (``feature_table``: no float32 copy of the split) and gives
+    the heads of the same split held in memory, bit for bit — float32 and float16 files alike."""
+    from ssl_pipeline.heads.fit import feature_table
+    from ssl_pipeline.theory.chunks import FeatureRows
+
+    jobs = [head("infonce", 1.0, 0), head("simsiam", 0.5, 1, early_stopping_patience=1, epochs=3)]
+    for dtype in (np.float32, np.float16):
+        stored = np.concatenate([features.x_val, features.x_train, features.x_test]).astype(dtype)
+        np.save(tmp_path / "x.npy", stored)
+        mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+        rows = np.arange(len(features.x_val), len(features.x_val) + len(features.x_train))
+        on_disk = dataclasses.replace(features, x_train=FeatureRows(mapped, rows, np.float32))
+        in_memory = dataclasses.replace(features, x_train=stored[rows].astype(np.float32))
+        table, index = feature_table(on_disk.x_train)
+        assert table.dtype == {np.float32: torch.float32, np.float16: torch.float16}[dtype]
+        assert table.data_ptr() == mapped.ctypes.data and torch.equal(index, torch.from_numpy(rows))
+        for a, b in zip(fit_grid(on_disk, jobs, SINGLE), fit_grid(in_memory, jobs, SINGLE)):
+            assert np.array_equal(a.weight, b.weight) and np.array_equal(a.mean, b.mean), (dtype, a.settings.tag)

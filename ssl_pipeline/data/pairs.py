@@ -141,12 +141,13 @@ class CandidateSampler(Sampler[tuple[Tensor, Tensor]]):
 class CandidateFeatures(Dataset):
     """Maps (index sets [S, 3, B], coins [S, B]) to (features [S, 3, B, d], coins): one gather per step."""
 
-    def __init__(self, features: Tensor) -> None:
+    def __init__(self, features: Tensor, rows: Optional[Tensor] = None) -> None:
         self.features = features
+        self.rows = rows
 
     def __getitem__(self, item: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         indices, coins = item
-        return gather_candidates(self.features, indices), coins
+        return gather_candidates(self.features, indices, self.rows), coins
 
     def __len__(self) -> int:
         return len(self.features)
@@ -247,10 +248,14 @@ class CandidateIndices(Dataset):
         return self.size
 
 
-def gather_candidates(features: Tensor, indices: Tensor) -> Tensor:
+def gather_candidates(features: Tensor, indices: Tensor, rows: Optional[Tensor] = None) -> Tensor:
     """Feature blocks [S, 3, B, d] of index sets [S, 3, B], in float32 whatever the stored dtype (float16 caches are
-    kept as float16 on the device and widened per batch)."""
-    return features[indices.reshape(-1)].view(*indices.shape, -1).float()
+    kept as float16 and widened per batch). ``rows``: the split's rows of a larger table (a memory-mapped cache:
+    ``heads.fit.feature_table``), so index i is ``features[rows[i]]``."""
+    flat = indices.reshape(-1)
+    if rows is not None:
+        flat = rows[flat]
+    return features[flat].view(*indices.shape, -1).float()
 
 
 def features_fit_on(device: torch.device, nbytes: int, share: float) -> bool:
@@ -277,9 +282,10 @@ class CandidateDataModule(_InMemoryDataModule):
     def __init__(
         self, features: Tensor, labels: Tensor, seeds: list[int], batch_size: int,
         val_features: Optional[Tensor] = None, val_labels: Optional[Tensor] = None,
-        device_share: float = 0.5, resident: Optional[bool] = None,
+        device_share: float = 0.5, resident: Optional[bool] = None, rows: Optional[Tensor] = None,
     ) -> None:
         super().__init__(features, labels, batch_size, val_features, val_labels)
+        self.rows = rows  # the training split's rows of ``features`` (a memory-mapped cache), or None: every row
         self.seeds = list(seeds)
         self.device_share = device_share
         self.resident = resident
@@ -288,22 +294,23 @@ class CandidateDataModule(_InMemoryDataModule):
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        nbytes = self.features.nbytes + (self.val_features.nbytes if self.has_val else 0)
+        count = len(self.features) if self.rows is None else len(self.rows)  # the split only goes to the device
+        nbytes = count * self.features[:1].nbytes + (self.val_features.nbytes if self.has_val else 0)
         if self.resident is None:
             self.resident = features_fit_on(device, nbytes, self.device_share)
         self._pin = device.type == "cuda" and not self.resident
         if self.resident:
-            self._stores = {"train": self.features.to(device)}
+            self._stores = {"train": (self.features if self.rows is None else self.features[self.rows]).to(device)}
             if self.has_val:
                 self._stores["val"] = self.val_features.to(device)
 
-    def _loader(self, features: Tensor, sampler: CandidateSampler) -> DataLoader:
-        dataset = CandidateIndices(len(features)) if self.resident else CandidateFeatures(features)
+    def _loader(self, features: Tensor, sampler: CandidateSampler, rows: Optional[Tensor] = None) -> DataLoader:
+        dataset = CandidateIndices(len(sampler.index)) if self.resident else CandidateFeatures(features, rows)
         return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=self._pin)
 
     def train_dataloader(self) -> DataLoader:
         sampler = CandidateSampler(self.labels, self.seeds, self.batch_size, *self._rank())
-        return self._loader(self.features, sampler)
+        return self._loader(self.features, sampler, self.rows)
 
     def val_dataloader(self) -> DataLoader:
         if not self.has_val:

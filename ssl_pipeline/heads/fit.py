@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -143,16 +144,44 @@ def input_statistics(features: LabelledFeatures, standardize: bool) -> tuple["to
     training split per head (18 heads on 45k × 1280: 4 GiB of freed copies the tuned allocator kept) is gone."""
     import torch
 
+    from ssl_pipeline.theory.chunks import row_chunks
+
     cache = features.__dict__.setdefault("_input_statistics", {})
     key = (id(features.x_train), standardize)
     if key not in cache:
-        x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
-        mean = x.mean(dim=0, dtype=torch.float64)
+        # one chunked float64 pass over the (possibly memory-mapped) split: no copy of it; each block rounded to
+        # float32 first, the values the head sees
+        total = np.zeros(features.dim)
+        squares = np.zeros(features.dim)
+        for _, block in row_chunks(features.x_train, np.float32):
+            block = block.astype(np.float64)
+            total += block.sum(axis=0)
+            squares += np.einsum("ij,ij->j", block, block)
+        n = len(features.x_train)
+        mean = torch.from_numpy(total / n)
         scale = torch.ones(features.dim, dtype=torch.float64)
-        if standardize:
-            scale = standardization_scale(x.std(dim=0).double())
+        if standardize:  # the unbiased std, as torch.std
+            variance = np.maximum(squares - n * (total / n) ** 2, 0.0) / max(n - 1, 1)
+            scale = standardization_scale(torch.from_numpy(np.sqrt(variance)))
         cache[key] = (mean, scale)
     return cache[key]
+
+
+def feature_table(x) -> tuple["torch.Tensor", Optional["torch.Tensor"]]:
+    """A training split as (table [M, d], row index [N] or None) for gathering batches: a memory-mapped split
+    (``data.rows.FeatureRows``) is the map itself in its stored dtype (float16 or float32, no copy: pages are read
+    as batches touch them) with the split's rows; an in-memory split is itself as float32. Batches are gathered as
+    ``table[index[i]]`` and widened to float32 (``data.pairs.gather_candidates``)."""
+    import torch
+
+    from ssl_pipeline.theory.chunks import FeatureRows
+
+    if isinstance(x, FeatureRows) and x.source.dtype in (np.float16, np.float32):
+        with warnings.catch_warnings():  # a read-only map: the table is only read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            table = torch.from_numpy(x.source)
+        return table, None if x.index is None else torch.from_numpy(x.index)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), None
 
 
 def head_module(features: LabelledFeatures, settings: HeadSettings, num_heads: int = 1):

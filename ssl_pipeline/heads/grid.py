@@ -405,7 +405,7 @@ def fit_grid(
     The features go to the trainer's CUDA/MPS device once when they take at most ``feature_memory_share`` of it
     (``CandidateDataModule``); ``resident`` forces that path either way (tests)."""
     from ssl_pipeline.data.pairs import CandidateDataModule, CrossModalDataModule
-    from ssl_pipeline.heads.fit import head_module, head_trainer, held_out_features
+    from ssl_pipeline.heads.fit import feature_table, head_module, head_trainer, held_out_features
 
     if len({grid_key(s) for s in jobs}) != 1:
         raise ValueError("the heads of one grid need the same batch size, standardize and optimizer (grid_groups)")
@@ -417,12 +417,12 @@ def fit_grid(
         held_out = {"val": paired_tensors(features, "val")} if stopping else {}
         datamodule = CrossModalDataModule(*paired_tensors(features, "train"), grid.seeds, jobs[0].batch_size, **held_out)
     else:
-        x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
-        y = torch.from_numpy(features.y_train.astype(np.int64))
+        x, rows = feature_table(features.x_train)  # a memory map stays one: batches are gathered from it
+        y = torch.from_numpy(np.asarray(features.y_train, dtype=np.int64))
         grid = HeadGrid([head_module(features, s) for s in jobs], features.features_key, on_finished, on_epoch)
         held_out = held_out_features(features) if stopping else {}
         datamodule = CandidateDataModule(x, y, grid.seeds, jobs[0].batch_size, **held_out,
-                                         device_share=trainer_cfg.feature_memory_share, resident=resident)
+                                         device_share=trainer_cfg.feature_memory_share, resident=resident, rows=rows)
     if str(trainer_cfg.precision).startswith("64"):
         grid = grid.double()  # so that ddp_spawn's ranks hand their float64 weights back unrounded
     callbacks = [] if checkpoint is None else [GridCheckpoint(checkpoint)]
