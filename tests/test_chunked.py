@@ -225,8 +225,8 @@ def test_fisher_scores_when_the_fisher_subspace_fills_the_span(rng):
 
     many = features_of(*mixture(rng, 3000, 6, 12), *mixture(rng, 600, 6, 12), *mixture(rng, 1200, 6, 12))
     references = reference_subspaces(many, 2, None)
-    assert references.fisher_fills_span and references.feature_rank == 6 and references.fisher.shape[1] == 6
-    assert "fisher_cos2 and means_cos2 are null" in fisher_note(references, 12)
+    assert references.fisher_fills_span and references.feature_rank == references.fisher_rank == 6
+    assert "fisher_cos2 and means_cos2 are null" in fisher_note(references)
     scores = score_all(many, r=2)
     for method in ("lda", "pca", "random"):
         assert scores[method]["fisher_cos2"] is None and scores[method]["means_cos2"] is None
@@ -236,7 +236,7 @@ def test_fisher_scores_when_the_fisher_subspace_fills_the_span(rng):
     assert scores["raw"]["fisher_top_cos2"] is None
     few = features_of(*mixture(rng, 3000, 10, 4), *mixture(rng, 600, 10, 4), *mixture(rng, 1200, 10, 4))
     references = reference_subspaces(few, 2, None)
-    assert not references.fisher_fills_span and fisher_note(references, 4) is None
+    assert not references.fisher_fills_span and fisher_note(references) is None
     scores = score_all(few, r=2)
     assert scores["lda"]["fisher_cos2"] is not None and scores["lda"]["fisher_top_cos2"] > 0.99
     assert scores["lda"]["fisher_rank"] == 3
@@ -305,3 +305,18 @@ def test_em_and_model_fit_in_chunks_equal_whole(rng, small_chunks):
         assert fit.heldout_loglik == pytest.approx(np.mean(log_density[np.arange(len(y_test)), y_test]), rel=1e-12)
     em = gmm_checks.fit_tied_em(z_train, z_test, y_test, 4, 0, max_iter=50, n_init=1, max_points=None)
     assert 0 <= em.nmi <= 1 and np.isfinite(em.heldout_mixture_loglik)
+
+
+def test_probe_loss_in_blocks_equals_one_block(rng, monkeypatch):
+    from ssl_pipeline.scoring import probe
+    from ssl_pipeline.scoring.probe import linear_probe
+
+    centres = 1.5 * rng.standard_normal((5, 6))
+    labels = rng.integers(0, 5, 1500)
+    z = (centres[labels] + rng.standard_normal((1500, 6))).astype(np.float32)
+    cfg = ProbeConfig(l2_grid=[1e-2, 1e-4])
+    whole = linear_probe(z[:1000], labels[:1000], z[1000:1200], labels[1000:1200], z[1200:], labels[1200:], 5, cfg)
+    monkeypatch.setattr(probe, "PROBE_BLOCK_BYTES", 4 * 5 * 300)  # 300 rows of logits per block
+    blocks = linear_probe(z[:1000], labels[:1000], z[1000:1200], labels[1000:1200], z[1200:], labels[1200:], 5, cfg)
+    assert blocks.l2 == whole.l2 and blocks.test_accuracy == pytest.approx(whole.test_accuracy, abs=0.01)
+    assert blocks.val_accuracy == pytest.approx(whole.val_accuracy, abs=0.01)

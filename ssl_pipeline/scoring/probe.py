@@ -22,10 +22,14 @@ import numpy as np
 from ssl_pipeline.config import ProbeConfig
 
 
+PROBE_BLOCK_BYTES = 8 * 2**20
+"""The loss and accuracy are computed over equal blocks of rows whose float32 logits take at most this (2,097 rows
+at K = 1000, 20,971 at K = 100; a training split that fits in one block gets the plain full-batch objective). On
+20k × 64 → K = 1000 the probe's peak RssAnon rose by 232 MB with 8 MiB blocks and 408 MB with 32 MiB, in the same
+time (6 s, one thread)."""
 PROBE_MAX_CELLS = 20_000_000
 """Training points × classes above which the probe is trained on a per-class subsample (``probe_rows``)."""
 _PROBE_STREAM = 0x9B0E
-_EVAL_CHUNK = 8192
 
 
 def probe_rows(y_train: np.ndarray, num_classes: int) -> Optional[np.ndarray]:
@@ -50,7 +54,10 @@ def linear_probe(
     z_train: np.ndarray, y_train: np.ndarray, z_val: np.ndarray, y_val: np.ndarray,
     z_test: np.ndarray, y_test: np.ndarray, num_classes: int, cfg: ProbeConfig,
 ) -> ProbeResult:
-    """Fit on train for every λ in ``cfg.l2_grid``, keep the λ with the best val accuracy, report test."""
+    """Fit on train for every λ in ``cfg.l2_grid``, keep the λ with the best val accuracy, report test. The loss and
+    its gradient are accumulated over blocks of training rows whose logits take at most ``PROBE_BLOCK_BYTES``
+    (one block, the plain objective, up to 20,971 rows at K = 100), and accuracy is evaluated in blocks, so no
+    [N, K] matrix is held."""
     import torch
     import torch.nn.functional as F
 
@@ -66,10 +73,13 @@ def linear_probe(
     weight = torch.zeros(x_train.shape[1], num_classes, device=device, requires_grad=True)
     bias = torch.zeros(num_classes, device=device, requires_grad=True)
 
+    most = max(1, PROBE_BLOCK_BYTES // (4 * num_classes))  # logits of at most PROBE_BLOCK_BYTES per block
+    rows = -(-len(x_train) // -(-len(x_train) // most)) if len(x_train) else most  # blocks of equal size
+
     def accuracy(x: "torch.Tensor", y: np.ndarray) -> float:
         with torch.no_grad():
-            predicted = np.concatenate([(x[start : start + _EVAL_CHUNK] @ weight + bias).argmax(1).cpu().numpy()
-                                        for start in range(0, len(x), _EVAL_CHUNK)]) if len(x) else np.zeros(0)
+            predicted = np.concatenate([(x[start : start + rows] @ weight + bias).argmax(1).cpu().numpy()
+                                        for start in range(0, len(x), rows)]) if len(x) else np.zeros(0)
             return float((predicted == y).mean())
 
     best: ProbeResult | None = None
@@ -81,9 +91,19 @@ def linear_probe(
 
         def closure() -> "torch.Tensor":
             optimizer.zero_grad()
-            loss = F.cross_entropy(x_train @ weight + bias, t_train) + l2 * (weight**2).sum()
-            loss.backward()
-            return loss
+            if len(x_train) <= rows:  # one block: the plain full-batch objective
+                loss = F.cross_entropy(x_train @ weight + bias, t_train) + l2 * (weight**2).sum()
+                loss.backward()
+                return loss
+            total = torch.zeros((), device=device)
+            for start in range(0, len(x_train), rows):  # the same objective, its logits a block at a time
+                part = F.cross_entropy(x_train[start : start + rows] @ weight + bias, t_train[start : start + rows],
+                                       reduction="sum") / len(x_train)
+                part.backward()
+                total += part.detach()
+            penalty = l2 * (weight**2).sum()
+            penalty.backward()
+            return total + penalty.detach()
 
         optimizer.step(closure)
         val_accuracy = accuracy(x_val, y_val)

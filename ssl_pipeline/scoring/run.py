@@ -26,7 +26,6 @@ from ssl_pipeline.scoring.score import (
     score_projection,
 )
 from ssl_pipeline.scoring.zeroshot import zeroshot_accuracy, zeroshot_classifier
-from ssl_pipeline.data.pairs import sampled_pair_moments
 from ssl_pipeline.theory.spectral import ClosedForm, spectral_closed_form
 from ssl_pipeline.theory.subspaces import total_covariance
 
@@ -51,6 +50,8 @@ class ClosedForms:
 
     def get(self, delta: float, seed: int, r: int) -> ClosedForm:
         if (delta, seed) not in self.moments:
+            from ssl_pipeline.data.pairs import sampled_pair_moments  # pytorch_lightning: only when needed
+
             s = self.settings(delta, seed)
             self.moments[delta, seed] = sampled_pair_moments(
                 self.features.x_train, self.features.y_train, delta, s.batch_size * self.cfg.heads.trainer.devices,
@@ -81,6 +82,19 @@ class ItemProgress:
 
     def finish(self) -> None:
         self.progress.update(self.task, current=self.label, advance=1.0 - self.done)
+        release_free_memory()
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the kernel (glibc ``malloc_trim(0)``; nothing elsewhere) between scored
+    items: the CLI's allocator keeps up to 2 GiB of freed memory for reuse (``ssl_pipeline.allocator``), and the
+    probe's and k-means' temporaries of one item would otherwise stay resident through the next ones."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
 
 
 def references_at(references: ReferenceSubspaces, r: int) -> ReferenceSubspaces:
@@ -125,7 +139,7 @@ def score_records(
     console.print(f"class statistics of train ({len(x)} × {x.shape[1]} {np.dtype(x.dtype).name}, "
                   f"{features.num_classes} classes), in chunks")
     references = reference_subspaces(features, max(cfg.heads.axis("r")), cfg.score.lda_shrinkage)
-    note = fisher_note(references, features.num_classes)
+    note = fisher_note(references)
     if note:
         console.print(note)
     closed_forms = ClosedForms(cfg, features)

@@ -27,27 +27,33 @@ class ReferenceSubspaces(NamedTuple):
     """The subspaces a head's column space is compared with (docs/theory.md, "Subspace recovery"), each an
     orthonormal basis in feature coordinates: the Fisher subspace (true, or estimated on train), the class-mean
     subspace span{μ_k − μ̄} (true, or estimated on train), the top-r PCA subspace of train; the rank of Σ_T
-    kept by the floor (recorded as ``feature_rank``); and the generalised eigenvectors of (Σ_B, S_W) estimated on
+    kept by the floor (recorded as ``feature_rank``); the generalised eigenvectors of (Σ_B, S_W) estimated on
     train by decreasing eigenvalue (``fisher_ordered`` [d, q]: its first r columns are the top-r Fisher subspace,
-    ``FisherEstimate.ordered``)."""
+    ``FisherEstimate.ordered``); and the number of classes K present in train."""
 
     fisher: np.ndarray
     means: np.ndarray
     pca: np.ndarray
     feature_rank: int
     fisher_ordered: Optional[np.ndarray] = None
+    classes: int = 0
+
+    @property
+    def fisher_rank(self) -> int:
+        """q = min(K − 1, ``feature_rank``): the dimension of the Fisher subspace inside the features' span."""
+        return min(self.classes - 1, self.feature_rank)
 
     @property
     def fisher_fills_span(self) -> bool:
-        """Whether the Fisher subspace is the whole span the features occupy (q ≥ the rank kept by the floor:
-        K − 1 ≥ that rank for an estimate, e.g. ImageNet's 1000 classes on 512-d features). ``fisher_cos2`` and
+        """Whether the Fisher subspace is the whole span the features occupy: K − 1 ≥ the rank kept by the floor
+        (``FisherEstimate.fills_span``; e.g. ImageNet's 1000 classes on 512-d features). ``fisher_cos2`` and
         ``means_cos2`` are then 1 for every head inside that span and are reported as null."""
-        return self.fisher.shape[1] >= self.feature_rank
+        return self.classes - 1 >= self.feature_rank
 
     def fisher_top(self, r: int) -> Optional[np.ndarray]:
-        """The top-r Fisher subspace [d, r], or None when r is not below the Fisher subspace's dimension q (the
-        top r would be all of it: ``fisher_cos2`` itself)."""
-        if self.fisher_ordered is None or r >= self.fisher_ordered.shape[1]:
+        """The top-r Fisher subspace [d, r], or None when r is not below q = ``fisher_rank`` (the top r would be
+        all of it: ``fisher_cos2`` itself)."""
+        if self.fisher_ordered is None or r >= self.fisher_rank:
             return None
         return self.fisher_ordered[:, :r]
 
@@ -69,15 +75,16 @@ def reference_subspaces(features: LabelledFeatures, r: int, lda_shrinkage: Optio
         except np.linalg.LinAlgError:
             ordered = None
     means = features.means_basis if features.means_basis is not None else class_mean_subspace_from_statistics(stats)
-    return ReferenceSubspaces(fisher, means, span.basis[:, :r], span.rank, ordered)
+    classes = int(np.sum(stats.counts > 0))
+    return ReferenceSubspaces(fisher, means, span.basis[:, :r], span.rank, ordered, classes)
 
 
-def fisher_note(references: ReferenceSubspaces, num_classes: int) -> Optional[str]:
+def fisher_note(references: ReferenceSubspaces) -> Optional[str]:
     """The line that says why ``fisher_cos2`` and ``means_cos2`` are null (``fisher_fills_span``), or None."""
     if not references.fisher_fills_span:
         return None
-    return (f"fisher_cos2 and means_cos2 are null: the Fisher subspace ({references.fisher.shape[1]} directions, "
-            f"K − 1 = {num_classes - 1}) fills the {references.feature_rank}-dimensional span the features occupy, "
+    return (f"fisher_cos2 and means_cos2 are null: the Fisher subspace (K − 1 = {references.classes - 1} "
+            f"directions) fills the {references.feature_rank}-dimensional span the features occupy, "
             "so every head inside it would score 1; fisher_top_cos2 compares each head with the top-r generalised "
             "eigenvectors of (Σ_B, Σ_W) instead")
 
@@ -138,7 +145,7 @@ class ProjectionScorer:
             "probe_acc": probe.test_accuracy,
             "fisher_cos2": fisher_cos2(subspace, references.fisher) if meaningful else None,
             "fisher_top_cos2": fisher_cos2(subspace, top) if top is not None else None,
-            "fisher_rank": references.fisher.shape[1] if references is not None else None,
+            "fisher_rank": references.fisher_rank if references is not None else None,
             "fisher_energy": fisher_energy(subspace, references.fisher) if recovery else None,
             "means_cos2": fisher_cos2(subspace, references.means) if meaningful else None,
             "pca_cos2": fisher_cos2(subspace, references.pca) if recovery else None,

@@ -14,8 +14,11 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-CHUNK_BYTES = 32 * 2**20
-"""Bytes of one float64 chunk of rows (``chunk_rows``): 8,192 rows of 512 dimensions."""
+CHUNK_BYTES = 4 * 2**20
+"""Bytes of one float64 chunk of rows (``chunk_rows``): 1,024 rows of 512 dimensions. Smaller chunks cost no time
+(one class-statistics pass over 270k × 512 float32 took 8.4 s at 32 MiB, 8.1 s at 2 MiB) and keep the
+temporaries, and what the allocator keeps of them, small (peak RssAnon of that pass +138 MB at 32 MiB, +42 MB at
+8 MiB, +15 MB at 2 MiB)."""
 
 
 def chunk_rows(width: int, itemsize: int = 8) -> int:

@@ -193,21 +193,24 @@ def shrunk_within_covariance(stats: ClassStatistics, shrinkage: float | None) ->
 class FisherEstimate(NamedTuple):
     """The estimated Fisher subspace [d, q], the rank of Σ_T kept by the floor, and the shrinkage used.
 
-    ``ordered`` [d, q]: orthonormal, its first j columns spanning the generalised eigenvectors of (Σ_B, S_W) with
-    the j largest eigenvalues (inside the kept span, S_W shrunk as for ``basis``), for every j: ``top(r)`` is the
-    top-r Fisher subspace. ``eigenvalues`` [q]: those eigenvalues, descending."""
+    ``ordered`` [d, min(K − 1, rank)]: orthonormal, its first j columns spanning the generalised eigenvectors of
+    (Σ_B, S_W) with the j largest eigenvalues (inside the kept span, S_W shrunk as for ``basis``), for every j:
+    ``top(r)`` is the top-r Fisher subspace. ``eigenvalues``: those eigenvalues, descending. ``classes``: the
+    number K of classes present."""
 
     basis: np.ndarray
     rank: int
     shrinkage: float
     ordered: Optional[np.ndarray] = None
     eigenvalues: Optional[np.ndarray] = None
+    classes: int = 0
 
     @property
     def fills_span(self) -> bool:
-        """Whether the Fisher subspace is the whole span the features occupy (K − 1 ≥ the kept rank): every head
-        inside that span then has ``fisher_cos2`` 1 against it, which says nothing."""
-        return self.basis.shape[1] >= self.rank
+        """Whether the Fisher subspace is the whole span the features occupy: K − 1 ≥ the rank kept by the floor
+        (judged on that rank, not on d, nor on the numerical rank of ``basis``). Every head inside that span then
+        has ``fisher_cos2`` 1 against it, which says nothing."""
+        return self.classes - 1 >= self.rank
 
     def top(self, r: int) -> np.ndarray:
         """The top-r Fisher subspace [d, min(r, q)] (orthonormal)."""
@@ -243,8 +246,8 @@ def fisher_estimate_from_statistics(
     weights = counts / counts.sum()
     centred = means - weights @ means
     between = (centred.T * weights) @ centred
-    q = basis.shape[1]
-    if q:
+    q = min(int(present.sum()) - 1, span.rank)
+    if q > 0:
         from scipy.linalg import eigh
 
         eigenvalues, vectors = eigh(between, shrunk)
@@ -252,7 +255,7 @@ def fisher_estimate_from_statistics(
         ordered = np.linalg.qr(u @ vectors)[0]
     else:
         eigenvalues, ordered = np.zeros(0), np.zeros((u.shape[0], 0))
-    return FisherEstimate(u @ basis, span.rank, used, ordered, eigenvalues)
+    return FisherEstimate(u @ basis, span.rank, used, ordered, eigenvalues, int(present.sum()))
 
 
 def estimate_fisher_subspace(
@@ -306,9 +309,20 @@ def fisher_energy(head: np.ndarray, fisher_basis: np.ndarray) -> float:
 
 
 def effective_rank(z: np.ndarray) -> float:
-    """exp(−Σ p_i log p_i), p_i = σ_i / Σσ_j over the singular values of the centred projection z [N, r]."""
-    z = np.asarray(z, dtype=np.float64)
-    s = np.linalg.svd(z - z.mean(axis=0), compute_uv=False)
+    """exp(−Σ p_i log p_i), p_i = σ_i / Σσ_j over the singular values of the centred projection z [N, r]: σ_i² are
+    the eigenvalues of the centred Gram matrix [r, r], accumulated in float64 over row chunks (z is not copied)."""
+    n, r = len(z), z.shape[1]
+    if n == 0 or r == 0:
+        return 0.0
+    total, gram = np.zeros(r), np.zeros((r, r))
+    shift = np.asarray(z[:1], dtype=np.float64)[0]
+    for _, block in row_chunks(z, np.float64):
+        block = block - shift
+        total += block.sum(axis=0)
+        gram += block.T @ block
+    mean = total / n
+    gram -= n * np.outer(mean, mean)
+    s = np.sqrt(np.clip(np.linalg.eigvalsh((gram + gram.T) / 2), 0.0, None))
     if s.sum() <= 0:
         return 0.0
     p = s / s.sum()
