@@ -22,7 +22,7 @@ from ssl_pipeline.errors import ConfigError
 from ssl_pipeline.features.source import load_features
 from ssl_pipeline.heads.fit import FittedHead
 from ssl_pipeline.reporting.progress import progress_bar
-from ssl_pipeline.rundir import resolve_run_dir, saved_heads, write_config
+from ssl_pipeline.rundir import head_jobs, head_path, resolve_run_dir, saved_heads, write_config
 from ssl_pipeline.scoring.run import score_run
 
 GAP_METRICS = ("nmi", "probe_acc", "fisher_cos2", "fisher_top_cos2", "fisher_energy", "effective_rank")
@@ -38,6 +38,11 @@ def half_fit_records(heads: list[FittedHead], half_bases: tuple[np.ndarray, np.n
         key = (head.settings.method, head.settings.delta)
         scores.setdefault(key, []).extend(fisher_cos2(weight, basis) for basis in half_bases)
     return {key: float(np.mean(values)) for key, values in scores.items()}
+
+
+def any_saved(cfg: ExperimentConfig, where: Path) -> bool:
+    """Whether ``where`` holds any head the config asks for (``rundir.saved_heads`` then loads and checks them)."""
+    return any(head_path(where, settings.tag).is_file() for settings in head_jobs(cfg))
 
 
 def metric_means(records: list[dict]) -> dict[tuple, float]:
@@ -100,7 +105,9 @@ def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path
     head_dirs = [run_dir if i == 0 else run_dir / "surrogates" / f"s{i}" for i in head_runs]
     # Heads saved by an earlier fit/run/check are checked as `score` checks them, before anything is written:
     # heads fitted on other features or with other settings are refused, never fitted over.
-    saved = [saved_heads(cfg, where, dataset(i)) for where, i in zip(head_dirs, head_runs)]
+    # (a surrogate is drawn for this only where its directory holds heads)
+    saved = [saved_heads(cfg, where, dataset(i)) if any_saved(cfg, where) else None
+             for where, i in zip(head_dirs, head_runs)]
     write_config(cfg, run_dir)
     with wandb_run(cfg, "check", run_dir) as logger:
         results = []

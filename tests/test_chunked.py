@@ -293,6 +293,8 @@ def test_checks_run_on_a_stratified_subsample_of_large_splits(rng):
 
 
 def test_em_and_model_fit_in_chunks_equal_whole(rng, small_chunks):
+    from scipy.special import logsumexp
+
     from ssl_pipeline.theory import gmm_checks
 
     z_train = rng.standard_normal((400, 3)) + np.repeat(3 * rng.standard_normal((4, 3)), 100, axis=0)
@@ -303,8 +305,13 @@ def test_em_and_model_fit_in_chunks_equal_whole(rng, small_chunks):
         fit = gmm_checks.model_fit(gaussians, model, z_train, z_test, y_test)
         log_density = gmm_checks.log_density_matrix(z_test, gaussians.stats.means, gaussians.covariances(model), model)
         assert fit.heldout_loglik == pytest.approx(np.mean(log_density[np.arange(len(y_test)), y_test]), rel=1e-12)
+        mixture = logsumexp(log_density + np.log(gaussians.stats.weights), axis=1)
+        assert fit.heldout_mixture_loglik == pytest.approx(np.mean(mixture), rel=1e-12)
     em = gmm_checks.fit_tied_em(z_train, z_test, y_test, 4, 0, max_iter=50, n_init=1, max_points=None)
     assert 0 <= em.nmi <= 1 and np.isfinite(em.heldout_mixture_loglik)
+    # EM's points: check.em_max_points, and at most EM_MAX_CELLS / K (the same rule for real data and surrogates)
+    assert gmm_checks.em_points(20_000, 1000) == 5_000 and gmm_checks.em_points(20_000, 100) == 20_000
+    assert gmm_checks.em_points(None, 10) == 500_000
 
 
 def test_probe_loss_in_blocks_equals_one_block(rng, monkeypatch):

@@ -67,10 +67,10 @@ class LabelledFeatures:
 
         x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
         cache = self.__dict__.setdefault("_class_statistics", {})
-        key = (split, id(x), id(y))
-        if key not in cache:
-            cache[key] = class_statistics(x, y, self.num_classes)
-        return cache[key]
+        kept = cache.get(split)
+        if kept is None or kept[0] is not x or kept[1] is not y:  # a split replaced since: computed again
+            kept = cache[split] = (x, y, class_statistics(x, y, self.num_classes))
+        return kept[2]
 
     def validate(self) -> None:
         """Raise DataError with one clear line if the features cannot be used."""

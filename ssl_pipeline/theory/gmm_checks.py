@@ -166,18 +166,34 @@ class ModelFit(NamedTuple):
 
 def model_fit(gaussians: LabelledGaussians, model: str, z_train: np.ndarray, z_test: np.ndarray,
               y_test: np.ndarray) -> ModelFit:
-    """``ModelFit`` of ``model`` for the Gaussians fitted on z_train [N, p], scored on z_test [M, p], y_test [M]
-    (the log-densities [M, K] a chunk of test points at a time)."""
+    """``ModelFit`` of ``model`` for the Gaussians fitted on z_train [N, p], scored on z_test [M, p], y_test [M].
+    No [M, K] matrix is held: tied and diag take the log-densities ``chunk_rows(K)`` test points at a time; full,
+    one class at a time over every test point (K triangular solves, not K per chunk), the mixture's log-sum-exp
+    accumulated class by class."""
     means, weights, covariances = gaussians.stats.means, gaussians.stats.weights, gaussians.covariances(model)
-    conditional_sum = mixture_sum = 0.0
-    step = chunk_rows(len(means))
     with np.errstate(divide="ignore"):
         log_weights = np.log(weights)
-    for start in range(0, len(z_test), step):
-        log_density = log_density_matrix(z_test[start : start + step], means, covariances, model)
-        labels = y_test[start : start + step]
-        conditional_sum += float(np.sum(log_density[np.arange(len(labels)), labels]))
-        mixture_sum += float(np.sum(logsumexp(log_density + log_weights, axis=1)))
+    if model == "full":
+        peak = np.full(len(z_test), -np.inf)  # running max over classes of log π_k + log N(z | μ_k, Σ_k)
+        total = np.zeros(len(z_test))  # Σ_k exp(· − peak)
+        conditional_sum = 0.0
+        for k, (mean, covariance) in enumerate(zip(means, covariances)):
+            density = gaussian_log_density(z_test, mean, _cholesky(covariance, model, k))
+            conditional_sum += float(np.sum(density[y_test == k]))
+            weighted = density + log_weights[k]
+            higher = np.maximum(peak, weighted)
+            with np.errstate(invalid="ignore"):  # −inf − (−inf) where nothing is seen yet or π_k = 0
+                total = np.nan_to_num(total * np.exp(peak - higher)) + np.nan_to_num(np.exp(weighted - higher))
+            peak = higher
+        mixture_sum = float(np.sum(peak + np.log(total)))
+    else:
+        conditional_sum = mixture_sum = 0.0
+        step = chunk_rows(len(means))
+        for start in range(0, len(z_test), step):
+            log_density = log_density_matrix(z_test[start : start + step], means, covariances, model)
+            labels = y_test[start : start + step]
+            conditional_sum += float(np.sum(log_density[np.arange(len(labels)), labels]))
+            mixture_sum += float(np.sum(logsumexp(log_density + log_weights, axis=1)))
     conditional = conditional_sum / len(y_test) if len(y_test) else float("nan")
     mixture = mixture_sum / len(y_test) if len(y_test) else float("nan")
     joint = sum(float(np.sum(gaussian_log_density(z_train[rows], means[k], _cholesky(covariances[k], model, k))))
@@ -228,13 +244,13 @@ class EMFit(NamedTuple):
 
 def fit_tied_em(z_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, num_classes: int, seed: int, *,
                 max_iter: int, n_init: int, max_points: int | None) -> EMFit:
-    """A tied EM GMM (scikit-learn) of ``num_classes`` components fitted on z_train [N, p] (at most ``max_points``
-    seeded random rows: ``_em_subsample``, the same rule for the real data and every surrogate), scored on z_test
-    [M, p] against y_test [M] (``chunk_rows(K)`` test points at a time)."""
+    """A tied EM GMM (scikit-learn) of ``num_classes`` components fitted on z_train [N, p] (at most
+    ``em_points(max_points, K)`` seeded random rows: ``_em_subsample``, the same rule for the real data and every
+    surrogate), scored on z_test [M, p] against y_test [M] (``chunk_rows(K)`` test points at a time)."""
     em = GaussianMixture(num_classes, covariance_type="tied", max_iter=max_iter, n_init=n_init, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # recorded as EMFit.converged
-        em.fit(z_train[_em_subsample(len(z_train), max_points, seed)])
+        em.fit(z_train[_em_subsample(len(z_train), em_points(max_points, num_classes), seed)])
     step = chunk_rows(num_classes)
     predicted = np.concatenate([em.predict(z_test[start : start + step]) for start in range(0, len(z_test), step)])
     log_likelihood = sum(float(np.sum(em.score_samples(z_test[start : start + step])))
@@ -242,6 +258,19 @@ def fit_tied_em(z_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, num
     nmi = normalized_mutual_info_score(y_test, predicted, average_method="arithmetic")
     return EMFit(nmi=float(nmi), heldout_mixture_loglik=log_likelihood / len(z_test), iterations=int(em.n_iter_),
                  converged=bool(em.converged_))
+
+
+EM_MAX_CELLS = 5_000_000
+"""EM points × components above which EM is fitted on fewer points (``em_points``): scikit-learn's EM holds about
+six [n, K] float64 arrays (responsibilities, log-densities, log-sum-exp temporaries): 20,000 points × K = 1000 raised
+the checks' peak RssAnon by 1.05 GB; 5·10⁶ cells keep it near 240 MB."""
+
+
+def em_points(max_points: int | None, num_classes: int) -> int:
+    """The most train points EM is fitted on: ``check.em_max_points`` (None: no cap of its own), and at most
+    ⌊``EM_MAX_CELLS``/K⌋ (5,000 at K = 1000; 50,000 at K = 100, where the default 20,000 rules)."""
+    cap = max(1, EM_MAX_CELLS // num_classes)
+    return cap if max_points is None else min(max_points, cap)
 
 
 def _em_subsample(n: int, max_points: int | None, seed: int) -> np.ndarray:
