@@ -116,7 +116,9 @@ def _refuse_unreadable_images(
     from ssl_pipeline.data.images import unreadable_images  # torch, torchvision, PIL
     from ssl_pipeline.features.extract import split_identity  # torch
 
-    if split.paths is None or (not cfg.extract.force and cache.get(cache_key(split_identity(info, split)))):
+    if split.paths is None or (
+        not cfg.extract.force and cache.get(cache_key(split_identity(info, split, cfg.extract.dtype)))
+    ):
         return
     console.print(f"checking the headers of {len(split)} {split.split} images")
     bad = unreadable_images(split)
