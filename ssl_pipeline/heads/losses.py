@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def similarity_matrix(a: Tensor, b: Tensor, similarity: str, scale: float = 1.0) -> Tensor:
+def similarity_matrix(a: Tensor, b: Tensor, similarity: str, scale: Union[float, Tensor] = 1.0) -> Tensor:
     """scale · s(a_i, b_j) for a [G, B, r] and b [G, M, r] → [G, B, M]; ``cosine`` or ``dot``.
 
     The scale is applied to a before the product ([B, r] work, not [B, M]: 17 % of an InfoNCE step at B=4096).
@@ -24,13 +24,16 @@ def similarity_matrix(a: Tensor, b: Tensor, similarity: str, scale: float = 1.0)
     return (a * scale) @ b.transpose(-1, -2)
 
 
-def info_nce_loss(anchors: Tensor, candidates: Tensor, targets: Tensor, tau: float, similarity: str = "cosine") -> Tensor:
+def info_nce_loss(anchors: Tensor, candidates: Tensor, targets: Tensor, tau: Union[float, Tensor],
+                  similarity: str = "cosine") -> Tensor:
     """InfoNCE (Oord et al. 2018; docs/theory.md "InfoNCE"): L = −(1/B) Σ_i log softmax_j(s(z_i, z⁺_j)/τ)[target_i].
 
     anchors [G, B, r]; candidates [G, M, r] hold every positive (the local batch, or all ranks' under DDP);
-    targets [B] index each anchor's own positive among the candidates. Returns [G].
+    targets [B] index each anchor's own positive among the candidates; τ one float, or one per head [G].
+    Returns [G].
     """
-    logits = similarity_matrix(anchors, candidates, similarity, scale=1.0 / tau)
+    scale = 1.0 / tau if not torch.is_tensor(tau) else (1.0 / tau).to(anchors.device, anchors.dtype).reshape(-1, 1, 1)
+    logits = similarity_matrix(anchors, candidates, similarity, scale=scale)
     return F.cross_entropy(logits.flatten(0, 1), targets.repeat(anchors.shape[0]), reduction="none").view(
         anchors.shape[0], -1
     ).mean(dim=1)

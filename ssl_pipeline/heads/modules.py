@@ -13,7 +13,7 @@ keep their random initial values, which test points do see; docs/theory.md, "Lin
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Optional
+from typing import Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -106,6 +106,15 @@ class LinearHead(pl.LightningModule):
         many heads at once, ``heads.grid``, and hands each head its own outputs)."""
         raise NotImplementedError
 
+    def batched_loss_key(self) -> Optional[tuple]:
+        """Heads whose keys are equal (not None) can share one ``batched_losses`` call in a grid."""
+        return None
+
+    def batched_losses(self, z: Tensor, z_positive: Tensor, heads: list["LinearHead"]) -> Tensor:
+        """The losses [G] of several heads of equal ``batched_loss_key`` (``heads``, this one among them) from their
+        outputs stacked [G, B, r], each with its own settings."""
+        raise NotImplementedError
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         losses = self.head_losses(*batch)
         self.log("train/loss", losses.mean(), prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
@@ -126,15 +135,25 @@ class LinearHead(pl.LightningModule):
 class InfoNCEHead(LinearHead):
     """Linear InfoNCE head (docs/theory.md, "InfoNCE"); negatives are every rank's positives under DDP."""
 
-    def output_losses(self, z: Tensor, z_positive: Tensor) -> Tensor:
+    def output_losses(self, z: Tensor, z_positive: Tensor, tau: Union[float, Tensor, None] = None) -> Tensor:
+        """``tau`` [G]: one temperature per stacked head (``batched_losses``); default the settings' τ."""
         s = self.settings
+        tau = s.tau if tau is None else tau
         all_positive, offset = gather_with_gradient(z_positive)
         targets = torch.arange(z.shape[1], device=z.device) + offset
-        loss = info_nce_loss(z, all_positive, targets, s.tau, s.similarity)
+        loss = info_nce_loss(z, all_positive, targets, tau, s.similarity)
         if s.symmetric:
             all_anchors, _ = gather_with_gradient(z)
-            loss = 0.5 * (loss + info_nce_loss(z_positive, all_anchors, targets, s.tau, s.similarity))
+            loss = 0.5 * (loss + info_nce_loss(z_positive, all_anchors, targets, tau, s.similarity))
         return loss
+
+    def batched_loss_key(self) -> Optional[tuple]:
+        s = self.settings
+        return ("infonce", s.r, s.similarity, s.symmetric)
+
+    def batched_losses(self, z: Tensor, z_positive: Tensor, heads: list[LinearHead]) -> Tensor:
+        tau = torch.tensor([h.settings.tau for h in heads], dtype=torch.float64)  # 1/τ in float64, then cast (MPS has no float64)
+        return self.output_losses(z, z_positive, tau)
 
 
 class SimSiamHead(LinearHead):
