@@ -157,12 +157,20 @@ class SaveFinishedHeads:
         """A grid epoch is over (``heads.grid.EpochReport``)."""
         if self.progress is not None:
             progress, task = self.progress
-            saved = f" · saved {', '.join(self.just_saved)}" if self.just_saved else ""
+            saved = f" · saved {saved_heads_note(self.just_saved)}" if self.just_saved else ""
             progress.update(task, advance=report.done, note=report.summary() + saved, current=report.summary())
         self.just_saved = []
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "progress": None}  # a rich Progress holds locks and threads
+
+
+def saved_heads_note(notes: list[str], shown: int = 3) -> str:
+    """The heads saved in one grid epoch, each by ``finished_head_note``: all of them when few, else how many and
+    the first and last (the default main job saves 45 heads in its last epoch; a log line stays readable)."""
+    if len(notes) <= shown + 1:
+        return ", ".join(notes)
+    return f"{len(notes)} heads: {', '.join(notes[:shown - 1])}, …, {notes[-1]}"
 
 
 def finished_head_note(head: FittedHead) -> str:

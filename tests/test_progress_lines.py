@@ -168,3 +168,12 @@ def test_extraction_prints_plain_lines_with_images_per_second(tmp_path):
     assert train and all(LINE.match(line) for line in lines), lines
     match = LINE.match(train[-1])
     assert match["done"] == match["total"] and match["rate"].endswith(" img/s") and match["eta"] == "0:00", train
+
+
+def test_a_grid_epoch_that_saves_many_heads_names_how_many_and_the_first_and_last():
+    from ssl_pipeline.experiment import saved_heads_note
+
+    notes = [f"infonce_delta{d}_seed{s} (0.2 s, 60 epochs)" for d in (1, 0.5, 0) for s in (0, 1, 2)]
+    assert saved_heads_note(notes[:4]) == ", ".join(notes[:4])
+    assert saved_heads_note(notes) == ("9 heads: infonce_delta1_seed0 (0.2 s, 60 epochs), infonce_delta1_seed1 "
+                                       "(0.2 s, 60 epochs), …, infonce_delta0_seed2 (0.2 s, 60 epochs)")
