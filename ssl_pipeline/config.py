@@ -673,7 +673,8 @@ class KMeansConfig:
     """FAISS k-means (docs/theory.md, "Clustering score"); k is the number of classes.
 
     ``init``: k-means++ seeding of every restart (``scoring.kmeans.kmeans_plusplus``) or FAISS's random points.
-    ``max_points_per_centroid`` None means every point is used (no silent subsampling).
+    ``max_points_per_centroid`` None means every point trains it (no silent subsampling); c: a deliberate seeded
+    sample of c·k points trains it, and every point is assigned (``scoring.kmeans.training_sample``).
     """
 
     niter: int = 50
@@ -683,7 +684,7 @@ class KMeansConfig:
     init: Literal["kmeans++", "random"] = "kmeans++"
     """Seeding of every restart: ``kmeans++`` or ``random`` points."""
     max_points_per_centroid: Optional[int] = None
-    """FAISS's subsampling cap; null uses every point."""
+    """Train on a seeded sample of this many points per centroid (every point is still assigned); null: all."""
 
     def validate(self, path: str = "score.kmeans") -> None:
         """Raise ConfigError naming the first field of k-means out of its valid range."""
@@ -760,7 +761,8 @@ class CheckConfig:
     em_n_init: int = 1
     """EM initialisations (the best is kept)."""
     em_max_points: Optional[int] = 20000
-    """EM is fitted on at most this many (seeded, random) train points; null: all of them."""
+    """EM is fitted on at most this many (seeded, random) train points; null: no cap of its own (EM's points are
+    still capped at 5·10⁶/K, ``theory.gmm_checks.em_points``)."""
     repeats: int = 3
     """EM and the LDA split-half are run with seeds ``seed … seed + repeats − 1`` and averaged (EM's NMI varied
     from 0.80 to 1.0 across single starts on a well-separated mixture)."""

@@ -43,7 +43,7 @@ from ssl_pipeline.theory.gmm_checks import (
 
 MAX_CHECK_ROWS = 100_000
 """Rows per split above which the checks (and the surrogates they are calibrated with) use a seeded stratified
-subsample of this many (``check_sample``): ImageNet's 1.2M training images become 100 per class, and one
+subsample of this many (``check_sample``): ImageNet's 1.2M training images become ~100 per class (class-proportional), and one
 surrogate's three splits then take ~0.4 GB at d = 512 instead of 2.6 GB."""
 _SAMPLE_STREAM = 0xC4EC
 
