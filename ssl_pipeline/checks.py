@@ -23,7 +23,7 @@ from ssl_pipeline.features.source import load_features
 from ssl_pipeline.heads.fit import FittedHead
 from ssl_pipeline.reporting.progress import progress_bar
 from ssl_pipeline.rundir import head_jobs, head_path, resolve_run_dir, saved_heads, write_config
-from ssl_pipeline.scoring.run import score_run
+from ssl_pipeline.scoring.run import release_free_memory, score_run
 
 GAP_METRICS = ("nmi", "probe_acc", "fisher_cos2", "fisher_top_cos2", "fisher_energy", "effective_rank")
 
@@ -116,6 +116,7 @@ def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path
             for i in range(count):
                 progress.update(task, current="real" if i == 0 else f"surrogate {i}")
                 results.append(run_checks(checked if i == 0 else dataset(i), cfg.check, cfg.score.lda_shrinkage))
+                release_free_memory()  # a surrogate and EM's [n, K] arrays, freed but kept by the tuned allocator
                 progress.advance(task)
         statistics = calibrate(results[0], results[1:], cfg.check)
         records = list(statistics)
