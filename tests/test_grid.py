@@ -25,6 +25,7 @@ from ssl_pipeline.data.synthetic import make_synthetic
 from ssl_pipeline.experiment import quiet_lightning
 from ssl_pipeline.heads.fit import fit_head, head_module, head_trainer, held_out_features
 from ssl_pipeline.heads.grid import HeadGrid, fit_grid, grid_groups
+import ssl_pipeline.heads.grid as grid_module
 from ssl_pipeline.theory.subspaces import fisher_cos2
 
 DOUBLE = TrainerConfig(precision="64-true", progress_bar=False)
@@ -79,7 +80,10 @@ def test_candidates_give_every_delta_the_solo_samplers_pairs():
     assert torch.equal(torch.stack([indices[0, 0], positive]), next(iter(solo)))
 
 
-def test_every_head_of_a_float64_grid_equals_its_solo_fit(features):
+@pytest.mark.parametrize("choose_on", ["outputs", "inputs"])
+def test_every_head_of_a_float64_grid_equals_its_solo_fit(features, monkeypatch, choose_on):
+    """Both ways a grid picks its heads' positives (``grid.select_inputs``) give every head its solo fit."""
+    monkeypatch.setattr(grid_module, "SELECT_INPUTS_MIN_WIDTH", 10**9 if choose_on == "outputs" else 1)
     grid = fit_grid(features, MIXED, DOUBLE)
     for settings, fitted in zip(MIXED, grid):
         solo = fit_head(features, settings, DOUBLE)

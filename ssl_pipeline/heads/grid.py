@@ -116,6 +116,21 @@ class EpochReport:
         return " · ".join(parts)
 
 
+SELECT_INPUTS_MIN_WIDTH = 48
+"""Output columns per input-side ``where`` above which choosing a grid's positives on the inputs pays
+(``select_inputs``). Measured on 2 CPU cores: 6 InfoNCE heads per seed at r = 9, d = 1,280 with four distinct
+mixed δ (Σr = 54) ran 75 ms a step choosing on the outputs against 100 ms on the inputs; 24 heads at r = 99, d = 512
+(Σr = 594 a seed) 216 ms against 193 ms."""
+
+
+def select_inputs(width: int, by_delta: dict[float, list[int]]) -> bool:
+    """Whether a seed's heads (``width`` = Σr, grouped ``by_delta``) choose their positives on the inputs: saving
+    B·d·Σr multiply-adds (forward, and again for the weights' gradient) against one [B, d] ``where`` and one more
+    skinny GEMM per δ strictly between 0 and 1 (``HeadGrid.grid_losses``)."""
+    mixed = sum(1 for delta in by_delta if 0.0 < delta < 1.0)
+    return width >= SELECT_INPUTS_MIN_WIDTH * max(mixed, 1)
+
+
 def _first_equal_basis(members: list[LinearHead], h: int, attribute: str = "basis") -> int:
     """The first member whose basis (``attribute``) equals member h's (the same span, orthonormal or whitened),
     compared by value so that the grouping survives ``.to()``/``.double()``, which copy every member's buffers
@@ -174,12 +189,12 @@ class HeadGrid(pl.LightningModule):
         """Each listed head's loss (a scalar) on one step: blocks [S, 3, B, d] (anchors, same-class and uniform
         candidates of each seed), coins [S, B].
 
-        Per seed, the anchors are projected once with every head's weights concatenated; each head's positives
-        are chosen among the two candidates *before* projecting (as a solo fit does), one GEMM per distinct δ of
-        the seed (heads at δ = 1 or 0 take a candidate block as it is): B·d·Σr multiply-adds for the positives
-        instead of 2·B·d·Σr when both candidate blocks were projected for every head (a third of the projections'
-        work: the cost at large r, CIFAR-100's r = 99). InfoNCE heads of a seed with one r, similarity and
-        symmetry then share one batched loss (their B × B similarities as one ``bmm``, each with its own τ)."""
+        Per seed, the anchors are projected once with every head's weights concatenated. Each head's positives are
+        its δ's choice between the two candidates, made either on the outputs (both candidate blocks projected with
+        all the seed's weights, then one ``where`` on [B, r] per head: 2·B·d·Σr multiply-adds) or on the inputs
+        (one ``where`` on [B, d] per distinct δ strictly between 0 and 1, then one GEMM per δ: B·d·Σr) —
+        ``select_inputs`` picks the cheaper. InfoNCE heads of a seed with one r, similarity and symmetry then share
+        one batched loss (their B × B similarities as one ``bmm``, each with its own τ)."""
         first = self.members[0]
         head_weights = self.head_weights(heads)
         losses = {}
@@ -188,21 +203,25 @@ class HeadGrid(pl.LightningModule):
             if not active:
                 continue
             x = (blocks[s] - first.mean) * first.scale  # [3, B, d]
-            z_anchor = x[0] @ torch.cat([head_weights[h] for h in active], dim=1)  # [B, Σ r_h]
-            anchors = dict(zip(active, z_anchor.split([head_weights[h].shape[1] for h in active], dim=1)))
-            positives = {}
+            widths = [head_weights[h].shape[1] for h in active]
             by_delta: dict[float, list[int]] = {}
             for h in active:
                 by_delta.setdefault(float(self.members[h].settings.delta), []).append(h)
-            for delta, group in by_delta.items():
-                if delta >= 1.0:
-                    x_positive = x[1]
-                elif delta <= 0.0:
-                    x_positive = x[2]
-                else:
-                    x_positive = torch.where(delta_choice(coins[s], delta)[:, None], x[1], x[2])
-                z_positive = x_positive @ torch.cat([head_weights[h] for h in group], dim=1)
-                positives.update(zip(group, z_positive.split([head_weights[h].shape[1] for h in group], dim=1)))
+            if select_inputs(sum(widths), by_delta):
+                z_anchor = x[0] @ torch.cat([head_weights[h] for h in active], dim=1)  # [B, Σ r_h]
+                anchors = dict(zip(active, z_anchor.split(widths, dim=1)))
+                positives = {}
+                for delta, group in by_delta.items():
+                    x_positive = x[1] if delta >= 1.0 else x[2] if delta <= 0.0 else torch.where(
+                        delta_choice(coins[s], delta)[:, None], x[1], x[2])
+                    z_positive = x_positive @ torch.cat([head_weights[h] for h in group], dim=1)
+                    positives.update(zip(group, z_positive.split([head_weights[h].shape[1] for h in group], dim=1)))
+            else:
+                z = x @ torch.cat([head_weights[h] for h in active], dim=1)  # [3, B, Σ r_h]
+                blocks_by_head = dict(zip(active, z.split(widths, dim=-1)))
+                anchors = {h: block[0] for h, block in blocks_by_head.items()}
+                positives = {h: torch.where(delta_choice(coins[s], self.members[h].settings.delta)[:, None],
+                                            block[1], block[2]) for h, block in blocks_by_head.items()}
             by_loss: dict[tuple, list[int]] = {}
             for h in active:
                 by_loss.setdefault(self.members[h].batched_loss_key(), []).append(h)
