@@ -52,14 +52,24 @@ def jobs(name: str, r: int, epochs: int, batch: int):
 
 def step_flops(settings, dim: int, basis_dim: int) -> float:
     """Floating-point operations of one grid step (forward and backward), counted from its GEMMs: each head's
-    projection of its seed's three gathered blocks (3B × d × r, forward and weight gradient), its A = U·B
-    (d × m × r, forward and gradient) and, for InfoNCE, its B × B similarities (forward and two gradients)."""
+    projections (forward and weight gradient) of its seed's gathered blocks — three B × d blocks when the grid
+    chooses positives on the outputs, two (anchors and its positives) when on the inputs (``grid.select_inputs``)
+    —, its A = U·B (d × m × r, forward and gradient) and, for InfoNCE, its B × B similarities (forward and two
+    gradients)."""
+    from ssl_pipeline.heads.grid import select_inputs
+
     total = 0.0
-    for s in settings:
-        b, r = s.batch_size, s.r
-        total += 2 * 3 * b * dim * r * 2 + 2 * dim * basis_dim * r * 2
-        if s.method == "infonce":
-            total += 2 * b * b * r * 3
+    for seed in {s.seed for s in settings}:
+        heads = [s for s in settings if s.seed == seed]
+        by_delta: dict[float, list] = {}
+        for s in heads:
+            by_delta.setdefault(float(s.delta), []).append(s)
+        blocks = 2 if select_inputs(sum(s.r for s in heads), by_delta) else 3
+        for s in heads:
+            b, r = s.batch_size, s.r
+            total += 2 * blocks * b * dim * r * 2 + 2 * dim * basis_dim * r * 2
+            if s.method == "infonce":
+                total += 2 * b * b * r * 3
     return total
 
 
