@@ -219,17 +219,18 @@ def test_scores_do_not_depend_on_memory_maps_or_the_chunk_size(rng, tmp_path, mo
 
 
 def test_fisher_scores_when_the_fisher_subspace_fills_the_span(rng):
-    """K − 1 ≥ d: fisher_cos2 and means_cos2 are null, fisher_top_cos2 and fisher_rank are reported; with K − 1 < d
+    """K − 1 ≥ d: fisher_cos2, fisher_energy and means_cos2 are null, fisher_top_cos2 and fisher_rank are reported; with K − 1 < d
     fisher_cos2 is reported and fisher_top_cos2 too whenever r < K − 1."""
     from ssl_pipeline.scoring.score import fisher_note, reference_subspaces
 
     many = features_of(*mixture(rng, 3000, 6, 12), *mixture(rng, 600, 6, 12), *mixture(rng, 1200, 6, 12))
     references = reference_subspaces(many, 2, None)
     assert references.fisher_fills_span and references.feature_rank == references.fisher_rank == 6
-    assert "fisher_cos2 and means_cos2 are null" in fisher_note(references)
+    assert "fisher_cos2, fisher_energy and means_cos2 are null" in fisher_note(references)
     scores = score_all(many, r=2)
     for method in ("lda", "pca", "random"):
         assert scores[method]["fisher_cos2"] is None and scores[method]["means_cos2"] is None
+        assert scores[method]["fisher_energy"] is None  # 1 for every head in the span: says nothing either
         assert 0 <= scores[method]["fisher_top_cos2"] <= 1 + 1e-9 and scores[method]["fisher_rank"] == 6
         assert 0 < scores[method]["probe_acc"] <= 1
     assert scores["lda"]["fisher_top_cos2"] > 0.99  # LDA's top 2 directions are the top-2 Fisher subspace
@@ -239,6 +240,7 @@ def test_fisher_scores_when_the_fisher_subspace_fills_the_span(rng):
     assert not references.fisher_fills_span and fisher_note(references) is None
     scores = score_all(few, r=2)
     assert scores["lda"]["fisher_cos2"] is not None and scores["lda"]["fisher_top_cos2"] > 0.99
+    assert scores["random"]["fisher_energy"] < 0.9
     assert scores["lda"]["fisher_rank"] == 3
     assert score_all(few, r=3)["lda"]["fisher_top_cos2"] is None  # r = K − 1: the top 3 are all of S_F
 

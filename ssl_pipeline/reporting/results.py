@@ -35,7 +35,7 @@ METRIC_FIELDS = (
 """``fisher_top_cos2``: ``fisher_cos2``'s formula against the top-r generalised eigenvectors of (Σ_B, Σ_W) estimated
 on train, r the record's r, whenever r is below the Fisher subspace's dimension (reported, not claimed: the theory
 does not say which r of them a head picks). ``fisher_rank``: that dimension, q = min(K − 1, ``feature_rank``).
-``fisher_cos2`` and ``means_cos2`` are null when K − 1 ≥ ``feature_rank`` (the Fisher subspace is the whole span
+``fisher_cos2``, ``fisher_energy`` and ``means_cos2`` are null when K − 1 ≥ ``feature_rank`` (the Fisher subspace is the whole span
 the features occupy, e.g. K = 1000 classes on 512-d features: every head would score 1); scoring prints why.
 Both fields were added within schema 3: records written before them read them as null."""
 AXIS_FIELDS = ("r", "tau", "xi", "lr")

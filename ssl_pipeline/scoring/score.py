@@ -80,12 +80,13 @@ def reference_subspaces(features: LabelledFeatures, r: int, lda_shrinkage: Optio
 
 
 def fisher_note(references: ReferenceSubspaces) -> Optional[str]:
-    """The line that says why ``fisher_cos2`` and ``means_cos2`` are null (``fisher_fills_span``), or None."""
+    """The line that says why ``fisher_cos2``, ``fisher_energy`` and ``means_cos2`` are null
+    (``fisher_fills_span``), or None."""
     if not references.fisher_fills_span:
         return None
-    return (f"fisher_cos2 and means_cos2 are null: the Fisher subspace (K − 1 = {references.classes - 1} "
+    return (f"fisher_cos2, fisher_energy and means_cos2 are null: the Fisher subspace (K − 1 = {references.classes - 1} "
             f"directions) fills the {references.feature_rank}-dimensional span the features occupy, "
-            "so every head inside it would score 1; fisher_top_cos2 compares each head with the top-r generalised "
+            "so every head inside it would score 1 (and have all its weight in it); fisher_top_cos2 compares each head with the top-r generalised "
             "eigenvectors of (Σ_B, Σ_W) instead")
 
 
@@ -109,8 +110,8 @@ class ProjectionScorer:
     trained on train (a per-class subsample when N·K is large: ``probe.probe_rows``), its L2 strength chosen on
     val; ``effective_rank`` is of the centred test projection. Every split is projected chunk by chunk
     (``Projection.apply``): only the projections [n, r] are held, never the features. The projection's subspace
-    is compared with every reference (``fisher_cos2``'s formula for each; ``fisher_cos2`` and ``means_cos2`` null
-    when the Fisher subspace fills the features' span, ``ReferenceSubspaces.fisher_fills_span``), with the top-r
+    is compared with every reference (``fisher_cos2``'s formula for each; ``fisher_cos2``, ``fisher_energy`` and
+    ``means_cos2`` null when the Fisher subspace fills the features' span, ``ReferenceSubspaces.fisher_fills_span``), with the top-r
     Fisher subspace (``fisher_top_cos2``, r the projection's nominal r, whenever r < q; reported, not claimed:
     the theory does not say which r directions of S_F a head picks), and with ``optimum`` [d, r], the closed
     form of its own loss, where one exists (``optimum_cos2``). ``step`` reports the parts as they finish.
@@ -146,7 +147,7 @@ class ProjectionScorer:
             "fisher_cos2": fisher_cos2(subspace, references.fisher) if meaningful else None,
             "fisher_top_cos2": fisher_cos2(subspace, top) if top is not None else None,
             "fisher_rank": references.fisher_rank if references is not None else None,
-            "fisher_energy": fisher_energy(subspace, references.fisher) if recovery else None,
+            "fisher_energy": fisher_energy(subspace, references.fisher) if meaningful else None,
             "means_cos2": fisher_cos2(subspace, references.means) if meaningful else None,
             "pca_cos2": fisher_cos2(subspace, references.pca) if recovery else None,
             "optimum_cos2": fisher_cos2(subspace, optimum) if subspace is not None and optimum is not None else None,
