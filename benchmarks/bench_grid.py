@@ -15,6 +15,7 @@ Sweeps (goals from the issue, on 2 CPU cores):
     .venv/bin/python benchmarks/bench_grid.py                 # 45k × 1280, K = 10, r = 9, batch 1024, 10 epochs
     .venv/bin/python benchmarks/bench_grid.py --epochs 3      # shorter
     .venv/bin/python benchmarks/bench_grid.py --quick         # seconds, smoke check
+    .venv/bin/python benchmarks/bench_grid.py --only-cifar100 --precision bf16-mixed   # r = 99 sweep, bf16 GEMMs
 
 Each grid's achieved GFLOP/s (``step_flops``: its GEMMs, forward and backward) and GB/s of gathered features are
 printed beside a plain GEMM of the projection's shape and a plain gather timed in the same run. Each side's process
@@ -101,13 +102,13 @@ def machine_rates(features, settings) -> dict:
     return {"gemm_gflops": rate(lambda: a @ w, 2 * 3 * b * dim * width), "gather_gbs": rate(lambda: x[index], 3 * b * dim * 4)}
 
 
-def time_sides(features, settings, repeats: int) -> dict:
+def time_sides(features, settings, repeats: int, precision: str = "32-true") -> dict:
     from ssl_pipeline.heads.fit import fit_head
     from ssl_pipeline.heads.grid import fit_grid
 
     from ssl_pipeline.heads.fit import head_module
 
-    trainer = TrainerConfig()
+    trainer = TrainerConfig(precision=precision)  # both sides alike
     for method in {s.method for s in settings}:  # the span's eigendecomposition is shared by both sides: not timed
         head_module(features, next(s for s in settings if s.method == method))
     times: dict[str, list[float]] = {"grid": [], "solo": []}
@@ -143,20 +144,26 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="4k × 128 features, 2 epochs")
     parser.add_argument("--cifar100", action="store_true", help="also the CIFAR-100-scale sweep (long)")
+    parser.add_argument("--only-cifar100", action="store_true", help="the CIFAR-100-scale sweep alone")
+    parser.add_argument("--precision", default="32-true",
+                        help="Lightning precision of both sides (e.g. bf16-mixed: CPUs with AVX512-BF16/AMX)")
     args = parser.parse_args(argv)
     configure_malloc()  # the CLI's allocator setting, on both sides alike
     quiet_lightning()
     n, d, k, r, batch, epochs = (4000, 128, 10, 9, 1024, 2) if args.quick else (45000, 1280, 10, 9, 1024, args.epochs)
-    features = make_synthetic(GMMConfig(preset="random", d=d, k=k, n_train=n, n_val=100, n_test=100, seed=0))
+    features = None if args.only_cifar100 else make_synthetic(
+        GMMConfig(preset="random", d=d, k=k, n_train=n, n_val=100, n_test=100, seed=0))
     results = {}
     meter = LoadMeter().start()
-    for name in ("infonce18", "mix18"):
-        results[name] = time_sides(features, jobs(name, r, epochs, batch), args.repeats)
-    if args.cifar100:
+    for name in () if args.only_cifar100 else ("infonce18", "mix18"):
+        results[name] = time_sides(features, jobs(name, r, epochs, batch), args.repeats, args.precision)
+    if args.cifar100 or args.only_cifar100:
         big = make_synthetic(GMMConfig(preset="random", d=512, k=100, n_train=50000, n_val=100, n_test=100, seed=0))
-        results["cifar100_24"] = time_sides(big, jobs("cifar100_24", 99, epochs, batch), args.repeats)
+        results["cifar100_24"] = time_sides(big, jobs("cifar100_24", 99, epochs, batch), args.repeats, args.precision)
     meter.stop()
-    print(f"{n} × {d} features, K={k}, r={r}, batch {batch}, {epochs} epochs; {args.repeats} repeat(s), sides alternating")
+    shape = "50000 × 512 features, K=100, r=99" if args.only_cifar100 else f"{n} × {d} features, K={k}, r={r}"
+    print(f"{shape}, batch {batch}, {epochs} epochs; {args.repeats} repeat(s), sides alternating; "
+          f"precision {args.precision} on both sides")
     for name, result in results.items():
         verdict = "meets" if result["speedup"] >= GOALS[name] else "misses"
         print(f"  {name:12s} {result['heads']} heads: grid {statistics.median(result['grid_seconds']):7.1f} s, "
@@ -166,7 +173,8 @@ def main(argv=None) -> int:
               f"grid {result['grid_gflops']:.0f} GFLOP/s (plain GEMM {result['gemm_gflops']:.0f}), gathers "
               f"{result['grid_gather_gbs']:.2f} GB/s (plain gather {result['gather_gbs']:.1f})")
     print(meter.line())
-    out = ROOT / "benchmarks" / "results" / ("grid_quick.json" if args.quick else "grid.json")
+    name = "grid_quick" if args.quick else "grid" if not args.only_cifar100 else "grid_cifar100"
+    out = ROOT / "benchmarks" / "results" / f"{name}{'' if args.precision == '32-true' else '_' + args.precision}.json"
     write_results(out, {"args": vars(args), "results": results, "load": meter.summary()})
     return 0
 
