@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ssl_pipeline.config import HeadSettings
 from ssl_pipeline.data.pairs import delta_choice
-from ssl_pipeline.heads.grid import HeadGrid, _first_equal_basis
+from ssl_pipeline.heads.grid import HeadGrid, _first_equal_basis, project_heads
 from ssl_pipeline.heads.losses import clamp_log_logit_scale_, clip_loss
 from ssl_pipeline.heads.modules import LinearHead, gather_with_gradient, orthonormal_init
 
@@ -104,16 +104,13 @@ class ClipGrid(HeadGrid):
             active = [h for h in seed_heads if h in heads]
             if not active:
                 continue
-            z1 = ((blocks1[s] - first.mean) * first.scale) @ torch.cat([weights1[h] for h in active], dim=1)
-            z2 = ((blocks2[s] - first.mean2) * first.scale2) @ torch.cat([weights2[h] for h in active], dim=1)
-            start = 0
+            z1 = project_heads((blocks1[s] - first.mean) * first.scale, weights1, active)
+            z2 = project_heads((blocks2[s] - first.mean2) * first.scale2, weights2, active)
             for h in active:
                 member = self.members[h]
-                r = member.settings.r
                 keep = delta_choice(coins[s], member.settings.delta)[:, None]
-                partner = torch.where(keep, z2[0, :, start : start + r], z2[1, :, start : start + r])
-                losses[h] = member.output_losses(z1[None, :, start : start + r], partner[None])[0]
-                start += r
+                partner = torch.where(keep, z2[h][0], z2[h][1])
+                losses[h] = member.output_losses(z1[h][None], partner[None])[0]
         return losses
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:

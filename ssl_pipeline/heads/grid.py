@@ -116,6 +116,13 @@ class EpochReport:
         return " · ".join(parts)
 
 
+def project_heads(x: Tensor, weights: dict[int, Tensor], group: list[int]) -> dict[int, Tensor]:
+    """x [..., B, d] through the weights A_h [d, r_h] of every head of ``group`` at once (one GEMM with the weights
+    concatenated) → each head's outputs [..., B, r_h]."""
+    z = x @ torch.cat([weights[h] for h in group], dim=1)
+    return dict(zip(group, z.split([weights[h].shape[1] for h in group], dim=-1)))
+
+
 SELECT_INPUTS_MIN_WIDTH = 48
 """Output columns per input-side ``where`` above which choosing a grid's positives on the inputs pays
 (``select_inputs``). Measured on 2 CPU cores: 6 InfoNCE heads per seed at r = 9, d = 1,280 with four distinct
@@ -203,25 +210,21 @@ class HeadGrid(pl.LightningModule):
             if not active:
                 continue
             x = (blocks[s] - first.mean) * first.scale  # [3, B, d]
-            widths = [head_weights[h].shape[1] for h in active]
             by_delta: dict[float, list[int]] = {}
             for h in active:
                 by_delta.setdefault(float(self.members[h].settings.delta), []).append(h)
-            if select_inputs(sum(widths), by_delta):
-                z_anchor = x[0] @ torch.cat([head_weights[h] for h in active], dim=1)  # [B, Σ r_h]
-                anchors = dict(zip(active, z_anchor.split(widths, dim=1)))
+            if select_inputs(sum(head_weights[h].shape[1] for h in active), by_delta):
+                anchors = project_heads(x[0], head_weights, active)
                 positives = {}
                 for delta, group in by_delta.items():
                     x_positive = x[1] if delta >= 1.0 else x[2] if delta <= 0.0 else torch.where(
                         delta_choice(coins[s], delta)[:, None], x[1], x[2])
-                    z_positive = x_positive @ torch.cat([head_weights[h] for h in group], dim=1)
-                    positives.update(zip(group, z_positive.split([head_weights[h].shape[1] for h in group], dim=1)))
+                    positives.update(project_heads(x_positive, head_weights, group))
             else:
-                z = x @ torch.cat([head_weights[h] for h in active], dim=1)  # [3, B, Σ r_h]
-                blocks_by_head = dict(zip(active, z.split(widths, dim=-1)))
-                anchors = {h: block[0] for h, block in blocks_by_head.items()}
+                projected = project_heads(x, head_weights, active)  # each [3, B, r_h]
+                anchors = {h: z[0] for h, z in projected.items()}
                 positives = {h: torch.where(delta_choice(coins[s], self.members[h].settings.delta)[:, None],
-                                            block[1], block[2]) for h, block in blocks_by_head.items()}
+                                            z[1], z[2]) for h, z in projected.items()}
             by_loss: dict[tuple, list[int]] = {}
             for h in active:
                 by_loss.setdefault(self.members[h].batched_loss_key(), []).append(h)
