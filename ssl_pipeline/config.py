@@ -32,7 +32,7 @@ from ssl_pipeline.validation import (
 )
 
 HeadMethod = Literal["infonce", "simsiam", "spectral_contrastive", "vicreg", "barlowtwins", "clip"]
-BaselineMethod = Literal["lda", "pca", "random", "raw", "means", "spectral"]
+BaselineMethod = Literal["lda", "pca", "minor", "random", "raw", "means", "spectral"]
 SPECTRAL_METHODS = ("spectral_contrastive", "vicreg", "barlowtwins")
 """Heads whose losses are functions of the batch's second moments (docs/theory.md, "Spectral view of the pairs")."""
 AXES = ("r", "tau", "xi", "lr")
@@ -100,16 +100,22 @@ class GMMConfig:
     Gaussian means rescaled so the mean pairwise Mahalanobis distance is ``separation``.
     ``fisher_vs_means``: the Fisher subspace, the class-mean subspace and the top-(K−1) PCA subspace pairwise far
     apart, with unequal Fisher eigenvalues (``theory.gmm.fisher_vs_means_parameters``).
+    ``spectrum``: a real-feature-like power-law spectrum Σ = V diag(i^(−``alpha``)) Vᵀ and means Σ^(1/2) m_k, m_k a
+    regular simplex of Mahalanobis edge ``separation``: the Fisher subspace is neither the top nor the bottom of
+    the spectrum (``theory.gmm.spectrum_parameters``); ``signal_std`` and ``nuisance_std`` are not used.
     ``clip``: two modalities with a shared and a private label each (``clip``, docs/theory.md "CLIP-GMM"); ``d``
     and ``k`` are then not used.
-    ``rotate`` applies one random rotation so no subspace is axis-aligned.
+    ``quiet_dims`` class-free directions of std ``quiet_std`` below every total variance of the preset's own
+    block are appended (feature dimension d + quiet_dims), so the bottom of Σ_T's spectrum is not the Fisher
+    subspace. ``rotate`` applies one random rotation so no subspace is axis-aligned.
     """
 
-    preset: Literal["pancakes", "random", "fisher_vs_means", "clip"] = "pancakes"
+    preset: Literal["pancakes", "random", "fisher_vs_means", "spectrum", "clip"] = "pancakes"
     """``pancakes`` (PCA picks nuisance directions), ``random`` (random SPD covariance), ``fisher_vs_means`` (Fisher,
-    class-mean and PCA subspaces far apart) or ``clip`` (two modalities, shared and private labels: ``clip``)."""
+    class-mean and PCA subspaces far apart), ``spectrum`` (power-law spectrum, Fisher subspace spread over it) or
+    ``clip`` (two modalities, shared and private labels: ``clip``)."""
     d: int = 100
-    """Feature dimension."""
+    """Feature dimension of the preset's own block (``quiet_dims`` more are appended)."""
     k: int = 5
     """Number of classes (mixture components)."""
     n_train: int = 10000
@@ -119,12 +125,19 @@ class GMMConfig:
     n_test: int = 5000
     """Test points (every score)."""
     separation: float = 6.0
-    """Distance between class means in units of ``signal_std`` (pancakes), or their mean pairwise Mahalanobis
-    distance (random)."""
+    """Distance between class means in units of ``signal_std`` (pancakes), their mean pairwise Mahalanobis
+    distance (random), or every pair's Mahalanobis distance (spectrum)."""
     signal_std: float = 1.0
     """Standard deviation along the K − 1 directions that separate the classes."""
     nuisance_std: float = 5.0
     """Standard deviation of the d − K + 1 nuisance directions."""
+    alpha: float = 1.0
+    """``spectrum``: the power of the eigenvalues i^(−α) of Σ (> 0)."""
+    quiet_dims: int = 0
+    """Class-free directions appended below the preset's spectrum (0: none; not for ``clip``)."""
+    quiet_std: float = 0.5
+    """Standard deviation of the ``quiet_dims`` directions: below √(smallest eigenvalue of Σ_T) of the preset's
+    own block, and above the relative eigenvalue floor (√1e-3 of its largest std) so the heads' span keeps them."""
     rotate: bool = True
     """Apply one random rotation so that no subspace is axis-aligned."""
     seed: int = 0
@@ -134,8 +147,8 @@ class GMMConfig:
 
     @property
     def feature_dims(self) -> tuple[int, ...]:
-        """The feature dimension of each modality: (d,), or (d_1, d_2) for the ``clip`` preset."""
-        return (self.clip.d_1, self.clip.d_2) if self.preset == "clip" else (self.d,)
+        """The feature dimension of each modality: (d + quiet_dims,), or (d_1, d_2) for the ``clip`` preset."""
+        return (self.clip.d_1, self.clip.d_2) if self.preset == "clip" else (self.d + self.quiet_dims,)
 
     def validate(self, path: str = "data.synthetic") -> None:
         """Raise ConfigError naming the first field of this mixture out of its valid range."""
@@ -144,23 +157,37 @@ class GMMConfig:
             self._validate_clip(path)
             return
         require_at_least(f"{path}.k", self.k, 2, why="a mixture needs at least 2 classes")
-        require(self.d >= self.k, f"{path}.d", self.d, f"at least {path}.k={self.k} (K − 1 signal directions + nuisance)")
+        if self.preset == "spectrum":
+            require(self.d >= self.k - 1, f"{path}.d", self.d,
+                    f"at least {path}.k − 1 = {self.k - 1} for the spectrum preset (the means' simplex spans k − 1 "
+                    "directions)")
+            require_positive(f"{path}.alpha", self.alpha)
+        else:
+            require(self.d >= self.k, f"{path}.d", self.d,
+                    f"at least {path}.k={self.k} (K − 1 signal directions + nuisance)")
         for name in ("n_train", "n_val", "n_test"):
             require_at_least(f"{path}.{name}", getattr(self, name), 2 * self.k, why=f"2·k, k={self.k}")
         for name in ("separation", "signal_std", "nuisance_std"):
             require_positive(f"{path}.{name}", getattr(self, name))
         require_at_least(f"{path}.seed", self.seed, 0)
+        require_at_least(f"{path}.quiet_dims", self.quiet_dims, 0)
+        require_positive(f"{path}.quiet_std", self.quiet_std)
         if self.preset == "fisher_vs_means":
-            from ssl_pipeline.theory.gmm import fisher_vs_means_min_nuisance_std  # numpy, only for this preset
+            self._validate_fisher_vs_means(path)
+        # quiet_std's upper end depends on the mixture's Σ_T: data.synthetic.gmm_parameters checks it when it builds
+        # the parameters, before any point is drawn
 
-            require(self.d >= 3 * (self.k - 1), f"{path}.d", self.d,
-                    f"at least 3·(k − 1) = {3 * (self.k - 1)} for the fisher_vs_means preset (mean, partner and "
-                    "nuisance axes)")
-            low = fisher_vs_means_min_nuisance_std(self.k, self.separation, self.signal_std)
-            require(self.nuisance_std >= low, f"{path}.nuisance_std", self.nuisance_std,
-                    f"at least {math.ceil(low * 10) / 10:g} for the fisher_vs_means preset at k={self.k}, "
-                    f"separation={self.separation:g}, signal_std={self.signal_std:g} (else PCA would find the "
-                    "signal); raise it or lower the separation")
+    def _validate_fisher_vs_means(self, path: str) -> None:
+        from ssl_pipeline.theory.gmm import fisher_vs_means_min_nuisance_std  # numpy, only for this preset
+
+        require(self.d >= 3 * (self.k - 1), f"{path}.d", self.d,
+                f"at least 3·(k − 1) = {3 * (self.k - 1)} for the fisher_vs_means preset (mean, partner and "
+                "nuisance axes)")
+        low = fisher_vs_means_min_nuisance_std(self.k, self.separation, self.signal_std)
+        require(self.nuisance_std >= low, f"{path}.nuisance_std", self.nuisance_std,
+                f"at least {math.ceil(low * 10) / 10:g} for the fisher_vs_means preset at k={self.k}, "
+                f"separation={self.separation:g}, signal_std={self.signal_std:g} (else PCA would find the "
+                "signal); raise it or lower the separation")
 
     def _validate_clip(self, path: str) -> None:
         """The ``clip`` preset's rules: sizes are per modality, and the shared block is ``fisher_vs_means``' at k_s
@@ -170,6 +197,8 @@ class GMMConfig:
 
         clip = self.clip
         clip.validate(f"{path}.clip")
+        require(self.quiet_dims == 0, f"{path}.quiet_dims", self.quiet_dims,
+                "0 for the clip preset (each modality has its own noise block)")
         most = max(clip.k_s, clip.k_1, clip.k_2)
         for name in ("n_train", "n_val", "n_test"):
             require_at_least(f"{path}.{name}", getattr(self, name), 2 * most,
@@ -615,6 +644,12 @@ class HeadsConfig:
     early_stopping_patience: Optional[int] = None
     """Label-free stopping: stop when the loss on held-out δ-pairs of the val split has not improved for this
     many epochs and keep the weights of its best epoch (``epochs`` is then the maximum). None: train all epochs."""
+    parametrization: Literal["auto", "orthonormal", "scaled", "whitened"] = "auto"
+    """The coordinates A = basis·B the heads are optimised in, inside the span of their training inputs
+    (``heads.parametrization``): ``orthonormal`` (Σ̂'s eigenvectors U), ``scaled`` (U/√λ_1: unit-free),
+    ``whitened`` (UΛ^(−1/2), this pipeline's choice for SimSiam and the spectral heads before it was measured to fail
+    on real features) or ``auto``: ``scaled`` for SimSiam with the covariance guard and the spectral heads,
+    ``orthonormal`` for the others."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def validate(self, path: str = "heads") -> None:
@@ -886,6 +921,9 @@ class HeadSettings:
     the tag. Empty for a config of scalars (and for head files saved before sweep axes existed)."""
     learn_scale: Optional[bool] = None
     """CLIP: whether the logit scale is learned (from 1/τ) or fixed at 1/τ (None for the other methods)."""
+    parametrization: Optional[str] = None
+    """``orthonormal``, ``scaled`` or ``whitened`` (``heads.parametrization`` resolved for this head; None in head
+    files saved before it existed: ``heads.fit.legacy_parametrization``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", tuple(self.axes))  # a list when read back from a head file's JSON
@@ -945,7 +983,19 @@ def resolve_head_settings(
         lambda_off=heads.barlowtwins.lambda_off if method == "barlowtwins" else None,
         axes=heads.swept_axes(method),
         learn_scale=heads.clip.learn_scale if method == "clip" else None,
+        parametrization=resolve_parametrization(heads.parametrization, method, heads.simsiam.regularizer),
     )
+
+
+def resolve_parametrization(requested: str, method: str, regularizer: Optional[str]) -> str:
+    """``heads.parametrization`` for one head: ``auto`` is ``scaled`` for SimSiam with the covariance guard and the
+    spectral heads (whose losses constrain the outputs' second moments), ``orthonormal`` otherwise (measurements:
+    ``heads.parametrization``)."""
+    if requested != "auto":
+        return requested
+    if (method == "simsiam" and regularizer == "covariance") or method in SPECTRAL_METHODS:
+        return "scaled"
+    return "orthonormal"
 
 
 def _axis_value(heads: HeadsConfig, name: str, value: Optional[float]) -> Optional[float]:

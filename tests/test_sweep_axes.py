@@ -122,8 +122,8 @@ BAD_AXES = [
     (["--heads.optimizer.lr", "[0.01,-1]"], "heads.optimizer.lr[1]=-1.0 must be > 0"),
     (["--heads.r", "[2,0]"], "heads.r[1]=0 must be at least 1"),
     (["--heads.r", "[2,2]"], "heads.r[1]=2 repeats heads.r[0]; give each value of a sweep axis once"),
-    (["--heads.r", "[2,101]"], "heads.r[1]=101 exceeds the feature dimension d=100; choose r ≤ 100"),
-    (["--heads.r", "101"], "heads.r=101 exceeds the feature dimension d=100; choose r ≤ 100"),
+    (["--heads.r", "[2,109]"], "heads.r[1]=109 exceeds the feature dimension d=108; choose r ≤ 108"),
+    (["--heads.r", "109"], "heads.r=109 exceeds the feature dimension d=108; choose r ≤ 108"),
 ]
 
 

@@ -1,5 +1,5 @@
 """Labelled features drawn from a shared-covariance Gaussian mixture (docs/theory.md, "GMM"): the config's
-"parallel pancakes", random-Σ or fisher-vs-means mixture (``theory.gmm``), split into train/val/test."""
+"parallel pancakes", random-Σ, fisher-vs-means or spectrum mixture, with its quiet directions (``theory.gmm``), split into train/val/test."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ from scipy.stats import ortho_group
 
 from ssl_pipeline.config import GMMConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.errors import ConfigError
 from ssl_pipeline.theory.gmm import (
     GMMParameters,
     fisher_vs_means_parameters,
     pancakes_parameters,
     random_parameters,
+    quiet_std_range,
+    spectrum_parameters,
+    with_quiet_dims,
 )
 
 
 def gmm_parameters(cfg: GMMConfig) -> GMMParameters:
-    """The mixture of a config, seeded by ``cfg.seed`` (optionally rotated by one random orthogonal matrix).
+    """The mixture of a config, seeded by ``cfg.seed``, with ``quiet_dims`` class-free directions of std
+    ``quiet_std`` appended (``theory.gmm.with_quiet_dims``), optionally rotated by one random orthogonal matrix.
     The two-modality ``clip`` preset is not one mixture: ``data.multimodal.clip_parameters`` (ValueError here)."""
     if cfg.preset == "clip":
         raise ValueError("the clip preset has two modalities; build it with data.multimodal.clip_parameters")
@@ -28,10 +33,21 @@ def gmm_parameters(cfg: GMMConfig) -> GMMParameters:
         params = pancakes_parameters(**shape)
     elif cfg.preset == "fisher_vs_means":
         params = fisher_vs_means_parameters(**shape, rng=rng)
+    elif cfg.preset == "spectrum":
+        params = spectrum_parameters(cfg.k, cfg.d, cfg.separation, cfg.alpha, rng)
     else:
         params = random_parameters(**shape, rng=rng)
-    if cfg.rotate and cfg.d > 1:
-        params = params.rotated(ortho_group.rvs(cfg.d, random_state=rng))
+    if cfg.quiet_dims:
+        low, high = quiet_std_range(params)
+        if not low < cfg.quiet_std < high:
+            raise ConfigError(
+                f"data.synthetic.quiet_std={cfg.quiet_std:g} must be in ({low:.3g}, {high:.3g}): below √(smallest "
+                f"eigenvalue of Σ_T) of the {cfg.preset} block, so the quiet directions are the bottom of its "
+                "spectrum, and above the relative eigenvalue floor, so the heads' span keeps them")
+        params = with_quiet_dims(params, cfg.quiet_dims, cfg.quiet_std)
+    dim = params.means.shape[1]
+    if cfg.rotate and dim > 1:
+        params = params.rotated(ortho_group.rvs(dim, random_state=rng))
     return params
 
 

@@ -43,8 +43,10 @@ def load_features(cfg: DataConfig, console: Optional[Console] = None) -> Labelle
             report = subspace_report(params)
             eigenvalues = "/".join(f"{v:.2g}" for v in report["fisher_eigenvalues"])
             console.print(f"mixture {cfg.synthetic.preset}: cos² Fisher–means {report['fisher_vs_means']:.2f}, "
-                          f"Fisher–PCA {report['fisher_vs_pca']:.2f}, means–PCA {report['means_vs_pca']:.2f} "
-                          f"(top-{len(params.weights) - 1} PCA of Σ_T); Fisher eigenvalues {eigenvalues}")
+                          f"Fisher–PCA {report['fisher_vs_pca']:.2f}, Fisher–minor {report['fisher_vs_minor']:.2f}, "
+                          f"means–PCA {report['means_vs_pca']:.2f}, means–minor {report['means_vs_minor']:.2f}, "
+                          f"PCA–minor {report['pca_vs_minor']:.2f} (top / bottom {len(params.weights) - 1} "
+                          f"eigenvectors of Σ_T); Fisher eigenvalues {eigenvalues}")
         features = make_synthetic(cfg.synthetic, params)
         features.features_key = synthetic_features_key(cfg.synthetic)
         features.validate()
@@ -62,6 +64,9 @@ def synthetic_features_key(cfg: GMMConfig) -> str:
     settings = asdict(cfg)
     if cfg.preset != "clip":
         settings.pop("clip")
+    for name, default in (("alpha", 1.0), ("quiet_dims", 0), ("quiet_std", 0.5)):  # absent at their defaults: the
+        if settings[name] == default and (name != "alpha" or cfg.preset != "spectrum"):  # keys from before them
+            settings.pop(name)
     return "gmm-" + json_digest(settings)
 
 

@@ -108,24 +108,6 @@ def standardization_scale(std: torch.Tensor, relative_floor: float = 1e-6) -> to
     return torch.where(keep, 1.0 / torch.where(keep, std, torch.ones_like(std)), torch.zeros_like(std))
 
 
-def whitened_in_span(settings: HeadSettings) -> bool:
-    """Every head is optimised inside the span of its training inputs, A = basis·B with B the parameter: directions
-    the training data never move in (constant channels, the null space of a rank-deficient train split, the
-    variance below the floor) get no gradient and would keep their random initial weights, which test points do
-    see and every subspace score counts (digits InfoNCE δ = 1: `fisher_cos2` 0.07 unconfined, 0.74 confined, NMI
-    0.884 both). The basis is U, the eigenvectors of the input covariance Σ̂ above the floor, or — for SimSiam with
-    the covariance guard and the spectral heads, this function's True — the whitened U Λ^(−1/2), Λ their variances.
-
-    Whitened, AᵀΣ̂A = BᵀB: the covariance guard ξ‖AᵀΣ̂A − I‖²_F is ξ‖BᵀB − I‖²_F (zero at the orthonormal
-    initialisation), the spectral losses start from unit-variance decorrelated outputs, and Adam works where every
-    direction has unit variance (in Σ̂'s unwhitened eigenbasis the pancakes' SimSiam heads stayed at cos² 0.2 after
-    40 epochs at ξ = 1, 0.998 whitened; the spectral contrastive heads on ``fisher_vs_means`` at 0.32). InfoNCE and
-    the Euclidean-guarded SimSiam keep the orthonormal U: whitened, a head that learned nothing is biased toward
-    the low-variance directions (pancakes InfoNCE δ = 0: `fisher_cos2` 0.19 against 0.02 and a random level of
-    0.04), while for the covariance guard every feasible head is whitened by the constraint itself."""
-    return (settings.method == "simsiam" and settings.regularizer == "covariance") or settings.method in SPECTRAL_METHODS
-
-
 def input_span(features: LabelledFeatures, scale: np.ndarray) -> FeatureSpan:
     """The eigenbasis [d, m] and variances [m] of the head's training input D^(−1/2)(x − x̄_train) above the floor
     (Σ̂ = D^(−1/2) Σ_T D^(−1/2), Σ_T accumulated in float64 chunks). Kept on ``features`` per scale, so the many
@@ -186,26 +168,42 @@ def feature_table(x) -> tuple["torch.Tensor", Optional["torch.Tensor"]]:
 
 def head_module(features: LabelledFeatures, settings: HeadSettings, num_heads: int = 1):
     """The untrained LightningModule of ``settings`` on ``features``' training split: its mean and scale
-    D^(−1/2) (``standardization_scale``), and the basis of the span of its training inputs it is optimised in
-    (``whitened_in_span``)."""
+    D^(−1/2) (``standardization_scale``), and the basis of the span of its training inputs it is optimised in,
+    in the coordinates of its parametrization (``heads.parametrization``)."""
     import torch
 
     from ssl_pipeline.heads.modules import head_class
+    from ssl_pipeline.heads.parametrization import head_basis
 
     mean, scale = input_statistics(features, settings.standardize)
     kept = input_span(features, scale.numpy())
     if settings.r > kept.rank:
         raise DataError(f"heads.r={settings.r} exceeds the rank the training features occupy ({kept.rank} "
                         f"directions above the relative eigenvalue floor {FEATURE_FLOOR:g}); choose r ≤ {kept.rank}")
-    whitened = whitened_in_span(settings)
+    parametrization = settings.parametrization or legacy_parametrization(settings)
     bases = features.__dict__.setdefault("_head_bases", {})  # one float32 tensor per span and kind, shared by heads
-    key = (id(features.x_train), scale.numpy().tobytes(), whitened)
+    key = (id(features.x_train), scale.numpy().tobytes(), parametrization)
     if key not in bases:
-        basis = kept.basis / np.sqrt(kept.eigenvalues) if whitened else kept.basis
-        bases[key] = torch.from_numpy(np.ascontiguousarray(basis, dtype=np.float32))
+        basis, variances = head_basis(kept, parametrization)
+        bases[key] = tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (basis, variances))
+    basis, variances = bases[key]
     return head_class(settings.method).from_settings(
-        settings, features.dim, mean.float(), scale.float(), num_heads, basis=bases[key]
+        settings, features.dim, mean.float(), scale.float(), num_heads, basis=basis, basis_variances=variances
     )
+
+
+def legacy_parametrization(settings: HeadSettings) -> str:
+    """The parametrization of a head saved before ``heads.parametrization`` existed: whitened for SimSiam with the
+    covariance guard and the spectral heads, orthonormal otherwise."""
+    if (settings.method == "simsiam" and settings.regularizer == "covariance") or settings.method in SPECTRAL_METHODS:
+        return "whitened"
+    return "orthonormal"
+
+
+def initial_weight(features: LabelledFeatures, settings: HeadSettings) -> np.ndarray:
+    """Ã [d, r] of the untrained head of ``settings`` (same parametrisation, basis, scale and seed as the trained
+    one, ``head_module``): what a head that learned nothing scores (``init_fisher_cos2``, ``init_minor_cos2``)."""
+    return head_module(features, settings).feature_space_weight()[0].detach().double().numpy()
 
 
 def held_out_features(features: LabelledFeatures) -> dict:

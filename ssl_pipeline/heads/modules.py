@@ -4,10 +4,10 @@ Features are centred (and optionally standardised, D = per-feature variances) in
 statistics of the training split, so a saved head carries them; ``feature_space_weight`` is Ã = D^(−1/2) A,
 the matrix whose column space is compared with the Fisher subspace (docs/theory.md, "Coordinates").
 
-A head given a ``basis`` [d, m] (``fit.head_module`` always gives one: the span the training inputs occupy,
-orthonormal or whitened, ``heads.fit.whitened_in_span``) is optimised inside it: A = basis·B with B [G, m, r] the
-parameter, so no weight can sit in directions the training data never move in (they get no gradient and would
-keep their random initial values, which test points do see; docs/theory.md, "Linear heads").
+A head given a ``basis`` [d, m] (``fit.head_module`` always gives one: the span the training inputs occupy, in the
+coordinates of ``heads.parametrization``) is optimised inside it: A = basis·B with B [G, m, r] the parameter, so no
+weight can sit in directions the training data never move in (they get no gradient and would keep their random
+initial values, which test points do see; docs/theory.md, "Linear heads").
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ssl_pipeline.config import HeadSettings
 from ssl_pipeline.heads.losses import info_nce_loss, orthogonality_penalty, simsiam_loss
+from ssl_pipeline.heads.parametrization import orthonormal_init
 
 
 class _GatherWithGradient(torch.autograd.Function):
@@ -53,24 +54,19 @@ def gather_with_gradient(t: Tensor) -> tuple[Tensor, int]:
     return torch.cat(_GatherWithGradient.apply(t), dim=1), dist.get_rank() * t.shape[1]
 
 
-def orthonormal_init(num_heads: int, dim: int, r: int, seed: int) -> Tensor:
-    """G random matrices [G, d, r] with orthonormal columns (QR of a seeded Gaussian)."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.linalg.qr(torch.randn(num_heads, dim, r, generator=generator)).Q
-
-
 class LinearHead(pl.LightningModule):
     """Base class: G stacked linear heads on centred (optionally standardised) features."""
 
     def __init__(
         self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
-        basis: Optional[Tensor] = None,
+        basis: Optional[Tensor] = None, basis_variances: Optional[Tensor] = None,
     ) -> None:
-        """``basis`` [d, m]: optimise A = basis·B inside its column span (``heads.fit.whitened_in_span``)."""
+        """``basis`` [d, m]: optimise A = basis·B inside its column span; ``basis_variances`` [m]: the inputs'
+        variances in its coordinates (``heads.parametrization.HeadBasis``)."""
         super().__init__()
         # The per-head settings are kept with the module but not sent to a logger: one W&B run holds many fits,
         # and its config is the experiment's (each head's settings are in the results table).
-        self.save_hyperparameters(ignore=["mean", "scale", "basis", "mean2", "scale2", "basis2"], logger=False)
+        self.save_hyperparameters(ignore=["mean", "scale", "basis", "basis_variances", "mean2", "scale2", "basis2"], logger=False)
         self.settings = HeadSettings(**settings)
         inner = dim if basis is None else basis.shape[1]
         self.weight = nn.Parameter(orthonormal_init(num_heads, inner, self.settings.r, self.settings.seed))
@@ -79,6 +75,8 @@ class LinearHead(pl.LightningModule):
         # not persistent: recomputed from the training data, and a grid's checkpoint and best-epoch copies would
         # otherwise hold a d × m matrix per head (118 MB for 18 heads at d = 1,280)
         self.register_buffer("basis", None if basis is None else basis.float(), persistent=False)
+        variances = None if basis_variances is None else basis_variances.float()
+        self.register_buffer("basis_variances", variances, persistent=False)
 
     @classmethod
     def from_settings(cls, settings: HeadSettings, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
@@ -165,17 +163,17 @@ class SimSiamHead(LinearHead):
     with unit variance on the data, and the full-train covariance is that constraint exactly, where a batch
     estimate (1,024 pairs in 1,280 dimensions) is rank-deficient and noisy. Every rank holds the same training
     features, so under DDP every rank computes the same Σ̂ and the guard needs no communication. The head is
-    optimised in Σ̂'s whitened eigenbasis above the floor, A = U Λ^(−1/2) B (``heads.fit.whitened_in_span``):
-    there AᵀΣ̂A = BᵀB, so the guard is ξ‖BᵀB − I‖²_F, and no weight is left in the span Σ̂ discards.
+    optimised in Σ̂'s eigenbasis above the floor, A = basis·B with basisᵀΣ̂ basis = diag(v)
+    (``heads.parametrization``): the guard is ξ‖Bᵀdiag(v)B − I‖²_F, and no weight is left in the span Σ̂ discards.
     """
 
     def __init__(
         self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
-        basis: Optional[Tensor] = None,
+        basis: Optional[Tensor] = None, basis_variances: Optional[Tensor] = None,
     ) -> None:
-        super().__init__(settings, dim, mean, scale, num_heads, basis)
-        if self.settings.regularizer == "covariance" and basis is None:
-            raise ValueError("the covariance guard needs the whitened basis of the training inputs (basis)")
+        super().__init__(settings, dim, mean, scale, num_heads, basis, basis_variances)
+        if self.settings.regularizer == "covariance" and basis_variances is None:
+            raise ValueError("the covariance guard needs the basis of the training inputs and their variances in it")
         r = self.settings.r
         self.predictor = nn.Parameter(torch.eye(r).repeat(num_heads, 1, 1))
 
@@ -193,9 +191,9 @@ class SimSiamHead(LinearHead):
         return loss
 
     def collapse_guard(self) -> Tensor:
-        """‖AᵀΣ̂A − I‖²_F = ‖BᵀB − I‖²_F in the whitened basis (covariance), or ‖AᵀA − I‖²_F (euclidean), [G]."""
+        """‖AᵀΣ̂A − I‖²_F = ‖Bᵀdiag(v)B − I‖²_F (covariance), or ‖AᵀA − I‖²_F (euclidean), [G]."""
         if self.settings.regularizer == "covariance":
-            return orthogonality_penalty(self.weight)
+            return orthogonality_penalty(self.weight, self.basis_variances)
         return orthogonality_penalty(self.head_weight())
 
 

@@ -25,6 +25,7 @@ from ssl_pipeline.reporting.results import AXIS_SYMBOLS, _method_order, axis_lab
 from ssl_pipeline.reporting.scatter import ProjectionSample
 
 BASELINE_STYLES = {"lda": ("black", "-"), "means": ("tab:purple", "-."), "pca": ("tab:red", ":"),
+                   "minor": ("tab:brown", (0, (1, 3))),
                    "random": ("grey", "--")}
 CLOSED_FORMS = ("spectral",)
 """Methods with a δ that are computed, not trained (the spectral closed form): drawn dashed with square markers."""
@@ -146,10 +147,11 @@ def _place_legend(figure: Figure, axis: Axes, swept: bool) -> None:
 
 
 def delta_sweep(
-    rows: list[dict], metrics: Sequence[str] = ("fisher_cos2", "means_cos2", "pca_cos2", "nmi", "probe_acc")
+    rows: list[dict],
+    metrics: Sequence[str] = ("fisher_cos2", "means_cos2", "pca_cos2", "minor_cos2", "nmi", "probe_acc"),
 ) -> Figure:
     """One ``metric_vs_delta`` panel per metric with values, side by side (a run's ``delta_sweep.png``): which
-    subspace the heads learned (Fisher, class means, PCA) and how well they cluster and classify."""
+    subspace the heads learned (Fisher, class means, PCA, minor) and how well they cluster and classify."""
     metrics = [m for m in metrics if any(row.get(m) is not None for row in rows)] or list(metrics[:1])
     figure = Figure(figsize=(4.2 * len(metrics), 3.6), layout="constrained")
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]

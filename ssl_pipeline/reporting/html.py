@@ -43,9 +43,9 @@ from ssl_pipeline.reporting.results import (
 )
 from ssl_pipeline.reporting.scatter import load_projection_sample
 
-FIGURE_METRICS = ("nmi", "probe_acc", "fisher_cos2", "means_cos2", "pca_cos2")
+FIGURE_METRICS = ("nmi", "probe_acc", "fisher_cos2", "means_cos2", "pca_cos2", "minor_cos2")
 REPORT_METRICS = ("nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2",
-                  "pca_cos2", "optimum_cos2", "effective_rank")
+                  "pca_cos2", "minor_cos2", "optimum_cos2", "init_fisher_cos2", "effective_rank")
 TOWER_METRICS = ("energy_shared", "energy_private", "energy_noise", "fisher_cos2", "retrieval_p1", "retrieval_p10",
                  "retrieval_map", "zeroshot_acc", "logit_scale")
 """The columns of the paired-data table (``Two towers``): where a tower's (or a unimodal subspace's) energy lies in

@@ -25,11 +25,11 @@ fields missing (shown as null); their SimSiam heads used the Euclidean guard."""
 SETTING_FIELDS = (
     "method", "data", "dataset", "backbone", "features", "split", "split_seed", "delta", "r", "tau", "xi",
     "regularizer", "loss_weights", "similarity", "symmetric", "epochs", "batch_size", "lr", "weight_decay",
-    "predictor_lr_scale", "normalized", "tower", "target", "seed",
+    "predictor_lr_scale", "normalized", "tower", "target", "parametrization", "seed",
 )
 METRIC_FIELDS = (
     "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2", "pca_cos2",
-    "optimum_cos2", "effective_rank", "feature_rank", "energy_shared", "energy_private", "energy_noise",
+    "minor_cos2", "optimum_cos2", "init_fisher_cos2", "init_minor_cos2", "effective_rank", "feature_rank", "energy_shared", "energy_private", "energy_noise",
     "retrieval_p1", "retrieval_p10", "retrieval_map", "logit_scale", "fit_seconds", "fisher_top_cos2", "fisher_rank",
 )
 """``fisher_top_cos2``: ``fisher_cos2``'s formula against the top-r generalised eigenvectors of (Σ_B, Σ_W) estimated
@@ -37,7 +37,11 @@ on train, r the record's r, whenever r is below the Fisher subspace's dimension 
 does not say which r of them a head picks). ``fisher_rank``: that dimension, q = min(K − 1, ``feature_rank``).
 ``fisher_cos2``, ``fisher_energy`` and ``means_cos2`` are null when K − 1 ≥ ``feature_rank`` (the Fisher subspace is the whole span
 the features occupy, e.g. K = 1000 classes on 512-d features: every head would score 1); scoring prints why.
-Both fields were added within schema 3: records written before them read them as null."""
+Both fields were added within schema 3: records written before them read them as null.
+``minor_cos2``: ``fisher_cos2``'s formula against the bottom-r eigenvectors of Σ_T of train inside the floored span
+(the subspace a head biased toward low variance finds). ``init_fisher_cos2``, ``init_minor_cos2``: a trained head's
+untrained initialisation (same parametrisation, basis and seed) scored the same way: what a head that learned
+nothing scores. Added within schema 3 as well."""
 AXIS_FIELDS = ("r", "tau", "xi", "lr")
 """The setting fields of the config's sweep axes (``heads.r``, ``heads.infonce.tau``, ``heads.simsiam.xi``,
 ``heads.optimizer.lr``; ``config.AXES``): rows of one method and δ that differ there are told apart in tables,
@@ -102,7 +106,7 @@ def _mean_std(values: list[float]) -> Optional[tuple[float, float]]:
 
 def _method_order(row: dict) -> tuple:
     order = ["infonce", "simsiam", "spectral_contrastive", "vicreg", "barlowtwins", "clip", "spectral", "lda", "means",
-             "pca", "random", "raw", "zeroshot"]
+             "pca", "minor", "random", "raw", "zeroshot"]
     method = row["method"]
     delta = row.get("delta")
     return (order.index(method) if method in order else len(order), method, -(delta if delta is not None else math.inf))

@@ -15,7 +15,7 @@ from ssl_pipeline.reporting.wandb_logging import error_reason
 
 HEAD_METHODS = ("infonce", "simsiam", "clip_tower1", "clip_tower2")
 """Series of the panels, as ``wandb_logging.series_names`` names them (a CLIP head's towers apart)."""
-BASELINE_METHODS = ("lda", "pca", "random", "raw")
+BASELINE_METHODS = ("lda", "pca", "minor", "random", "raw")
 DEFAULT_METRICS = ("nmi", "probe_acc", "fisher_cos2")
 T = TypeVar("T")
 

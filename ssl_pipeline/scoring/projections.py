@@ -25,6 +25,7 @@ from ssl_pipeline.theory.subspaces import (
     auto_shrinkage,
     class_mean_subspace_from_statistics,
     class_statistics,
+    feature_span,
     total_covariance,
 )
 
@@ -67,8 +68,10 @@ def baseline_projection(
     stats: Optional[ClassStatistics] = None,
 ) -> Projection:
     """LDA (scikit-learn's within-class-whitened ``transform``, min(r, K−1) components: ``lda_scalings``), PCA(r)
-    (the top-r eigenvectors of Σ_T), the class means' subspace (``means``: orthogonal projection onto the first
-    min(r, K−1) directions of span{μ_k − μ̄} estimated on train), a random Gaussian projection(r) or the raw
+    (the top-r eigenvectors of Σ_T), ``minor``(r) (the bottom-r eigenvectors of Σ_T inside the span above the
+    eigenvalue floor: what a head biased toward low variance finds), the class means' subspace (``means``: orthogonal projection onto the first
+    min(r, K−1) directions of span{μ_k − μ̄} estimated on train), a random Gaussian projection(r) inside the span
+above the eigenvalue floor (where the heads are optimised: chance ``fisher_cos2`` max(r, q)/m) or the raw
     centred features, all fitted on train: from ``stats`` (the training split's ``class_statistics``), computed
     here in one chunked pass if not given."""
     if stats is None:
@@ -85,11 +88,19 @@ def baseline_projection(
         eigenvalues, vectors = np.linalg.eigh(total_covariance(stats))
         components = vectors[:, np.argsort(eigenvalues)[::-1][:r]]
         return _affine("pca", mean, components, components, r)
+    if method == "minor":
+        span = feature_span(total_covariance(stats))
+        if not 1 <= r <= span.rank:
+            raise ValueError(f"the minor baseline with r={r} needs 1 ≤ r ≤ the rank above the floor {span.rank}")
+        components = span.basis[:, ::-1][:, :r]
+        return _affine("minor", mean, components, components, r)
     if method == "means":
         basis = class_mean_subspace_from_statistics(stats)[:, :r]
         return _affine("means", mean, basis, basis.astype(np.float32), r)
     if method == "random":
-        matrix = np.random.default_rng([seed, 7]).standard_normal((d, r)).astype(np.float32)
+        # inside the span above the floor, where the heads are optimised: chance max(r, q)/m, m its rank
+        span = feature_span(total_covariance(stats)).basis
+        matrix = (span @ np.random.default_rng([seed, 7]).standard_normal((span.shape[1], r))).astype(np.float32)
         return _affine("random", mean, matrix, matrix, r)
     if method == "raw":
         mean32 = mean.astype(np.float32)

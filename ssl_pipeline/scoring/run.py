@@ -13,7 +13,7 @@ from rich.progress import Progress, TaskID
 
 from ssl_pipeline.config import SPECTRAL_METHODS, ExperimentConfig, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
-from ssl_pipeline.heads.fit import FittedHead
+from ssl_pipeline.heads.fit import FittedHead, initial_weight
 from ssl_pipeline.reporting.progress import progress_bar
 from ssl_pipeline.reporting.results import make_record, write_json_atomic
 from ssl_pipeline.reporting.scatter import save_projection_sample
@@ -22,6 +22,7 @@ from ssl_pipeline.scoring.score import (
     ProjectionScorer,
     ReferenceSubspaces,
     fisher_note,
+    initialisation_scores,
     reference_subspaces,
     score_projection,
 )
@@ -98,8 +99,10 @@ def release_free_memory() -> None:
 
 
 def references_at(references: ReferenceSubspaces, r: int) -> ReferenceSubspaces:
-    """``references`` with the top-r PCA subspace (they were built for the largest r of the ``heads.r`` axis)."""
-    return references._replace(pca=references.pca[:, :r])
+    """``references`` with the top-r PCA and bottom-r minor subspaces (they were built for the largest r of the
+    ``heads.r`` axis)."""
+    minor = None if references.minor is None else references.minor[:, :r]
+    return references._replace(pca=references.pca[:, :r], minor=minor)
 
 
 def score_run(
@@ -188,15 +191,16 @@ def _head_records(
         if s.seed == cfg.seeds[0] and s.delta == top:
             first_seed.setdefault(s.method, projection)
         optimum = closed_forms.get(s.delta, s.seed, s.r).basis if s.method in SPECTRAL_METHODS else None
-        metrics = score_projection(projection, features, references_at(references, s.r), cfg.score, s.seed, optimum,
-                                   step=item)
+        at_r = references_at(references, s.r)
+        metrics = score_projection(projection, features, at_r, cfg.score, s.seed, optimum, step=item)
+        metrics.update(initialisation_scores(initial_weight(features, s), at_r))
         metrics.update(paired_fields(cfg, features, projection))
         records.append(make_record(
             **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, regularizer=s.regularizer,
             loss_weights=s.loss_weights, similarity=s.similarity,
             symmetric=s.symmetric, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
             predictor_lr_scale=s.predictor_lr_scale, normalized=projection.normalized,
-            seed=s.seed, fit_seconds=head.fit_seconds, **metrics,
+            parametrization=s.parametrization, seed=s.seed, fit_seconds=head.fit_seconds, **metrics,
         ))
         item.finish()
     return records

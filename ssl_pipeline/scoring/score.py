@@ -26,7 +26,9 @@ from ssl_pipeline.theory.subspaces import (
 class ReferenceSubspaces(NamedTuple):
     """The subspaces a head's column space is compared with (docs/theory.md, "Subspace recovery"), each an
     orthonormal basis in feature coordinates: the Fisher subspace (true, or estimated on train), the class-mean
-    subspace span{μ_k − μ̄} (true, or estimated on train), the top-r PCA subspace of train; the rank of Σ_T
+    subspace span{μ_k − μ̄} (true, or estimated on train), the top-r PCA subspace of train, its minor subspace (the
+    eigenvectors of Σ_T of train inside the floored span by increasing variance: the first r are the bottom-r
+    subspace a head biased toward low variance finds); the rank of Σ_T
     kept by the floor (recorded as ``feature_rank``); the generalised eigenvectors of (Σ_B, S_W) estimated on
     train by decreasing eigenvalue (``fisher_ordered`` [d, q]: its first r columns are the top-r Fisher subspace,
     ``FisherEstimate.ordered``); and the number of classes K present in train."""
@@ -37,6 +39,7 @@ class ReferenceSubspaces(NamedTuple):
     feature_rank: int
     fisher_ordered: Optional[np.ndarray] = None
     classes: int = 0
+    minor: Optional[np.ndarray] = None
 
     @property
     def fisher_rank(self) -> int:
@@ -76,7 +79,8 @@ def reference_subspaces(features: LabelledFeatures, r: int, lda_shrinkage: Optio
             ordered = None
     means = features.means_basis if features.means_basis is not None else class_mean_subspace_from_statistics(stats)
     classes = int(np.sum(stats.counts > 0))
-    return ReferenceSubspaces(fisher, means, span.basis[:, :r], span.rank, ordered, classes)
+    minor = span.basis[:, ::-1][:, :r]
+    return ReferenceSubspaces(fisher, means, span.basis[:, :r], span.rank, ordered, classes, minor)
 
 
 def fisher_note(references: ReferenceSubspaces) -> Optional[str]:
@@ -150,6 +154,8 @@ class ProjectionScorer:
             "fisher_energy": fisher_energy(subspace, references.fisher) if meaningful else None,
             "means_cos2": fisher_cos2(subspace, references.means) if meaningful else None,
             "pca_cos2": fisher_cos2(subspace, references.pca) if recovery else None,
+            "minor_cos2": fisher_cos2(subspace, references.minor) if recovery and references.minor is not None
+            else None,
             "optimum_cos2": fisher_cos2(subspace, optimum) if subspace is not None and optimum is not None else None,
             "effective_rank": rank,
             "feature_rank": references.feature_rank if references is not None else None,
@@ -159,6 +165,15 @@ class ProjectionScorer:
         """The metric fields of a results record, with k-means seeded by ``seed``."""
         clusters = faiss_kmeans(self.z_test, self.num_classes, self.kmeans, seed).assignments
         return {**clustering_scores(self.labels, clusters), **self.seed_free}
+
+
+def initialisation_scores(subspace: np.ndarray, references: ReferenceSubspaces) -> dict[str, Optional[float]]:
+    """``init_fisher_cos2`` and ``init_minor_cos2``: ``fisher_cos2``'s formula for a head's untrained initialisation
+    ``subspace`` [d, r] against the Fisher subspace (null where it fills the span) and the minor subspace."""
+    return {
+        "init_fisher_cos2": None if references.fisher_fills_span else fisher_cos2(subspace, references.fisher),
+        "init_minor_cos2": None if references.minor is None else fisher_cos2(subspace, references.minor),
+    }
 
 
 def score_projection(

@@ -1,5 +1,7 @@
 """Shared-covariance Gaussian mixtures (docs/theory.md, "GMM"): the parameters, their true Fisher subspace, draws,
-and the two constructions of the synthetic lab, the "parallel pancakes" and a random-Σ mixture."""
+and the constructions of the synthetic lab: the "parallel pancakes", a random-Σ mixture, ``fisher_vs_means``, the
+real-feature-like ``spectrum`` and the class-free ``quiet`` directions any of them may carry (docs/theory.md, "Four
+subspaces, and labs that keep them apart")."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import numpy as np
 from scipy.linalg import eigh
 from scipy.stats import ortho_group
 
-from ssl_pipeline.theory.subspaces import fisher_cos2, fisher_subspace, orthonormal_basis
+from ssl_pipeline.theory.subspaces import FEATURE_FLOOR, fisher_cos2, fisher_subspace, orthonormal_basis
 
 
 @dataclass
@@ -73,6 +75,61 @@ def random_parameters(k: int, d: int, separation: float, signal_std: float, nuis
     pairwise = np.sqrt(((whitened[:, None] - whitened[None]) ** 2).sum(-1))
     mean_distance = pairwise[np.triu_indices(k, 1)].mean()
     return GMMParameters(np.full(k, 1.0 / k), means * (separation / mean_distance), covariance)
+
+
+def spectrum_parameters(k: int, d: int, separation: float, alpha: float, rng: np.random.Generator) -> GMMParameters:
+    """A mixture with a real-feature-like spectrum whose Fisher subspace is neither the top nor the bottom of it:
+    Σ = V diag(i^(−α)) Vᵀ, i = 1..d (V random orthogonal: a power-law spectrum like natural-image features'), and
+    K equally weighted means μ_k = Σ^(1/2) m_k with m_k a regular simplex of edge ``separation`` in a random
+    (K − 1)-dim subspace W of the whitened space. Every pair of means is then at Mahalanobis distance
+    ``separation``, the Fisher subspace is Σ^(−1/2) W, and its directions spread over the whole spectrum instead of
+    sitting at its top or bottom (d = 512, K = 10: cos² 0.00–0.01 with both the top and the bottom K − 1
+    eigenvectors of Σ_T). Needs d ≥ K − 1 (ValueError) and α > 0."""
+    if k < 2 or d < k - 1:
+        raise ValueError(f"spectrum needs k ≥ 2 and d ≥ k − 1, got k={k}, d={d}")
+    if alpha <= 0 or separation <= 0:
+        raise ValueError(f"spectrum needs alpha > 0 and separation > 0, got {alpha}, {separation}")
+    eigenvalues = np.arange(1, d + 1, dtype=np.float64) ** -alpha
+    basis = np.linalg.qr(rng.standard_normal((d, d)))[0] if d > 1 else np.ones((1, 1))
+    covariance = (basis * eigenvalues) @ basis.T
+    root = (basis * np.sqrt(eigenvalues)) @ basis.T
+    directions = np.linalg.qr(rng.standard_normal((d, k - 1)))[0]
+    whitened_means = regular_simplex(k, separation) @ directions.T
+    return GMMParameters(np.full(k, 1.0 / k), whitened_means @ root, (covariance + covariance.T) / 2)
+
+
+def total_covariance_of(params: GMMParameters) -> np.ndarray:
+    """Σ_T = Σ + Σ_k π_k (μ_k − μ̄)(μ_k − μ̄)ᵀ [d, d] of a mixture."""
+    weights = np.asarray(params.weights, dtype=np.float64) / np.sum(params.weights)
+    centred = params.means - weights @ params.means
+    return params.covariance + (centred.T * weights) @ centred
+
+
+def with_quiet_dims(params: GMMParameters, count: int, std: float) -> GMMParameters:
+    """The mixture with ``count`` class-free coordinates of standard deviation ``std`` appended (means 0 there, Σ
+    block-diagonal): directions whose variance lies below every eigenvalue of the original Σ_T when ``std`` is in
+    ``quiet_std_range(params)`` (ValueError otherwise), so the bottom of Σ_T's spectrum is no longer the Fisher
+    subspace: a head biased toward low variance finds them, a head that learned the pairs does not."""
+    if count == 0:
+        return params
+    low, high = quiet_std_range(params)
+    if not low < std < high:
+        raise ValueError(f"quiet_std must be in ({low:.4g}, {high:.4g}) (below every total variance of the signal "
+                         f"block, above the eigenvalue floor), got {std}")
+    k, d = params.means.shape
+    means = np.concatenate([params.means, np.zeros((k, count))], axis=1)
+    covariance = np.zeros((d + count, d + count))
+    covariance[:d, :d] = params.covariance
+    covariance[d:, d:] = np.eye(count) * std**2
+    return GMMParameters(params.weights, means, covariance)
+
+
+def quiet_std_range(params: GMMParameters) -> tuple[float, float]:
+    """The open interval of standard deviations quiet directions may have: above the relative eigenvalue floor
+    (√``FEATURE_FLOOR`` × the largest std of Σ_T, so the span the heads are optimised in keeps them) and below
+    √(smallest eigenvalue of Σ_T) (so they are the bottom of its spectrum)."""
+    eigenvalues = np.linalg.eigvalsh(total_covariance_of(params))
+    return float(np.sqrt(FEATURE_FLOOR * eigenvalues[-1])), float(np.sqrt(max(eigenvalues[0], 0.0)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -234,12 +291,14 @@ def fisher_vs_means_parameters(k: int, d: int, separation: float, signal_std: fl
 
 def subspace_report(params: GMMParameters, r: int | None = None) -> dict[str, float | list[float]]:
     """Population geometry of a mixture: the ``fisher_cos2`` (Σ cos²θ_i / min of the dimensions, principal angles)
-    between each pair of the Fisher subspace S_F, the class-mean subspace S_M = span{μ_k − μ̄} and the top-r PCA
-    subspace of the total covariance Σ_T = Σ + Σ_k π_k (μ_k − μ̄)(μ_k − μ̄)ᵀ (r = K − 1 by default), and the Fisher
-    eigenvalues: the generalised eigenvalues of (Σ_B, Σ) on S_F, Σ_B = Σ_k π_k (μ_k − μ̄)(μ_k − μ̄)ᵀ, descending.
+    between each pair of the Fisher subspace S_F, the class-mean subspace S_M = span{μ_k − μ̄}, the top-r PCA
+    subspace of the total covariance Σ_T = Σ + Σ_k π_k (μ_k − μ̄)(μ_k − μ̄)ᵀ and its **minor** subspace (the r
+    eigenvectors of Σ_T with the smallest eigenvalues: what a head biased toward low variance finds) (r = K − 1 by
+    default), and the Fisher eigenvalues: the generalised eigenvalues of (Σ_B, Σ) on S_F,
+    Σ_B = Σ_k π_k (μ_k − μ̄)(μ_k − μ̄)ᵀ, descending.
 
-    Keys: ``fisher_vs_means``, ``fisher_vs_pca``, ``means_vs_pca`` (floats), ``fisher_eigenvalues`` (list) and
-    ``fisher_eigenvalue_ratio`` (largest / smallest)."""
+    Keys: ``fisher_vs_means``, ``fisher_vs_pca``, ``means_vs_pca``, ``fisher_vs_minor``, ``means_vs_minor``,
+    ``pca_vs_minor`` (floats), ``fisher_eigenvalues`` (list) and ``fisher_eigenvalue_ratio`` (largest / smallest)."""
     weights = np.asarray(params.weights, dtype=np.float64) / np.sum(params.weights)
     centred = params.means - weights @ params.means
     between = (centred.T * weights) @ centred
@@ -248,13 +307,17 @@ def subspace_report(params: GMMParameters, r: int | None = None) -> dict[str, fl
     r = q if r is None else r
     fisher = params.fisher_basis()
     means = params.mean_basis()
-    pca = np.linalg.eigh(total)[1][:, ::-1][:, :r]
+    vectors = np.linalg.eigh(total)[1]
+    pca, minor = vectors[:, ::-1][:, :r], vectors[:, :r]
     eigenvalues = eigh(fisher.T @ between @ fisher, fisher.T @ params.covariance @ fisher, eigvals_only=True)[::-1]
     eigenvalues = [float(v) for v in eigenvalues]
     return {
         "fisher_vs_means": fisher_cos2(means, fisher),
         "fisher_vs_pca": fisher_cos2(pca, fisher),
         "means_vs_pca": fisher_cos2(pca, means),
+        "fisher_vs_minor": fisher_cos2(minor, fisher),
+        "means_vs_minor": fisher_cos2(minor, means),
+        "pca_vs_minor": fisher_cos2(minor, pca),
         "fisher_eigenvalues": eigenvalues,
         "fisher_eigenvalue_ratio": eigenvalues[0] / eigenvalues[-1] if eigenvalues and eigenvalues[-1] > 0 else
         float("inf"),
