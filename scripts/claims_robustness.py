@@ -33,18 +33,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NUMERICS_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "OPENBLAS_CORETYPE", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 MIN_MARGIN = {"nmi": 0.01, "cos2": 0.02}
-"""The margin a check must clear in every environment: 0.01 for NMI, 0.02 for every cos² metric (``fisher_cos2``,
-``means_cos2``, ``optimum_cos2``, …); other metrics (effective rank) are reported only. A cos² is at most 1, so a
-lower bound closer than 0.02 to 1 (the spectral closed form's 0.98) cannot be cleared by 0.02: there the required
-margin is half the room left, (1 − threshold)/2, i.e. the value must reach 0.99 (``required_margin``)."""
+"""The margin a check must clear in every environment: 0.01 for NMI, 0.02 for every share in [0, 1]: the cos²
+metrics (``fisher_cos2``, ``means_cos2``, ``optimum_cos2``, …), the energies of the CLIP claims (``energy_shared``,
+``energy_private``, …) and retrieval's mean average precision; other metrics (effective rank) are reported only. A
+share is at most 1, so a lower bound closer than 0.02 to 1 (the spectral closed form's 0.98) cannot be cleared by
+0.02: there the required margin is half the room left, (1 − threshold)/2, i.e. the value must reach 0.99
+(``required_margin``)."""
 
 
 def required_margin(metric: str, threshold: float, at_least: bool) -> float:
-    """The margin a check of ``metric`` must clear (``MIN_MARGIN``; for cos² lower bounds, at most half the room
+    """The margin a check of ``metric`` must clear (``MIN_MARGIN``; for lower bounds on shares, at most half the room
     below 1)."""
     if metric == "nmi":
         return MIN_MARGIN["nmi"]
-    if metric.endswith("cos2"):
+    if metric.endswith("cos2") or metric.startswith(("energy_", "retrieval_")):
         return min(MIN_MARGIN["cos2"], (1.0 - threshold) / 2) if at_least else MIN_MARGIN["cos2"]
     return 0.0
 AXES = {

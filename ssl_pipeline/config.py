@@ -174,8 +174,23 @@ class GMMConfig:
         require_positive(f"{path}.quiet_std", self.quiet_std)
         if self.preset == "fisher_vs_means":
             self._validate_fisher_vs_means(path)
-        # quiet_std's upper end depends on the mixture's Σ_T: data.synthetic.gmm_parameters checks it when it builds
-        # the parameters, before any point is drawn
+        if self.quiet_dims:
+            self._validate_quiet_std(path)
+
+    def _validate_quiet_std(self, path: str) -> None:
+        """quiet_std below every total variance of the preset's own block and above the eigenvalue floor (the
+        preset's parameters are built to know them; no point is drawn)."""
+        import numpy as np  # only with quiet directions
+
+        from ssl_pipeline.theory.gmm import preset_parameters, quiet_std_range
+
+        params = preset_parameters(self.preset, self.k, self.d, self.separation, self.signal_std, self.nuisance_std,
+                                   self.alpha, np.random.default_rng(self.seed))
+        low, high = quiet_std_range(params)
+        require(low < self.quiet_std < high, f"{path}.quiet_std", self.quiet_std,
+                f"in ({low:.3g}, {high:.3g}) for the {self.preset} preset: below √(smallest eigenvalue of Σ_T) of its "
+                "block, so the quiet directions are the bottom of its spectrum, and above the relative eigenvalue "
+                "floor, so the heads' span keeps them")
 
     def _validate_fisher_vs_means(self, path: str) -> None:
         from ssl_pipeline.theory.gmm import fisher_vs_means_min_nuisance_std  # numpy, only for this preset

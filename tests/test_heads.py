@@ -134,7 +134,7 @@ def test_heads_leave_no_weight_outside_the_span_of_the_training_features(method,
 
     assert share_outside(fitted.feature_space_weight().astype(np.float64)) < 1e-5
     assert share_outside(orthonormal_init(1, 60, 3, 0)[0].double().numpy()) > 0.3
-    if regularizer == "covariance":  # the guard in the whitened basis is ‖AᵀΣ̂A − I‖²_F
+    if regularizer == "covariance":  # the guard in the head's basis is ‖AᵀΣ̂A − I‖²_F
         module = head_module(features, settings)
         a = module.head_weight()[0].double()
         x = torch.from_numpy(features.x_train).double()

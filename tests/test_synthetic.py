@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
 from ssl_pipeline.config import GMMConfig
 from ssl_pipeline.data.synthetic import gmm_parameters, make_synthetic
-from ssl_pipeline.theory.gmm import regular_simplex
+from ssl_pipeline.theory.gmm import regular_simplex, subspace_report, with_quiet_dims
 from ssl_pipeline.theory.subspaces import fisher_cos2
 
 
@@ -52,3 +55,51 @@ def test_pca_picks_the_wrong_subspace_on_pancakes():
     pca = PCA(n_components=4).fit(features.x_train)
     assert features.fisher_basis.shape == (50, 4)
     assert fisher_cos2(pca.components_.T, features.fisher_basis) <= 0.2
+
+
+LAB = Path(__file__).resolve().parents[1] / "configs" / "synthetic"
+
+
+def _shipped(name: str) -> GMMConfig:
+    from ssl_pipeline.cli import parse_config
+
+    return parse_config(["synthetic", "--config", str(LAB / f"{name}.yaml")])[1].data.synthetic
+
+
+@pytest.mark.parametrize("name", ["pancakes", "fisher_vs_means", "spectrum"])
+def test_the_shipped_labs_keep_the_fisher_subspace_off_the_top_and_bottom_of_the_spectrum(name):
+    """A lab decides something only where the Fisher, PCA and minor subspaces are far apart (population cos²)."""
+    report = subspace_report(gmm_parameters(_shipped(name)))
+    assert report["fisher_vs_minor"] <= 0.1, report
+    assert report["fisher_vs_pca"] <= 0.1, report
+    assert report["pca_vs_minor"] <= 0.1, report
+
+
+@pytest.mark.parametrize(("name", "without"), [("pancakes", 0.999), ("fisher_vs_means", 0.98)])
+def test_without_quiet_directions_the_fisher_subspace_is_the_minor_one(name, without):
+    """The blind spot the quiet directions remove: without them the bottom-(K − 1) eigenvectors of Σ_T are the
+    Fisher subspace (1.000 on the pancakes, 0.982 on fisher_vs_means)."""
+    report = subspace_report(gmm_parameters(replace(_shipped(name), quiet_dims=0)))
+    assert report["fisher_vs_minor"] >= without
+
+
+def test_spectrum_means_are_a_mahalanobis_simplex_and_its_fisher_subspace_spreads_over_the_spectrum():
+    cfg = GMMConfig(preset="spectrum", d=64, k=6, separation=4.0, alpha=1.0, rotate=False, seed=3)
+    params = gmm_parameters(cfg)
+    eigenvalues, vectors = np.linalg.eigh(params.covariance)
+    np.testing.assert_allclose(np.sort(eigenvalues), np.sort(np.arange(1, 65) ** -1.0), rtol=1e-9)
+    whitened = params.means @ (vectors / np.sqrt(eigenvalues))
+    distances = np.linalg.norm(whitened[:, None] - whitened[None], axis=-1)[np.triu_indices(6, 1)]
+    np.testing.assert_allclose(distances, 4.0, rtol=1e-9)
+    # the Fisher directions Σ⁻¹(μ_k − μ̄) have components all along the spectrum, not only at one end
+    share = (vectors.T @ params.fisher_basis()) ** 2  # [d (ascending variance), q]
+    assert share[:16].sum() / 5 < 0.6 and share[-16:].sum() / 5 < 0.6
+
+
+def test_quiet_directions_are_class_free_and_below_the_spectrum():
+    cfg = GMMConfig(preset="pancakes", d=20, k=3, quiet_dims=4, quiet_std=0.5, rotate=False)
+    params = gmm_parameters(cfg)
+    assert params.means.shape == (3, 24) and np.all(params.means[:, 20:] == 0)
+    np.testing.assert_allclose(np.diag(params.covariance)[20:], 0.25)
+    with pytest.raises(ValueError, match="quiet_std must be in"):
+        with_quiet_dims(gmm_parameters(replace(cfg, quiet_dims=0)), 4, 3.0)

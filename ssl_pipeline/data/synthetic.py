@@ -1,5 +1,6 @@
 """Labelled features drawn from a shared-covariance Gaussian mixture (docs/theory.md, "GMM"): the config's
-"parallel pancakes", random-Σ, fisher-vs-means or spectrum mixture, with its quiet directions (``theory.gmm``), split into train/val/test."""
+"parallel pancakes", random-Σ, fisher-vs-means or spectrum mixture, with its quiet directions (``theory.gmm``),
+split into train/val/test."""
 
 from __future__ import annotations
 
@@ -8,16 +9,7 @@ from scipy.stats import ortho_group
 
 from ssl_pipeline.config import GMMConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
-from ssl_pipeline.errors import ConfigError
-from ssl_pipeline.theory.gmm import (
-    GMMParameters,
-    fisher_vs_means_parameters,
-    pancakes_parameters,
-    random_parameters,
-    quiet_std_range,
-    spectrum_parameters,
-    with_quiet_dims,
-)
+from ssl_pipeline.theory.gmm import GMMParameters, preset_parameters, with_quiet_dims
 
 
 def gmm_parameters(cfg: GMMConfig) -> GMMParameters:
@@ -27,24 +19,9 @@ def gmm_parameters(cfg: GMMConfig) -> GMMParameters:
     if cfg.preset == "clip":
         raise ValueError("the clip preset has two modalities; build it with data.multimodal.clip_parameters")
     rng = np.random.default_rng(cfg.seed)
-    shape = dict(k=cfg.k, d=cfg.d, separation=cfg.separation, signal_std=cfg.signal_std,
-                 nuisance_std=cfg.nuisance_std)
-    if cfg.preset == "pancakes":
-        params = pancakes_parameters(**shape)
-    elif cfg.preset == "fisher_vs_means":
-        params = fisher_vs_means_parameters(**shape, rng=rng)
-    elif cfg.preset == "spectrum":
-        params = spectrum_parameters(cfg.k, cfg.d, cfg.separation, cfg.alpha, rng)
-    else:
-        params = random_parameters(**shape, rng=rng)
-    if cfg.quiet_dims:
-        low, high = quiet_std_range(params)
-        if not low < cfg.quiet_std < high:
-            raise ConfigError(
-                f"data.synthetic.quiet_std={cfg.quiet_std:g} must be in ({low:.3g}, {high:.3g}): below √(smallest "
-                f"eigenvalue of Σ_T) of the {cfg.preset} block, so the quiet directions are the bottom of its "
-                "spectrum, and above the relative eigenvalue floor, so the heads' span keeps them")
-        params = with_quiet_dims(params, cfg.quiet_dims, cfg.quiet_std)
+    params = preset_parameters(cfg.preset, cfg.k, cfg.d, cfg.separation, cfg.signal_std, cfg.nuisance_std, cfg.alpha,
+                               rng)
+    params = with_quiet_dims(params, cfg.quiet_dims, cfg.quiet_std)  # validated by GMMConfig.validate
     dim = params.means.shape[1]
     if cfg.rotate and dim > 1:
         params = params.rotated(ortho_group.rvs(dim, random_state=rng))

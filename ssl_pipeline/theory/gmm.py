@@ -98,6 +98,22 @@ def spectrum_parameters(k: int, d: int, separation: float, alpha: float, rng: np
     return GMMParameters(np.full(k, 1.0 / k), whitened_means @ root, (covariance + covariance.T) / 2)
 
 
+def preset_parameters(preset: str, k: int, d: int, separation: float, signal_std: float, nuisance_std: float,
+                      alpha: float, rng: np.random.Generator) -> GMMParameters:
+    """The mixture of one preset of the lab (``pancakes``, ``fisher_vs_means``, ``spectrum`` or ``random``), before
+    quiet directions and rotation, drawing what it needs from ``rng``."""
+    shape = dict(k=k, d=d, separation=separation, signal_std=signal_std, nuisance_std=nuisance_std)
+    if preset == "pancakes":
+        return pancakes_parameters(**shape)
+    if preset == "fisher_vs_means":
+        return fisher_vs_means_parameters(**shape, rng=rng)
+    if preset == "spectrum":
+        return spectrum_parameters(k, d, separation, alpha, rng)
+    if preset == "random":
+        return random_parameters(**shape, rng=rng)
+    raise ValueError(f"unknown preset {preset!r}")
+
+
 def total_covariance_of(params: GMMParameters) -> np.ndarray:
     """Σ_T = Σ + Σ_k π_k (μ_k − μ̄)(μ_k − μ̄)ᵀ [d, d] of a mixture."""
     weights = np.asarray(params.weights, dtype=np.float64) / np.sum(params.weights)
