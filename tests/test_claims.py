@@ -374,6 +374,11 @@ def test_results_follow_the_contract(pancakes):
     settings = {tuple(r[k] for k in SETTING_FIELDS) for r in records}
     assert len(settings) == len(records)  # one record per (method, setting, seed)
     assert len(list((run_dir / "heads").glob("*.safetensors"))) == heads
+    trained = [r for r in records if r["method"] in cfg.heads.methods]
+    assert all(r["init_fisher_cos2"] is not None and r["init_minor_cos2"] is not None for r in trained)
+    assert {r["parametrization"] for r in trained} == {"orthonormal", "scaled"}  # InfoNCE, SimSiam (auto)
+    minor = [r for r in records if r["method"] == "minor"]
+    assert minor and all(r["minor_cos2"] > 0.999 and r["fisher_cos2"] < 0.05 for r in minor)
     import yaml
 
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())

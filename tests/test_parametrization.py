@@ -52,22 +52,22 @@ def test_unknown_parametrization_is_refused():
 
 @pytest.mark.parametrize(("name", "unit_free"), [("scaled", True), ("orthonormal", False)])
 def test_the_scaled_basis_trains_the_same_head_whatever_the_features_units(name, unit_free):
-    """Features × 10 give the same trained spectral head in the scaled basis (the top direction's std is the unit of
-    each step), not in the orthonormal one (there each step moves the outputs 10× as far)."""
+    """Features × 10 give the same trained spectral head in the scaled basis, its weights ÷ 10 (the top direction's std
+    is the unit of each step), not in the orthonormal one (there each step moves the outputs 10× as far)."""
     quiet_lightning()
     features = make_synthetic(replace(QUIET_PANCAKES, n_train=1000))
     louder = make_synthetic(replace(QUIET_PANCAKES, n_train=1000))
     for split in ("train", "val", "test"):
         setattr(louder, f"x_{split}", getattr(louder, f"x_{split}") * np.float32(10))
-    heads = replace(HeadsConfig(r=4, epochs=5, batch_size=250), parametrization=name)
+    heads = replace(HeadsConfig(r=4, epochs=3, batch_size=250), parametrization=name)
     settings = resolve_head_settings(heads, "spectral_contrastive", 1.0, 0)
     a = fit_head(features, settings, TrainerConfig()).feature_space_weight().astype(np.float64)
     b = fit_head(louder, settings, TrainerConfig()).feature_space_weight().astype(np.float64)
-    same = fisher_cos2(a, b)
+    difference = np.linalg.norm(10 * b - a) / np.linalg.norm(a)
     if unit_free:
-        assert same > 1 - 1e-6
+        assert difference < 1e-4
     else:
-        assert same < 0.99
+        assert difference > 0.1
 
 
 def test_an_untrained_whitened_head_sits_in_the_minor_subspace_and_a_scaled_one_at_chance():

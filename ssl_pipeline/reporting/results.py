@@ -38,7 +38,8 @@ does not say which r of them a head picks). ``fisher_rank``: that dimension, q =
 ``fisher_cos2``, ``fisher_energy`` and ``means_cos2`` are null when K − 1 ≥ ``feature_rank`` (the Fisher subspace is the whole span
 the features occupy, e.g. K = 1000 classes on 512-d features: every head would score 1); scoring prints why.
 Both fields were added within schema 3: records written before them read them as null.
-``minor_cos2``: ``fisher_cos2``'s formula against the bottom-r eigenvectors of Σ_T of train inside the floored span
+``parametrization`` (setting): the coordinates a head was optimised in (``orthonormal``, ``scaled``, ``whitened``;
+``heads.parametrization``). ``minor_cos2``: ``fisher_cos2``'s formula against the bottom-r eigenvectors of Σ_T of train inside the floored span
 (the subspace a head biased toward low variance finds). ``init_fisher_cos2``, ``init_minor_cos2``: a trained head's
 untrained initialisation (same parametrisation, basis and seed) scored the same way: what a head that learned
 nothing scores. Added within schema 3 as well."""
