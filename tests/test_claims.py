@@ -201,7 +201,7 @@ def test_infonce_clusters_as_well_as_lda(lab: LabRuns) -> list[Check]:
 
 @claim
 def test_every_head_learns_nothing_at_delta_zero(lab: LabRuns) -> list[Check]:
-    """Controls (docs/theory.md, "Chance levels"): at δ = 0 the pairs carry no class, so on every lab each trained
+    """Controls (docs/theory.md, "Four subspaces, and labs that keep them apart"): at δ = 0 the pairs carry no class, so on every lab each trained
     method keeps ``fisher_cos2`` within 0.05 of its own untrained initialisation's (same parametrization, basis and
     seed: what learning nothing scores) and clusters at NMI ≤ 0.05; the closed form of the sampled pairs stays
     within 0.05 of a random projection inside the span. A head biased toward low variance would pass this only on

@@ -86,8 +86,8 @@ def test_dot_similarity_needs_a_bound_on_the_head(capsys):
 
 
 def test_r_larger_than_d(capsys, tmp_path):
-    err = error_line(capsys, ["synthetic", "--config", PANCAKES, "--heads.r", "101", "--run_dir", str(tmp_path)])
-    assert "heads.r=101 exceeds the feature dimension d=100" in err
+    err = error_line(capsys, ["synthetic", "--config", PANCAKES, "--heads.r", "109", "--run_dir", str(tmp_path)])
+    assert "heads.r=109 exceeds the feature dimension d=108" in err  # 100 + 8 quiet directions
     features = write_features(tmp_path / "f.npz", np.random.default_rng(0), d=3)
     err = error_line(capsys, ["fit", "--data.source", "npz", "--data.path", str(features), "--heads.r", "4"])
     assert "heads.r=4 exceeds the feature dimension d=3" in err

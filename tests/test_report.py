@@ -115,7 +115,7 @@ def test_report_has_every_table_and_figure(report):
     page = parse(artifacts.html)
     assert set(page.tables) == {"runs", "table-gmm-pancakes", "checks-both"} == set(artifacts.tables)
     assert [row[0][0] for row in page.tables["runs"][1:]] == ["both", "infonce"]
-    metrics = ("nmi", "probe_acc", "fisher_cos2", "means_cos2", "pca_cos2")
+    metrics = ("nmi", "probe_acc", "fisher_cos2", "means_cos2", "pca_cos2", "minor_cos2")
     per_delta = [f"gmm-pancakes-{m}-vs-delta" for m in metrics]
     bars = [f"backbones-{m}" for m in metrics]
     assert page.figures == [*per_delta, *bars, "projections-both", "projections-infonce", "checks-both-bic"]

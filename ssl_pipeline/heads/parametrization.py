@@ -1,6 +1,5 @@
 """How a linear head is parametrised: A = basis·B with B [G, m, r] the trained parameter, the basis spanning the
-directions the training inputs occupy above the eigenvalue floor (docs/theory.md, "Linear heads", "What the
-optimisation sees on real features").
+directions the training inputs occupy above the eigenvalue floor (docs/theory.md, "Linear heads").
 
 Adam takes steps of about ``lr`` in every coordinate of B whatever the size of its gradient, so the basis decides
 how far each direction of the features moves per step. With U [d, m] the eigenvectors of the input covariance Σ̂
