@@ -34,6 +34,9 @@ from ssl_pipeline.validation import (
 HeadMethod = Literal["infonce", "simsiam", "spectral_contrastive", "vicreg", "barlowtwins", "clip"]
 BaselineMethod = Literal["lda", "pca", "minor", "random", "raw", "means", "spectral"]
 SPECTRAL_METHODS = ("spectral_contrastive", "vicreg", "barlowtwins")
+PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "32", "16", "bf16", "64")
+"""The values Lightning's ``Trainer(precision=…)`` accepts (``heads.trainer.precision``), checked before any fit
+instead of failing deep inside Lightning."""
 """Heads whose losses are functions of the batch's second moments (docs/theory.md, "Spectral view of the pairs")."""
 AXES = ("r", "tau", "xi", "lr")
 """The sweep axes of ``heads``, in the order of the head grid (``HeadsConfig.axis_grid``) and of head tags: each of
@@ -589,7 +592,8 @@ class TrainerConfig:
     strategy: str = "auto"
     """Lightning strategy: ``auto``, ``ddp``, ``ddp_spawn``, …"""
     precision: str = "32-true"
-    """Lightning precision: ``32-true``, ``bf16-mixed``, …"""
+    """Lightning precision: ``32-true``, ``bf16-mixed``, ``bf16-true``, ``16-mixed``, ``16-true``, ``64-true`` (or
+    Lightning's short forms ``32``, ``16``, ``bf16``, ``64``)."""
     log_every_n_steps: int = 50
     """Interval of the loss curve logged to W&B."""
     progress_bar: bool = False
@@ -605,6 +609,8 @@ class TrainerConfig:
     def validate(self, path: str = "heads.trainer") -> None:
         """Raise ConfigError naming the first field of the trainer out of its valid range."""
         require_at_least(f"{path}.devices", self.devices, 1)
+        require(str(self.precision) in PRECISIONS, f"{path}.precision", self.precision,
+                f"one of {', '.join(PRECISIONS)}")
         require_at_least(f"{path}.log_every_n_steps", self.log_every_n_steps, 1)
         require_fraction(f"{path}.feature_memory_share", self.feature_memory_share, closed=True)
         require_at_least(f"{path}.step_memory_mb", self.step_memory_mb, 1, optional=True, why="null never splits a grid")

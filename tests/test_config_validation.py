@@ -92,6 +92,8 @@ SYNTHETIC_CASES = [
     (["--data.synthetic.preset", "fisher_vs_means", "--data.synthetic.nuisance_std", "15", "--data.synthetic.d", "11"],
      "data.synthetic.d=11 must be at least 3·(k − 1) = 12 for the fisher_vs_means preset"),
     (["--data.synthetic.quiet_dims", "-1"], "data.synthetic.quiet_dims=-1 must be at least 0"),
+    (["--heads.trainer.precision", "bogus"],
+     "heads.trainer.precision='bogus' must be one of 32-true, bf16-mixed, bf16-true, 16-mixed, 16-true, 64-true"),
     (["--data.synthetic.quiet_std", "3"],
      "data.synthetic.quiet_std=3.0 must be in (0.158, 2.14) for the pancakes preset: below √(smallest eigenvalue"),
     (["--data.synthetic.quiet_std", "0.1"], "data.synthetic.quiet_std=0.1 must be in (0.158, 2.14)"),
