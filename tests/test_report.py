@@ -201,7 +201,7 @@ def test_report_opens_in_headless_chromium_without_errors(report):
         assert driver.title == "Pancakes <small> comparison"
         assert driver.execute_script("return document.querySelector('h1').textContent") == "Pancakes <small> comparison"
         widths = driver.execute_script("return Array.from(document.images, i => i.complete ? i.naturalWidth : 0)")
-        assert len(widths) == len(artifacts.figures) == 13 and min(widths) > 0
+        assert len(widths) == len(artifacts.figures) == 15 and min(widths) > 0
         assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
     finally:
         driver.quit()
