@@ -1014,9 +1014,13 @@ def resolve_parametrization(requested: str, method: str, regularizer: Optional[s
     ``heads.parametrization``)."""
     if requested != "auto":
         return requested
-    if (method == "simsiam" and regularizer == "covariance") or method in SPECTRAL_METHODS:
-        return "scaled"
-    return "orthonormal"
+    return "scaled" if constrains_output_moments(method, regularizer) else "orthonormal"
+
+
+def constrains_output_moments(method: str, regularizer: Optional[str]) -> bool:
+    """SimSiam with the covariance guard and the spectral heads: losses of the outputs' second moments, the heads
+    that ``auto`` gives the scaled basis (and that were whitened before ``heads.parametrization`` existed)."""
+    return (method == "simsiam" and regularizer == "covariance") or method in SPECTRAL_METHODS
 
 
 def _axis_value(heads: HeadsConfig, name: str, value: Optional[float]) -> Optional[float]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from ssl_pipeline.atomic import atomic_write_bytes
-from ssl_pipeline.config import SPECTRAL_METHODS, HeadSettings, TrainerConfig
+from ssl_pipeline.config import HeadSettings, TrainerConfig, constrains_output_moments
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.theory.subspaces import FEATURE_FLOOR, FeatureSpan, class_statistics, feature_span, total_covariance
@@ -170,9 +170,20 @@ def head_module(features: LabelledFeatures, settings: HeadSettings, num_heads: i
     """The untrained LightningModule of ``settings`` on ``features``' training split: its mean and scale
     D^(−1/2) (``standardization_scale``), and the basis of the span of its training inputs it is optimised in,
     in the coordinates of its parametrization (``heads.parametrization``)."""
+    from ssl_pipeline.heads.modules import head_class
+
+    mean, scale, basis, variances = head_inputs(features, settings)
+    return head_class(settings.method).from_settings(
+        settings, features.dim, mean.float(), scale.float(), num_heads, basis=basis, basis_variances=variances
+    )
+
+
+def head_inputs(features: LabelledFeatures, settings: HeadSettings):
+    """(mean [d], scale [d] float64; basis [d, m], its variances [m] float32) of a head of ``settings``: what
+    ``head_module`` builds the module from and ``initial_weight`` the untrained head (without Lightning). The basis
+    is one tensor per span and parametrization, shared by the heads of a run."""
     import torch
 
-    from ssl_pipeline.heads.modules import head_class
     from ssl_pipeline.heads.parametrization import head_basis
 
     mean, scale = input_statistics(features, settings.standardize)
@@ -181,29 +192,28 @@ def head_module(features: LabelledFeatures, settings: HeadSettings, num_heads: i
         raise DataError(f"heads.r={settings.r} exceeds the rank the training features occupy ({kept.rank} "
                         f"directions above the relative eigenvalue floor {FEATURE_FLOOR:g}); choose r ≤ {kept.rank}")
     parametrization = settings.parametrization or legacy_parametrization(settings)
-    bases = features.__dict__.setdefault("_head_bases", {})  # one float32 tensor per span and kind, shared by heads
+    bases = features.__dict__.setdefault("_head_bases", {})
     key = (id(features.x_train), scale.numpy().tobytes(), parametrization)
     if key not in bases:
         basis, variances = head_basis(kept, parametrization)
         bases[key] = tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (basis, variances))
-    basis, variances = bases[key]
-    return head_class(settings.method).from_settings(
-        settings, features.dim, mean.float(), scale.float(), num_heads, basis=basis, basis_variances=variances
-    )
+    return (mean, scale, *bases[key])
 
 
 def legacy_parametrization(settings: HeadSettings) -> str:
     """The parametrization of a head saved before ``heads.parametrization`` existed: whitened for SimSiam with the
     covariance guard and the spectral heads, orthonormal otherwise."""
-    if (settings.method == "simsiam" and settings.regularizer == "covariance") or settings.method in SPECTRAL_METHODS:
-        return "whitened"
-    return "orthonormal"
+    return "whitened" if constrains_output_moments(settings.method, settings.regularizer) else "orthonormal"
 
 
 def initial_weight(features: LabelledFeatures, settings: HeadSettings) -> np.ndarray:
     """Ã [d, r] of the untrained head of ``settings`` (same parametrisation, basis, scale and seed as the trained
     one, ``head_module``): what a head that learned nothing scores (``init_fisher_cos2``, ``init_minor_cos2``)."""
-    return head_module(features, settings).feature_space_weight()[0].detach().double().numpy()
+    from ssl_pipeline.heads.parametrization import orthonormal_init
+
+    _, scale, basis, _ = head_inputs(features, settings)
+    weight = basis @ orthonormal_init(1, basis.shape[1], settings.r, settings.seed)[0]  # LinearHead's A = basis·B
+    return (scale.float()[:, None] * weight).double().numpy()
 
 
 def held_out_features(features: LabelledFeatures) -> dict:
