@@ -103,9 +103,10 @@ def child_head_fit(task: str, spec: dict) -> dict:
     import pytorch_lightning as pl
     import torch
 
-    from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
+    from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
+    from ssl_pipeline.heads.settings import resolve_head_settings
     from ssl_pipeline.data.synthetic import make_synthetic
-    from ssl_pipeline.experiment import quiet_lightning
+    from ssl_pipeline.heads.fit import quiet_lightning
     from ssl_pipeline.heads.fit import fit_head
 
     quiet_lightning()

@@ -1,6 +1,6 @@
 """Grid fitting vs the same heads fitted one by one (issue 12, item 8; first part).
 
-The grid side is ``heads.grid.fit_grid`` (one Trainer.fit for all heads of a sweep); the solo side is ``fit_head``
+The grid side is ``heads.fit.fit_grid`` (one Trainer.fit for all heads of a sweep); the solo side is ``fit_head``
 per head, today's reference path. Both fit the same heads on the same generated features, and a head's result does
 not depend on the side (tests/test_grid.py); only wall time is compared. Sides alternate within one run (grid
 first on even repeats, solo first on odd ones), so load from other processes hits both alike; ``LoadMeter``
@@ -32,9 +32,10 @@ from pathlib import Path
 
 from _machine import LoadMeter, write_results  # benchmarks/_machine.py (this script's folder is on sys.path)
 from ssl_pipeline.allocator import configure_malloc
-from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
+from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.synthetic import make_synthetic
-from ssl_pipeline.experiment import quiet_lightning
+from ssl_pipeline.heads.fit import quiet_lightning
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"infonce18": 3.0, "mix18": 2.5, "cifar100_24": 2.0}
@@ -104,9 +105,9 @@ def machine_rates(features, settings) -> dict:
 
 def time_sides(features, settings, repeats: int, precision: str = "32-true") -> dict:
     from ssl_pipeline.heads.fit import fit_head
-    from ssl_pipeline.heads.grid import fit_grid
+    from ssl_pipeline.heads.fit import fit_grid
 
-    from ssl_pipeline.heads.fit import head_module
+    from ssl_pipeline.heads.inputs import head_module
 
     trainer = TrainerConfig(precision=precision)  # both sides alike
     for method in {s.method for s in settings}:  # the span's eigendecomposition is shared by both sides: not timed
@@ -125,7 +126,7 @@ def time_sides(features, settings, repeats: int, precision: str = "32-true") -> 
             times[side].append(time.perf_counter() - start)
             cpu[side].append(time.process_time() - start_cpu)
     grid, solo = statistics.median(times["grid"]), statistics.median(times["solo"])
-    from ssl_pipeline.heads.fit import input_span, input_statistics
+    from ssl_pipeline.heads.inputs import input_span, input_statistics
 
     dim = features.dim
     basis_dim = input_span(features, input_statistics(features, False)[1].numpy()).rank

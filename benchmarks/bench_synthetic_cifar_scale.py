@@ -43,7 +43,7 @@ import ssl_pipeline.scoring.kmeans as kmeans_module  # noqa: E402
 import ssl_pipeline.scoring.run as scoring_run_module  # noqa: E402
 import ssl_pipeline.scoring.score as score_module  # noqa: E402
 
-from ssl_pipeline import experiment, rundir  # noqa: E402
+from ssl_pipeline import experiment, fit_stage, rundir  # noqa: E402
 from ssl_pipeline.config import (  # noqa: E402
     DataConfig, ExperimentConfig, GMMConfig, HeadsConfig, KMeansConfig, ScoreConfig, validate_experiment,
 )
@@ -130,7 +130,7 @@ def main() -> None:
         run_dir = rundir.resolve_run_dir(cfg)
         rundir.write_config(cfg, run_dir)
         stage("write_config")
-        heads = experiment.fit_heads(cfg, features, run_dir, console)
+        heads = fit_stage.fit_heads(cfg, features, run_dir, console)
         stage("fit_heads")
         records = score_run(cfg, features, heads, run_dir, console)
         stage("score_run")

@@ -148,12 +148,12 @@ def digits_numbers(run_dir: Path, env: Environment) -> dict:
     from rich.console import Console
 
     from ssl_pipeline import experiment
-    from ssl_pipeline.cli import parse_config
+    from ssl_pipeline.cli import parse_command
 
     cache = ROOT / "data" / "features"
     argv = ["run", "--config", str(ROOT / "configs" / "default.yaml"), "--run_dir", str(run_dir),
             f"--data.extract.cache_root={cache}", f"--data.split_seed={env.seed}"]
-    _, cfg = parse_config(argv)
+    _, cfg, _ = parse_command(argv)
     records, _ = experiment.run("run", cfg, Console(quiet=True))
     numbers: dict[str, dict[str, float]] = {}
     for record in records:

@@ -32,9 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def fit_once(strategy: str = "ddp_spawn") -> None:
     """The DDP half of tests/test_ddp.py, smaller: two ranks, per-rank batch 64, 2 epochs on 512 samples."""
-    from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
+    from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
+    from ssl_pipeline.heads.settings import resolve_head_settings
     from ssl_pipeline.data.synthetic import make_synthetic
-    from ssl_pipeline.experiment import quiet_lightning
+    from ssl_pipeline.heads.fit import quiet_lightning
     from ssl_pipeline.heads.fit import fit_head
 
     quiet_lightning()

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def extraction_check(device: str, work: Path) -> dict:
     """Digits through the packaged EfficientNet-Lite0: CPU float32 vs ``device`` with AMP and channels_last."""
-    from ssl_pipeline.cli import parse_config
+    from ssl_pipeline.cli import parse_command
     from ssl_pipeline.features.source import load_features
 
     features = {}
@@ -40,7 +40,7 @@ def extraction_check(device: str, work: Path) -> dict:
                                     "--data.backbone.channels_last", "true"])):
         argv = ["extract", "--config", str(ROOT / "configs" / "default.yaml"),
                 "--data.extract.cache_root", str(work / f"cache_{side}"), *options]
-        _, cfg = parse_config(argv)
+        _, cfg, _ = parse_command(argv)
         start = time.perf_counter()
         features[side] = load_features(cfg.data)  # extracts into the fresh cache, then loads
         elapsed = time.perf_counter() - start

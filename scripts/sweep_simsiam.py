@@ -33,13 +33,13 @@ sys.path.insert(0, str(ROOT))
 
 def load(name: str):
     """(features, heads config, score config) of a sweep dataset."""
-    from ssl_pipeline.cli import parse_config
+    from ssl_pipeline.cli import parse_command
     from ssl_pipeline.features.source import load_features
 
     if name == "digits":
-        _, cfg = parse_config(["run", "--config", str(ROOT / "configs" / "default.yaml")])
+        _, cfg, _ = parse_command(["run", "--config", str(ROOT / "configs" / "default.yaml")])
     else:
-        _, cfg = parse_config([
+        _, cfg, _ = parse_command([
             "synthetic", "--config", str(ROOT / "configs" / "synthetic" / "fisher_vs_means.yaml"),
             "--data.synthetic.d", "512", "--data.synthetic.k", "10", "--data.synthetic.n_train", "45000",
             "--data.synthetic.n_val", "5000", "--data.synthetic.n_test", "100", "--heads.r", "9",
@@ -64,8 +64,9 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", nargs="+", type=int, default=[None], help="epochs (default: the config's)")
     args = parser.parse_args(argv)
 
-    from ssl_pipeline.config import TrainerConfig, resolve_head_settings
-    from ssl_pipeline.experiment import quiet_lightning
+    from ssl_pipeline.config import TrainerConfig
+    from ssl_pipeline.heads.settings import resolve_head_settings
+    from ssl_pipeline.heads.fit import quiet_lightning
     from ssl_pipeline.heads.fit import fit_head
     from ssl_pipeline.scoring.projections import head_projection
     from ssl_pipeline.scoring.score import reference_subspaces, score_projection

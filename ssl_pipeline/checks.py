@@ -20,8 +20,8 @@ from rich.table import Table
 from ssl_pipeline.config import ExperimentConfig
 from ssl_pipeline.errors import ConfigError
 from ssl_pipeline.features.source import load_features
-from ssl_pipeline.heads.fit import FittedHead
-from ssl_pipeline.reporting.progress import progress_bar
+from ssl_pipeline.heads.fitted import FittedHead
+from ssl_pipeline.records.progress import progress_bar
 from ssl_pipeline.rundir import head_jobs, head_path, resolve_run_dir, saved_heads, write_config
 from ssl_pipeline.scoring.run import release_free_memory, score_run
 
@@ -68,10 +68,10 @@ def gap_records(real: dict[tuple, float], surrogates: list[dict[tuple, float]], 
 
 def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path]:
     """Run every check; write ``checks.json``, ``results.json`` (real + surrogate records), ``checks/*.png``."""
-    from ssl_pipeline.experiment import check_devices, fit_heads
+    from ssl_pipeline.fit_stage import check_devices, fit_heads
     from ssl_pipeline.reporting.check_plots import save_check_figures
     from ssl_pipeline.reporting.plots import plot_delta_sweep
-    from ssl_pipeline.reporting.results import write_json_atomic
+    from ssl_pipeline.records.results import write_json_atomic
     from ssl_pipeline.reporting.wandb_logging import wandb_run
     from ssl_pipeline.checking.calibration import calibrate
     from ssl_pipeline.checking.statistics import MAX_CHECK_ROWS, check_sample, run_checks
@@ -84,7 +84,7 @@ def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path
     checked = check_sample(features, cfg.check.seed)
     if checked is not features:
         sizes = ", ".join(f"{split} {len(getattr(checked, f'y_{split}'))} of {n}"
-                          for split, n in checked.__dict__["check_sample_of"].items())
+                          for split, n in checked.sampled_from.items())
         if cfg.check.surrogate_heads:
             raise ConfigError(
                 f"check.surrogate_heads=true compares heads fitted on all {len(features.y_train)} real training rows "

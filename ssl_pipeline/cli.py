@@ -177,15 +177,10 @@ def invalid_yaml(argv: Sequence[str]) -> Optional[str]:
     return None
 
 
-def parse_config(argv: Sequence[str]):
-    """Parse and validate; every problem becomes a ConfigError with one line. Returns (command, config), where
-    the config of ``cache`` is its namespace (action, root, keys)."""
-    command, cfg, _ = parse_command(argv)
-    return command, cfg
-
-
 def parse_command(argv: Sequence[str]):
-    """``parse_config``'s (command, config), and whether ``--wide`` asked for every metric in the table."""
+    """Parse and validate; every problem becomes a ConfigError with one line. Returns (command, config, wide): the
+    config of ``cache`` and ``report`` is its namespace, and ``wide`` whether ``--wide`` asked for every metric in
+    the table."""
     parser = build_parser(next((arg for arg in argv if arg in COMMANDS), None))
     try:
         namespace = parser.parse_args(bracket_lists(argv))
@@ -229,7 +224,7 @@ def run_command(command: str, cfg, wide: bool = False) -> int:
         from ssl_pipeline.reporting.wandb_logging import wandb_run
 
         with wandb_run(cfg, "extract", None) as logger:
-            entries = extract_all(cfg.data, console)
+            entries = extract_all(cfg.data, console, relaunch=True)  # only `extract` may be re-run whole
             if logger is not None:
                 logger.log_metrics(extraction_metrics(entries))
         return 0
@@ -280,7 +275,7 @@ def report_command(args, console) -> int:
 def cache_command(args, console) -> int:
     """``cache list | verify | clean``; verify returns 1 when an entry is corrupt."""
     from ssl_pipeline.features.cache import FeatureCache
-    from ssl_pipeline.reporting.cache_tables import entries_table
+    from ssl_pipeline.features.tables import entries_table
 
     action = args.action
     sub = getattr(args, action)

@@ -910,134 +910,6 @@ class ExperimentConfig:
         self.wandb.validate("wandb")
 
 
-@dataclass(frozen=True)
-class HeadSettings:
-    """The resolved settings of one head fit (defaults with the δ-specific overrides applied, one value per sweep
-    axis)."""
-
-    method: HeadMethod
-    delta: float
-    seed: int
-    r: int
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    optimizer: str
-    standardize: bool
-    tau: Optional[float]
-    similarity: Optional[str]
-    symmetric: Optional[bool]
-    xi: Optional[float]
-    predictor_lr_scale: Optional[float] = None
-    early_stopping_patience: Optional[int] = None
-    regularizer: Optional[str] = None
-    """SimSiam's collapse guard, ``covariance`` or ``euclidean`` (None for the other methods)."""
-    sim_coeff: Optional[float] = None
-    std_coeff: Optional[float] = None
-    cov_coeff: Optional[float] = None
-    lambda_off: Optional[float] = None
-    axes: tuple[str, ...] = ()
-    """The sweep axes (``AXES``) its config gave several values for that apply to this head; their values enter
-    the tag. Empty for a config of scalars (and for head files saved before sweep axes existed)."""
-    learn_scale: Optional[bool] = None
-    """CLIP: whether the logit scale is learned (from 1/τ) or fixed at 1/τ (None for the other methods)."""
-    parametrization: Optional[str] = None
-    """``orthonormal``, ``scaled`` or ``whitened`` (``heads.parametrization`` resolved for this head; None in head
-    files saved before it existed: ``heads.fit.legacy_parametrization``)."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "axes", tuple(self.axes))  # a list when read back from a head file's JSON
-
-    @property
-    def tag(self) -> str:
-        """A file-name-safe identity, e.g. ``infonce_delta0.5_seed1``, ``simsiam-euclidean_delta1_seed0``; the
-        values of the swept ``axes`` follow in ``AXES`` order: ``infonce_delta1_seed0_r8_tau0.2_lr0.003``."""
-        method = self.method if self.regularizer in (None, "covariance") else f"{self.method}-{self.regularizer}"
-        swept = "".join(f"_{name}{getattr(self, name):g}" for name in AXES if name in self.axes)
-        return f"{method}_delta{self.delta:g}_seed{self.seed}{swept}"
-
-    @property
-    def loss_weights(self) -> Optional[str]:
-        """The spectral losses' weights as a results field (``25/25/1`` for VICReg's λ/μ/ν, ``0.005`` for λ_off)."""
-        if self.method == "vicreg":
-            return f"{self.sim_coeff:g}/{self.std_coeff:g}/{self.cov_coeff:g}"
-        if self.method == "barlowtwins":
-            return f"{self.lambda_off:g}"
-        return None
-
-
-def resolve_head_settings(
-    heads: HeadsConfig, method: HeadMethod, delta: float, seed: int, *, r: Optional[int] = None,
-    tau: Optional[float] = None, xi: Optional[float] = None, lr: Optional[float] = None,
-) -> HeadSettings:
-    """Apply ``heads.per_delta`` to the defaults for one (method, δ, seed) and the sweep-axis values ``r``, ``tau``,
-    ``xi``, ``lr`` (one of ``heads.axis_grid(method)``); an axis value of None takes the axis's only value
-    (ValueError if it has several). An override of None keeps the default; an override of τ or lr applies where
-    that axis has one value (validation refuses it where the axis has several)."""
-    override = next((o for o in heads.per_delta if math.isclose(o.delta, delta)), DeltaSetting(delta=delta))
-    infonce = method == "infonce"
-    given = {"r": r, "tau": tau, "xi": xi, "lr": lr}
-    chosen = {name: _axis_value(heads, name, given[name]) if method in AXIS_METHODS.get(name, (method,)) else None
-              for name in AXES}
-    return HeadSettings(
-        method=method,
-        delta=delta,
-        seed=seed,
-        r=chosen["r"],
-        epochs=_unless_none(override.epochs, heads.epochs),
-        batch_size=_unless_none(override.batch_size, heads.batch_size),
-        lr=_unless_none(override.lr, chosen["lr"]),
-        weight_decay=heads.optimizer.weight_decay,
-        optimizer=heads.optimizer.name,
-        standardize=heads.standardize,
-        tau=_unless_none(override.tau, chosen["tau"]) if infonce else heads.clip.tau if method == "clip" else None,
-        similarity=heads.infonce.similarity if infonce else None,
-        symmetric=heads.infonce.symmetric if infonce else None,
-        xi=chosen["xi"] if method == "simsiam" else None,
-        predictor_lr_scale=heads.simsiam.predictor_lr_scale if method == "simsiam" else None,
-        early_stopping_patience=heads.early_stopping_patience,
-        regularizer=heads.simsiam.regularizer if method == "simsiam" else None,
-        sim_coeff=heads.vicreg.sim_coeff if method == "vicreg" else None,
-        std_coeff=heads.vicreg.std_coeff if method == "vicreg" else None,
-        cov_coeff=heads.vicreg.cov_coeff if method == "vicreg" else None,
-        lambda_off=heads.barlowtwins.lambda_off if method == "barlowtwins" else None,
-        axes=heads.swept_axes(method),
-        learn_scale=heads.clip.learn_scale if method == "clip" else None,
-        parametrization=resolve_parametrization(heads.parametrization, method, heads.simsiam.regularizer),
-    )
-
-
-def resolve_parametrization(requested: str, method: str, regularizer: Optional[str]) -> str:
-    """``heads.parametrization`` for one head: ``auto`` is ``scaled`` for SimSiam with the covariance guard and the
-    spectral heads (whose losses constrain the outputs' second moments), ``orthonormal`` otherwise (measurements:
-    ``heads.parametrization``)."""
-    if requested != "auto":
-        return requested
-    return "scaled" if constrains_output_moments(method, regularizer) else "orthonormal"
-
-
-def constrains_output_moments(method: str, regularizer: Optional[str]) -> bool:
-    """SimSiam with the covariance guard and the spectral heads: losses of the outputs' second moments, the heads
-    that ``auto`` gives the scaled basis (and that were whitened before ``heads.parametrization`` existed)."""
-    return (method == "simsiam" and regularizer == "covariance") or method in SPECTRAL_METHODS
-
-
-def _axis_value(heads: HeadsConfig, name: str, value: Optional[float]) -> Optional[float]:
-    """The value of axis ``name`` chosen for one head, or the axis's only value when none is chosen."""
-    if value is not None:
-        return value
-    values = heads.axis(name)
-    if len(values) > 1:
-        raise ValueError(f"{AXIS_PATHS[name]}={values} is a sweep axis; pass the head's {name}= (heads.axis_grid)")
-    return values[0]
-
-
-def _unless_none(value: Optional[float], default: float) -> float:
-    """The per-δ override, or the default when it is None (0 is an override, refused by validation, not "unset")."""
-    return default if value is None else value
-
-
 def validate_experiment(cfg: ExperimentConfig) -> None:
     """Check everything that can be checked before any data is read: every section's fields
     (``ExperimentConfig.validate``) and the rules between sections; raise ConfigError with one clear line."""
@@ -1096,6 +968,8 @@ def validate_paired(cfg: ExperimentConfig) -> None:
     if source == "pixels":
         require_r_within(cfg.heads, DIGITS_PIXELS, "modality 2's dimension d_2", "the digits' 8×8 pixels")
     if source == "npz":
+        from ssl_pipeline.npz import npz_array_shapes
+
         shapes = npz_array_shapes(data.path)
         if shapes is None:
             return  # missing or unreadable: loading the features says so
@@ -1107,33 +981,6 @@ def validate_paired(cfg: ExperimentConfig) -> None:
             shape = shapes[f"x{m}_train"]
             if len(shape) == 2:
                 require_r_within(cfg.heads, shape[1], f"modality {m}'s dimension d_{m}", f"x{m}_train in {data.path}")
-
-
-def npz_array_shapes(path: Optional[str]) -> Optional[dict[str, tuple[int, ...]]]:
-    """{array name: shape} of an ``.npz`` read from its members' .npy headers (no array data is read); None when
-    the file is missing or not a readable npz."""
-    import ast
-    import struct
-    import zipfile
-
-    if path is None or not Path(path).is_file():
-        return None
-    shapes = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
-                if not member.endswith(".npy"):
-                    continue
-                with archive.open(member) as file:
-                    magic = file.read(8)
-                    if magic[:6] != b"\x93NUMPY":
-                        return None
-                    size = struct.unpack("<H" if magic[6] == 1 else "<I", file.read(2 if magic[6] == 1 else 4))[0]
-                    header = ast.literal_eval(file.read(size).decode("latin1"))
-                shapes[member[: -len(".npy")]] = tuple(header["shape"])
-    except (OSError, zipfile.BadZipFile, ValueError, SyntaxError, KeyError, TypeError, struct.error):
-        return None
-    return shapes
 
 
 def validate_run_dir(run_dir: Path) -> None:

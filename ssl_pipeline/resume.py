@@ -3,7 +3,7 @@
 A grid (``heads.grid``) saves its whole training state after every epoch in ``<run_dir>/checkpoints/grid<k>.ckpt``
 (``GridCheckpoint``; removed when the grid finishes). Running ``fit``/``run`` again into the run dir — e.g. with
 ``--config <run_dir>/config.yaml`` — skips the heads whose files are complete and resumes each interrupted grid from
-its last finished epoch, ending bit-identical (on CPU) to an uninterrupted fit (``experiment.fit_heads``).
+its last finished epoch, ending bit-identical (on CPU) to an uninterrupted fit (``fit_stage.fit_heads``).
 """
 
 from __future__ import annotations

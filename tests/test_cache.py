@@ -20,7 +20,7 @@ import pytest
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.features.cache import FeatureCache, cache_key
 from ssl_pipeline.features.shards import ShardWriter, open_writer
-from ssl_pipeline.reporting.cache_tables import entries_table
+from ssl_pipeline.features.tables import entries_table
 
 IDENTITY = {
     "backbone": {"name": "resnet18", "weights": "IMAGENET1K_V1"},
@@ -300,20 +300,6 @@ def test_finalize_streams_shards_instead_of_holding_them_all(tmp_path: Path) -> 
     assert peak < 16 << 20  # one shard plus the 8 MiB hashing buffer, well under the 32 MiB total
     features, _, indices = entry.load(verify=False)
     assert features[rows * 5, 0] == 5 and np.array_equal(indices, np.arange(num_shards * rows))
-
-
-def test_extra_arrays_round_trip_and_are_checksummed(tmp_path: Path) -> None:
-    cache = FeatureCache(tmp_path)
-    text = np.linspace(0, 1, 3 * DIM, dtype=np.float32).reshape(3, DIM)
-    with open_writer(cache, cache_key(IDENTITY), IDENTITY, N, SHARD) as writer:
-        _write(writer, writer.pending())
-        writer.add_extra("text_features", text)
-        entry = writer.finalize({})
-    loaded = cache.get(entry.key).load_extra("text_features")
-    assert np.array_equal(loaded, text) and loaded.dtype == np.float32
-    assert entry.manifest["files"]["text_features.npy"]["shape"] == [3, DIM]
-    with pytest.raises(DataError, match="has no image_captions.npy"):
-        entry.load_extra("image_captions")
 
 
 def test_write_shard_rejects_wrong_shapes_and_dimension_changes(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ import pytest
 from rich.console import Console
 
 from ssl_pipeline import experiment
-from ssl_pipeline.cli import parse_config
-from ssl_pipeline.reporting.results import METRIC_FIELDS, SETTING_FIELDS, load_results
+from ssl_pipeline.cli import parse_command
+from ssl_pipeline.records.results import METRIC_FIELDS, SETTING_FIELDS, load_results
 
 LAB = Path(__file__).resolve().parents[1] / "configs" / "synthetic"
 CONFIG = LAB / "pancakes.yaml"
@@ -68,7 +68,7 @@ class PancakesRun:
 def run_lab(config: Path, run_dir: Path, overrides: Sequence[str] = ()) -> PancakesRun:
     """A shipped lab config with ``overrides``, fitted and scored into ``run_dir``."""
     argv = ["synthetic", "--config", str(config), "--run_dir", str(run_dir), *overrides]
-    _, cfg = parse_config(argv)
+    _, cfg, _ = parse_command(argv)
     records, _ = experiment.run("synthetic", cfg, Console(quiet=True))
     return PancakesRun(records, cfg, run_dir)
 
@@ -128,7 +128,7 @@ class LabRuns:
 
 
 def _lab_config(name: str):
-    return parse_config(["synthetic", "--config", str(LAB / name)])[1]
+    return parse_command(["synthetic", "--config", str(LAB / name)])[1]
 
 
 CLAIMS: dict[str, Callable[[LabRuns], list[Check]]] = {}

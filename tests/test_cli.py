@@ -266,12 +266,12 @@ def test_ctrl_c_while_fitting_keeps_the_finished_heads_and_exits_130(tmp_path):
 
 
 def test_every_shipped_config_parses_and_validates():
-    from ssl_pipeline.cli import parse_config
+    from ssl_pipeline.cli import parse_command
 
     configs = sorted(p for p in ROOT.glob("configs/**/*.yaml") if "wandb_sweeps" not in p.parts)
     assert len(configs) >= 7
     for config in configs:
-        command, cfg = parse_config(["run", "--config", str(config)])
+        command, cfg, _ = parse_command(["run", "--config", str(config)])
         assert cfg.name and min(cfg.heads.axis("r")) >= 1
 
 

@@ -11,13 +11,8 @@ from scipy.linalg import eigh, subspace_angles
 from sklearn.decomposition import PCA
 
 from ssl_pipeline.config import CLIPGMMConfig, DataConfig, ExperimentConfig, GMMConfig, HeadsConfig, validate_experiment
-from ssl_pipeline.data.multimodal import (
-    clip_parameters,
-    cross_modal_candidates,
-    make_clip_gmm,
-    sample_cross_modal_partners,
-)
-from ssl_pipeline.data.pairs import ClassIndex
+from ssl_pipeline.data.multimodal import clip_parameters, make_clip_gmm
+from ssl_pipeline.data.pairs import ClassIndex, cross_modal_candidates, sample_cross_modal_partners
 from ssl_pipeline.errors import ConfigError
 from ssl_pipeline.scoring.multimodal import block_energies
 from ssl_pipeline.theory.clip_gmm import ENERGY_BLOCKS, clip_subspace_report

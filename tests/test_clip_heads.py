@@ -10,12 +10,14 @@ import math
 import numpy as np
 import pytest
 
-from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
+from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.multimodal import make_clip_gmm
 from ssl_pipeline.errors import DataError
-from ssl_pipeline.experiment import quiet_lightning
-from ssl_pipeline.heads.fit import FittedHead
-from ssl_pipeline.heads.grid import fit_grid, grid_groups
+from ssl_pipeline.heads.fit import quiet_lightning
+from ssl_pipeline.heads.fitted import FittedHead
+from ssl_pipeline.heads.fit import fit_grid
+from ssl_pipeline.heads.grid import grid_groups
 from ssl_pipeline.heads.losses import LOGIT_SCALE_MAX
 
 DOUBLE = TrainerConfig(precision="64-true", progress_bar=False)
@@ -103,7 +105,7 @@ def test_clip_heads_on_a_tiny_open_clip_backbone_score_the_image_tower_with_retr
     from fake_datasets import write_image_folder
 
     from ssl_pipeline.cli import main
-    from ssl_pipeline.reporting.results import load_results
+    from ssl_pipeline.records.results import load_results
 
     (tmp_path / "ssl-test-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
     open_clip.add_model_config(tmp_path / "ssl-test-tiny-clip.json")

@@ -15,9 +15,9 @@ from ssl_pipeline.config import (
     HeadsConfig,
     InfoNCEConfig,
     OptimizerConfig,
-    resolve_head_settings,
     validate_experiment,
 )
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
+from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.synthetic import make_synthetic
-from ssl_pipeline.experiment import quiet_lightning
+from ssl_pipeline.heads.fit import quiet_lightning
 from ssl_pipeline.heads.fit import fit_head
-from ssl_pipeline.heads.modules import orthonormal_init
+from ssl_pipeline.heads.parametrization import orthonormal_init
 
 
 def test_two_rank_ddp_training_equals_single_process_training():

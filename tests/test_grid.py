@@ -13,7 +13,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from ssl_pipeline.config import GMMConfig, HeadsConfig, HeadSettings, TrainerConfig, resolve_head_settings
+from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
+from ssl_pipeline.heads.settings import HeadSettings, resolve_head_settings
 from ssl_pipeline.data.pairs import (
     CandidateDataModule,
     CandidateSampler,
@@ -22,9 +23,11 @@ from ssl_pipeline.data.pairs import (
     delta_choice,
 )
 from ssl_pipeline.data.synthetic import make_synthetic
-from ssl_pipeline.experiment import quiet_lightning
-from ssl_pipeline.heads.fit import fit_head, head_module, head_trainer, held_out_features
-from ssl_pipeline.heads.grid import HeadGrid, fit_grid, grid_groups
+from ssl_pipeline.heads.fit import quiet_lightning
+from ssl_pipeline.heads.fit import fit_head, head_trainer
+from ssl_pipeline.heads.inputs import head_module, held_out_features
+from ssl_pipeline.heads.fit import fit_grid
+from ssl_pipeline.heads.grid import HeadGrid, grid_groups
 import ssl_pipeline.heads.grid as grid_module
 from ssl_pipeline.theory.subspaces import fisher_cos2
 
@@ -216,7 +219,7 @@ def test_epoch_reports_summarise_each_methods_losses():
 def test_a_memory_mapped_split_is_gathered_from_the_map_and_fits_the_same_heads(features, tmp_path):
     """Head fitting reads batches from the memory map (``feature_table``: no float32 copy of the split) and gives
     the heads of the same split held in memory, bit for bit — float32 and float16 files alike."""
-    from ssl_pipeline.heads.fit import feature_table
+    from ssl_pipeline.heads.inputs import feature_table
     from ssl_pipeline.theory.chunks import FeatureRows
 
     jobs = [head("infonce", 1.0, 0), head("simsiam", 0.5, 1, early_stopping_patience=1, epochs=3)]

@@ -6,15 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_pipeline.config import (
-    GMMConfig,
-    HeadsConfig,
-    TrainerConfig,
-    resolve_head_settings,
-)
+from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.synthetic import gmm_parameters, make_synthetic
-from ssl_pipeline.experiment import quiet_lightning
-from ssl_pipeline.heads.fit import FittedHead, fit_head
+from ssl_pipeline.heads.fit import quiet_lightning
+from ssl_pipeline.heads.fit import fit_head
+from ssl_pipeline.heads.fitted import FittedHead
 from ssl_pipeline.heads.modules import SimSiamHead
 from ssl_pipeline.theory.subspaces import fisher_cos2, fisher_subspace
 
@@ -84,7 +81,7 @@ def test_early_stopping_on_held_out_pairs_keeps_the_best_epoch():
 
 
 def test_constant_features_get_zero_scale_so_they_cannot_dominate_the_head():
-    from ssl_pipeline.heads.fit import standardization_scale
+    from ssl_pipeline.heads.inputs import standardization_scale
 
     std = torch.tensor([2.0, 0.5, 0.0, 1e-9], dtype=torch.float64)
     assert standardization_scale(std).tolist() == [0.5, 2.0, 0.0, 0.0]
@@ -115,8 +112,8 @@ def test_heads_leave_no_weight_outside_the_span_of_the_training_features(method,
     """Every head is optimised inside the span of the training inputs (A = basis·B): no weight in the constant
     channels or the directions no training point reaches. An unconfined head keeps its random initial weight
     there (about half of it here), which test points see and every subspace score counts."""
-    from ssl_pipeline.heads.fit import head_module, input_span
-    from ssl_pipeline.heads.modules import orthonormal_init
+    from ssl_pipeline.heads.inputs import head_module, input_span
+    from ssl_pipeline.heads.parametrization import orthonormal_init
 
     quiet_lightning()
     features = _rank_deficient_features()

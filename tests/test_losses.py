@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ssl_pipeline.config import HeadsConfig, resolve_head_settings
+from ssl_pipeline.config import HeadsConfig
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.heads.losses import info_nce_loss, orthogonality_penalty, simsiam_loss
 from ssl_pipeline.heads.modules import InfoNCEHead
 

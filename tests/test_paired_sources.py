@@ -22,7 +22,8 @@ from ssl_pipeline.config import (
     HeadsConfig,
     validate_experiment,
 )
-from ssl_pipeline.data.multimodal import ModalityFeatures, PairedFeatures, sample_cross_modal_partners
+from ssl_pipeline.data.multimodal import ModalityFeatures, PairedFeatures
+from ssl_pipeline.data.pairs import sample_cross_modal_partners
 from ssl_pipeline.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,9 +46,9 @@ def _one_line(error_type, call, match: str) -> str:
 
 
 def _standin() -> ExperimentConfig:
-    from ssl_pipeline.cli import parse_config
+    from ssl_pipeline.cli import parse_command
 
-    return parse_config(["run", "--config", str(STANDIN)])[1]
+    return parse_command(["run", "--config", str(STANDIN)])[1]
 
 
 def _cached(data: DataConfig) -> bool:

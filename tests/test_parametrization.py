@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
+from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.synthetic import make_synthetic
-from ssl_pipeline.experiment import quiet_lightning
-from ssl_pipeline.heads.fit import fit_head, initial_weight, input_span
+from ssl_pipeline.heads.fit import quiet_lightning
+from ssl_pipeline.heads.fit import fit_head
+from ssl_pipeline.heads.inputs import initial_weight, input_span
 from ssl_pipeline.heads.losses import orthogonality_penalty
 from ssl_pipeline.heads.parametrization import head_basis
 from ssl_pipeline.theory.subspaces import FeatureSpan, fisher_cos2

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 from rich.progress import Progress
 
-from ssl_pipeline.reporting.progress import PlainProgress, progress_bar, rate_progress
+from ssl_pipeline.records.progress import PlainProgress, progress_bar, rate_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 PANCAKES = str(ROOT / "configs" / "synthetic" / "pancakes.yaml")
@@ -171,7 +171,7 @@ def test_extraction_prints_plain_lines_with_images_per_second(tmp_path):
 
 
 def test_a_grid_epoch_that_saves_many_heads_names_how_many_and_the_first_and_last():
-    from ssl_pipeline.experiment import saved_heads_note
+    from ssl_pipeline.fit_stage import saved_heads_note
 
     notes = [f"infonce_delta{d}_seed{s} (0.2 s, 60 epochs)" for d in (1, 0.5, 0) for s in (0, 1, 2)]
     assert saved_heads_note(notes[:4]) == ", ".join(notes[:4])

@@ -15,13 +15,13 @@ from matplotlib.figure import Figure
 from rich.console import Console
 
 from ssl_pipeline import experiment
-from ssl_pipeline.cli import parse_config
+from ssl_pipeline.cli import parse_command
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.reporting.figures import write_png
 from ssl_pipeline.reporting.html import build_report, resolve_runs
 from ssl_pipeline.reporting.plots import plot_delta_sweep
-from ssl_pipeline.reporting.results import aggregate, load_results, make_record, write_json_atomic
-from ssl_pipeline.reporting.scatter import load_projection_sample, save_projection_sample, stratified_subsample
+from ssl_pipeline.records.results import aggregate, load_results, make_record, write_json_atomic
+from ssl_pipeline.scoring.projection_sample import load_projection_sample, save_projection_sample, stratified_subsample
 from ssl_pipeline.scoring.projections import baseline_projection
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "pancakes.yaml"
@@ -37,7 +37,7 @@ SMALL = [
 
 
 def small_run(run_dir: Path, name: str, *extra: str) -> None:
-    _, cfg = parse_config(["synthetic", "--config", str(CONFIG), *SMALL, "--name", name, "--run_dir", str(run_dir), *extra])
+    _, cfg, _ = parse_command(["synthetic", "--config", str(CONFIG), *SMALL, "--name", name, "--run_dir", str(run_dir), *extra])
     experiment.run("synthetic", cfg, Console(quiet=True))
 
 

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from ssl_pipeline.reporting.results import METRIC_FIELDS, TABLE_METRICS, make_record, summary_table
+from ssl_pipeline.records.results import METRIC_FIELDS, TABLE_METRICS, make_record, summary_table
 
 # (method, δ): per seed (nmi, probe_acc, fisher_cos2, effective_rank); the means ± stds below are exact
 SETTINGS = {

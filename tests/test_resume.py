@@ -17,12 +17,14 @@ import pytest
 import torch
 
 from ssl_pipeline.cli import main
-from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
+from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.synthetic import make_synthetic
-from ssl_pipeline.experiment import quiet_lightning
+from ssl_pipeline.heads.fit import quiet_lightning
 from ssl_pipeline.heads import grid as grid_module
-from ssl_pipeline.heads.fit import FittedHead
-from ssl_pipeline.heads.grid import GridCheckpoint, fit_grid
+from ssl_pipeline.heads.fitted import FittedHead
+from ssl_pipeline.heads.fit import fit_grid
+from ssl_pipeline.heads.grid import GridCheckpoint
 
 CONFIG = (
     "name: resume\nseeds: [0, 1]\ndeltas: [1.0, 0.5]\n"

@@ -2,7 +2,7 @@
 
 import json
 
-from ssl_pipeline.reporting.results import METRIC_FIELDS, SCHEMA, SETTING_FIELDS, load_results, make_record, summary_table
+from ssl_pipeline.records.results import METRIC_FIELDS, SCHEMA, SETTING_FIELDS, load_results, make_record, summary_table
 
 NEW = ("regularizer", "loss_weights", "lr", "weight_decay", "predictor_lr_scale", "means_cos2", "pca_cos2",
        "optimum_cos2", "feature_rank")
@@ -42,7 +42,7 @@ def test_schema_one_and_two_runs_share_a_table_with_the_guard_in_the_label(tmp_p
 
 def test_heads_differing_only_in_their_optimiser_are_kept_apart():
     """lr, weight decay and the predictor's rate are setting fields: two heads differing only there are two rows."""
-    from ssl_pipeline.reporting.results import aggregate
+    from ssl_pipeline.records.results import aggregate
 
     records = [make_record(method="simsiam", delta=1.0, seed=0, lr=lr, predictor_lr_scale=0.03, nmi=nmi)
                for lr, nmi in ((0.01, 0.9), (0.001, 0.7))]

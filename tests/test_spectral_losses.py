@@ -26,10 +26,11 @@ import scipy.linalg
 import torch
 import torch.multiprocessing as mp
 
-from ssl_pipeline.config import HeadsConfig, resolve_head_settings
+from ssl_pipeline.config import HeadsConfig
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.heads import spectral
+from ssl_pipeline.heads.registry import SPECTRAL_HEAD_CLASSES
 from ssl_pipeline.heads.spectral import (
-    SPECTRAL_HEAD_CLASSES,
     SpectralContrastiveHead,
     barlowtwins_loss,
     spectral_contrastive_loss,

@@ -14,19 +14,19 @@ import pytest
 from rich.console import Console
 
 from ssl_pipeline import cli
-from ssl_pipeline.cli import parse_config
+from ssl_pipeline.cli import parse_command
 from ssl_pipeline.config import (
     DeltaSetting,
     ExperimentConfig,
     HeadsConfig,
     InfoNCEConfig,
     OptimizerConfig,
-    resolve_head_settings,
     validate_experiment,
 )
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.errors import ConfigError
-from ssl_pipeline.heads.fit import FittedHead
-from ssl_pipeline.reporting.results import AXIS_FIELDS, aggregate, summary_table
+from ssl_pipeline.heads.fitted import FittedHead
+from ssl_pipeline.records.results import AXIS_FIELDS, aggregate, summary_table
 from ssl_pipeline.rundir import head_jobs, head_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ AXES = ["--heads.r", "[2,3]", "--heads.infonce.tau", "[0.1,0.5]", "--heads.optim
 
 
 def config(*argv: str) -> ExperimentConfig:
-    return parse_config([*PANCAKES, *argv])[1]
+    return parse_command([*PANCAKES, *argv])[1]
 
 
 def test_the_heads_are_the_product_of_the_axes_that_apply_to_each_method():
@@ -103,7 +103,7 @@ def test_a_config_file_takes_lists(tmp_path):
 
 
 def test_the_example_sweep_config_parses():
-    cfg = parse_config(["synthetic", "--config", str(ROOT / "configs" / "synthetic" / "sweep_axes.yaml")])[1]
+    cfg = parse_command(["synthetic", "--config", str(ROOT / "configs" / "synthetic" / "sweep_axes.yaml")])[1]
     assert len({job.tag for job in head_jobs(cfg)}) == len(head_jobs(cfg)) > len(cfg.seeds) * len(cfg.deltas) * 2
 
 
@@ -260,7 +260,7 @@ def test_a_swept_run_reads_its_heads_back_and_reports_the_axes(swept_run, tmp_pa
 
 def test_figures_draw_one_curve_per_combination_of_swept_values(swept_run):
     from ssl_pipeline.reporting.figures import _labelled_series
-    from ssl_pipeline.reporting.results import load_results
+    from ssl_pipeline.records.results import load_results
 
     rows = aggregate(load_results(swept_run / "results.json"))
     labels = list(_labelled_series([row for row in rows if row["delta"] is not None]))
@@ -270,7 +270,7 @@ def test_figures_draw_one_curve_per_combination_of_swept_values(swept_run):
 
 def test_a_tau_set_per_delta_is_not_a_swept_axis():
     from ssl_pipeline.reporting.figures import _labelled_series
-    from ssl_pipeline.reporting.results import make_record, swept_fields
+    from ssl_pipeline.records.results import make_record, swept_fields
 
     records = [make_record(method="infonce", delta=d, r=4, tau=t, lr=0.01, seed=0, nmi=0.5)
                for d, t in ((1.0, 0.1), (0.5, 1.0))]

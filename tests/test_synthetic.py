@@ -61,9 +61,9 @@ LAB = Path(__file__).resolve().parents[1] / "configs" / "synthetic"
 
 
 def _shipped(name: str) -> GMMConfig:
-    from ssl_pipeline.cli import parse_config
+    from ssl_pipeline.cli import parse_command
 
-    return parse_config(["synthetic", "--config", str(LAB / f"{name}.yaml")])[1].data.synthetic
+    return parse_command(["synthetic", "--config", str(LAB / f"{name}.yaml")])[1].data.synthetic
 
 
 @pytest.mark.parametrize("name", ["pancakes", "fisher_vs_means", "spectrum"])

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from ssl_pipeline.cli import parse_config
-from ssl_pipeline.config import ExperimentConfig, GMMConfig, HeadsConfig, TrainerConfig, resolve_head_settings
+from ssl_pipeline.cli import parse_command
+from ssl_pipeline.config import ExperimentConfig, GMMConfig, HeadsConfig, TrainerConfig
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.errors import ConfigError
-from ssl_pipeline.reporting.results import METRIC_FIELDS, SETTING_FIELDS, aggregate, make_record
+from ssl_pipeline.records.results import METRIC_FIELDS, SETTING_FIELDS, aggregate, make_record
 from ssl_pipeline.reporting.wandb_logging import (
     delta_name,
     delta_rows,
@@ -109,7 +110,7 @@ def logged(tmp_path_factory) -> dict:
     import matplotlib.pyplot as plt
 
     from ssl_pipeline.data.synthetic import make_synthetic
-    from ssl_pipeline.experiment import quiet_lightning
+    from ssl_pipeline.heads.fit import quiet_lightning
     from ssl_pipeline.heads.fit import fit_head
 
     run_dir, cwd = tmp_path_factory.mktemp("run"), tmp_path_factory.mktemp("cwd")
@@ -359,7 +360,7 @@ def test_sweep_parameters_are_config_keys_the_cli_parses(sweep, monkeypatch):
         values = {name: parameter["values"][pick] for name, parameter in spec["parameters"].items()}
         args = create_sweep_command_args({"args": {name: {"value": v} for name, v in values.items()}})["args"]
         assert all(arg.startswith("--") and "=" in arg for arg in args)  # how the agent renders ${args}
-        _, cfg = parse_config(command[4:-1] + args)
+        _, cfg, _ = parse_command(command[4:-1] + args)
         for name, value in values.items():
             parsed = cfg
             for part in name.split("."):

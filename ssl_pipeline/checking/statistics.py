@@ -75,9 +75,8 @@ def check_sample(features: LabelledFeatures, seed: int, max_rows: int = MAX_CHEC
             changes |= {f"x_{split}": take_rows(getattr(features, f"x_{split}"), rows), f"y_{split}": y[rows]}
     if not changes:
         return features
-    sampled = replace(features, **changes)
-    sampled.__dict__["check_sample_of"] = {split: len(getattr(features, f"y_{split}")) for split in ("train", "val", "test")}
-    return sampled
+    whole = {split: len(getattr(features, f"y_{split}")) for split in ("train", "val", "test")}
+    return replace(features, **changes, sampled_from=whole)
 
 
 @dataclass

@@ -10,12 +10,14 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional, TypeVar
 
 import numpy as np
 
 from ssl_pipeline.data.rows import ArrayLike, FeatureRows, all_finite, open_npz
 from ssl_pipeline.errors import DataError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,7 +52,13 @@ class LabelledFeatures:
     """Text-tower embeddings of the class-name prompts [T·K, D] (template-major), for CLIP backbones."""
     paired: Optional[Any] = None
     """The two modalities (``data.multimodal.PairedFeatures``) when these are modality 1 of paired features labelled
-    by the shared label (CLIP heads: ``heads.clip.modality_view``); None otherwise."""
+    by the shared label (CLIP heads: ``PairedFeatures.view``); None otherwise."""
+    sampled_from: Optional[dict[str, int]] = None
+    """The split sizes these features were subsampled from (the GMM checks' bounded sample,
+    ``checking.statistics.check_sample``); None when they are whole."""
+    memo: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Values derived from these features, computed once and kept for their life (``remember``): each split's class
+    statistics, the heads' input statistics, spans and bases. A copy (``dataclasses.replace``) starts empty."""
 
     @property
     def dim(self) -> int:
@@ -66,11 +74,17 @@ class LabelledFeatures:
         from ssl_pipeline.theory.subspaces import class_statistics
 
         x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-        cache = self.__dict__.setdefault("_class_statistics", {})
-        kept = cache.get(split)
+        kept = self.memo.get(("class_statistics", split))
         if kept is None or kept[0] is not x or kept[1] is not y:  # a split replaced since: computed again
-            kept = cache[split] = (x, y, class_statistics(x, y, self.num_classes))
+            kept = self.memo["class_statistics", split] = (x, y, class_statistics(x, y, self.num_classes))
         return kept[2]
+
+    def remember(self, key: tuple, compute: Callable[[], T]) -> T:
+        """``compute()`` the first time ``key`` is asked for, the kept value after (``memo``). Keys start with what
+        is kept (``("input_span", …)``) and include ``id`` of the split it derives from."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
     def validate(self) -> None:
         """Raise DataError with one clear line if the features cannot be used."""

@@ -1,23 +1,20 @@
 """Paired features of two modalities (docs/theory.md, "CLIP-GMM"): the ``clip`` preset's samples with their
-ground truth, and the cross-modal δ-partners (real sources of paired features: ``features.paired``).
+ground truth (real sources of paired features: ``features.paired``; the cross-modal δ-partners: ``data.pairs``).
 
 The two modalities are drawn as two **independent** labelled sets: every item of modality m carries its own
-shared label k_s and private label k_m. Pairs are not fixed at generation: a head draws them with its own δ
-(``sample_cross_modal_partners``), as the unimodal δ-pair sampler does.
+shared label k_s and private label k_m. Pairs are not fixed at generation: a CLIP head draws them batch by batch
+with its own δ (``data.pairs.CrossModalSampler``), as the unimodal δ-pair sampler does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from ssl_pipeline.config import GMMConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
-from ssl_pipeline.data.pairs import ClassIndex, delta_choice
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.theory.clip_gmm import ModalityParameters, clip_modality_parameters
 
@@ -107,7 +104,7 @@ class PairedFeatures:
     ``aligned``: item i of modality 1 and item i of modality 2 are two views of one object in every split (an npz
     source's rows; a digits image's backbone features and its pixels), so instance retrieval is defined; False for
     independent draws (the ``clip`` preset) and for the text prompt set. Training never uses the alignment: a
-    head draws its partners by k_s (``sample_cross_modal_partners``)."""
+    head draws its partners by k_s (``data.pairs.CrossModalSampler``)."""
 
     modality1: ModalityFeatures
     modality2: ModalityFeatures
@@ -121,6 +118,22 @@ class PairedFeatures:
     text_features: Optional[np.ndarray] = None
     """The backbone's class-prompt embeddings [T·K, D], when it has a text tower: the backbone's own zero-shot
     baseline is scored beside the CLIP heads."""
+    views: dict[tuple[int, str], LabelledFeatures] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """The labelled views made by ``view``, kept so that each view's statistics are computed once per run."""
+
+    def view(self, m: int, target: str = "shared") -> LabelledFeatures:
+        """Modality ``m`` labelled by ``target`` (the shared label k_s, or the combined (k_s, k_m) on synthetic
+        pairs), made once and kept (``views``), so its span and statistics (kept on the view) are computed once per
+        run. The span (and so a tower's basis) does not depend on the labels. Modality 1's view carries the pairs
+        (``LabelledFeatures.paired``), the backbone and its text features."""
+        if (m, target) not in self.views:
+            view = self.modality(m).labelled(target, self.dataset, self.split_seed)
+            view.features_key = self.features_key
+            view.paired = self
+            if m == 1:
+                view.backbone, view.text_features = self.backbone, self.text_features
+            self.views[m, target] = view
+        return self.views[m, target]
 
     def modality(self, m: int) -> ModalityFeatures:
         """Modality 1 or 2."""
@@ -214,38 +227,3 @@ def make_clip_gmm(cfg: GMMConfig,
     for m, modality in enumerate(modalities, start=1):
         modality.name = f"modality {m}"
     return PairedFeatures(*modalities, dataset="gmm-clip", data_kind="synthetic", split_seed=cfg.seed)
-
-
-def cross_modal_candidates(anchor_shared: Tensor, partner_index: ClassIndex,
-                           generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """The three draws behind the partners of anchors whose shared labels are ``anchor_shared`` [B], none of which
-    depends on δ: a uniformly random item of the partner modality with the anchor's k_s [B], a uniformly random
-    item of the partner modality [B], and the coin [B] (float32 in [0, 1)); indices into the partner modality,
-    whose k_s labels ``partner_index`` holds. The generator is consumed in the same order whatever δ is, so heads
-    of one seed with different δ share the three (as ``data.pairs.sample_delta_candidates``). ValueError if an
-    anchor's k_s has no item in the partner modality."""
-    anchor_shared = anchor_shared.long()
-    counts = torch.zeros(max(int(anchor_shared.max()) + 1 if len(anchor_shared) else 0, len(partner_index.counts)),
-                         dtype=torch.long)
-    counts[: len(partner_index.counts)] = partner_index.counts
-    if len(anchor_shared) and int(counts[anchor_shared].min()) == 0:
-        missing = int(anchor_shared[counts[anchor_shared] == 0][0])
-        raise ValueError(f"shared class {missing} has no item in the partner modality")
-    count = counts[anchor_shared]
-    draw = torch.floor(torch.rand(len(anchor_shared), generator=generator) * count).long()
-    draw = torch.minimum(draw, count - 1)  # rand · n < n in exact arithmetic; guard float32 rounding
-    same_class = partner_index.order[partner_index.starts[anchor_shared] + draw]
-    uniform = torch.randint(len(partner_index), (len(anchor_shared),), generator=generator)
-    coin = torch.rand(len(anchor_shared), generator=generator)
-    return same_class, uniform, coin
-
-
-def sample_cross_modal_partners(shared_1, shared_2, delta: float, generator: torch.Generator) -> Tensor:
-    """The partner in modality 2 of every item of modality 1, indices [N1] into modality 2 (docs/theory.md,
-    "CLIP-GMM"): with probability δ a uniformly random modality-2 item with the same k_s, else a uniformly random
-    modality-2 item (its k_s redrawn from the modality's class shares, so it may equal the anchor's by chance:
-    P(same k_s) = δ + (1 − δ) π_{k_s}). ``shared_1`` [N1] and ``shared_2`` [N2] are the k_s labels (tensors or
-    arrays). Private labels play no part: k₁ and k₂ of a pair are independent."""
-    shared_1, shared_2 = torch.as_tensor(shared_1).long(), torch.as_tensor(shared_2).long()
-    same_class, uniform, coin = cross_modal_candidates(shared_1, ClassIndex(shared_2), generator)
-    return torch.where(delta_choice(coin, delta), same_class, uniform)

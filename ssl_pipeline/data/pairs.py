@@ -35,19 +35,45 @@ class ClassIndex:
         return len(self.labels)
 
 
-def sample_delta_candidates(index: ClassIndex, anchors: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """The three draws behind the positives of anchor indices [B], none of which depends on δ: another sample of
-    the anchor's class [B], a uniformly random sample [B] and the coin [B] (float32 in [0, 1)). The generator is
-    consumed in the same order whatever δ is, so heads of one seed with different δ share all three (grid fitting,
-    ``heads.grid``). Every class must have at least 2 samples."""
-    classes = index.labels[anchors]
-    count = index.counts[classes]
-    draw = torch.floor(torch.rand(len(anchors), generator=generator) * (count - 1)).long()
-    draw += (draw >= index.position[anchors]).long()  # skip the anchor itself
+def class_candidates(index: ClassIndex, classes: Tensor, generator: torch.Generator,
+                     skip: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The three draws behind a pair's second member, none of which depends on δ: a uniformly random item of
+    ``index`` with the label ``classes`` [B], a uniformly random item of ``index`` [B], and the coin [B] (float32
+    in [0, 1)); indices into ``index``'s items. ``skip`` [B]: the anchors' own positions inside their class when
+    anchors and candidates are the same items (unimodal δ-pairs never pair an item with itself), else None (the
+    partners of CLIP pairs live in the other modality). The generator is consumed in the same order whatever δ is,
+    so heads of one seed with different δ share all three (grid fitting, ``heads.grid``). ValueError if a class of
+    ``classes`` has no candidate."""
+    classes = classes.long()
+    counts = torch.zeros(max(int(classes.max()) + 1 if len(classes) else 0, len(index.counts)), dtype=torch.long)
+    counts[: len(index.counts)] = index.counts
+    room = counts[classes] - (0 if skip is None else 1)
+    if len(classes) and int(room.min()) <= 0:
+        missing = int(classes[room <= 0][0])
+        raise ValueError(f"class {missing} has no other item to pair with" if skip is not None
+                         else f"shared class {missing} has no item in the partner modality")
+    draw = torch.floor(torch.rand(len(classes), generator=generator) * room).long()
+    draw = torch.minimum(draw, room - 1)  # rand · n < n in exact arithmetic; guard float32 rounding
+    if skip is not None:
+        draw += (draw >= skip).long()  # skip the anchor itself
     same_class = index.order[index.starts[classes] + draw]
-    uniform = torch.randint(len(index), (len(anchors),), generator=generator)
-    coin = torch.rand(len(anchors), generator=generator)
+    uniform = torch.randint(len(index), (len(classes),), generator=generator)
+    coin = torch.rand(len(classes), generator=generator)
     return same_class, uniform, coin
+
+
+def sample_delta_candidates(index: ClassIndex, anchors: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """``class_candidates`` of anchor indices [B] among the same items: another sample of the anchor's class, a
+    uniformly random sample and the coin. Every class must have at least 2 samples."""
+    return class_candidates(index, index.labels[anchors], generator, skip=index.position[anchors])
+
+
+def cross_modal_candidates(anchor_shared: Tensor, partner_index: ClassIndex,
+                           generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """``class_candidates`` of anchors whose shared labels are ``anchor_shared`` [B] among the partner modality's
+    items (whose k_s ``partner_index`` holds): an item with the anchor's k_s, a uniformly random item, the coin.
+    ValueError if an anchor's k_s has no item in the partner modality."""
+    return class_candidates(partner_index, anchor_shared, generator)
 
 
 def delta_choice(coin: Tensor, delta: float) -> Tensor:
@@ -59,6 +85,18 @@ def sample_delta_positives(index: ClassIndex, anchors: Tensor, delta: float, gen
     """Positives [B] for anchor indices [B]: with probability δ another sample of the anchor's class, else a
     uniformly random sample. Every class must have at least 2 samples."""
     same_class, uniform, coin = sample_delta_candidates(index, anchors, generator)
+    return torch.where(delta_choice(coin, delta), same_class, uniform)
+
+
+def sample_cross_modal_partners(shared_1, shared_2, delta: float, generator: torch.Generator) -> Tensor:
+    """One partner in modality 2 for every item of modality 1, indices [N1] into modality 2 (docs/theory.md,
+    "CLIP-GMM"): with probability δ a uniformly random modality-2 item with the same k_s, else a uniformly random
+    modality-2 item (its k_s redrawn from the modality's class shares, so it may equal the anchor's by chance:
+    P(same k_s) = δ + (1 − δ) π_{k_s}). ``shared_1`` [N1] and ``shared_2`` [N2] are the k_s labels (tensors or
+    arrays). Private labels play no part: k₁ and k₂ of a pair are independent. The CLIP heads draw the same pairs
+    batch by batch (``CrossModalSampler``); this whole-epoch form is what tests check the distribution on."""
+    shared_1, shared_2 = torch.as_tensor(shared_1).long(), torch.as_tensor(shared_2).long()
+    same_class, uniform, coin = cross_modal_candidates(shared_1, ClassIndex(shared_2), generator)
     return torch.where(delta_choice(coin, delta), same_class, uniform)
 
 
@@ -176,7 +214,7 @@ class _InMemoryDataModule(pl.LightningDataModule):
 class CrossModalSampler(CandidateSampler):
     """``CandidateSampler`` across two modalities (CLIP heads, ``heads.clip``): the anchors are a seeded permutation
     of modality 1's items (``labels``: their shared labels k_s) and the candidates are modality-2 items (``partner``:
-    their k_s) — one of the anchor's k_s and a uniform one (``data.multimodal.cross_modal_candidates``) — with the
+    their k_s) — one of the anchor's k_s and a uniform one (``cross_modal_candidates``) — with the
     coin; a CLIP head of parameter δ takes the same-k_s candidate where coin < δ."""
 
     def __init__(self, labels: Tensor, partner: Tensor, seeds: list[int], batch_size: int, rank: int = 0,
@@ -185,8 +223,6 @@ class CrossModalSampler(CandidateSampler):
         self.partner_index = ClassIndex(partner)
 
     def candidates(self, anchors: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        from ssl_pipeline.data.multimodal import cross_modal_candidates
-
         return cross_modal_candidates(self.index.labels[anchors], self.partner_index, generator)
 
 
@@ -251,7 +287,7 @@ class CandidateIndices(Dataset):
 def gather_candidates(features: Tensor, indices: Tensor, rows: Optional[Tensor] = None) -> Tensor:
     """Feature blocks [S, 3, B, d] of index sets [S, 3, B], in float32 whatever the stored dtype (float16 caches are
     kept as float16 and widened per batch). ``rows``: the split's rows of a larger table (a memory-mapped cache:
-    ``heads.fit.feature_table``), so index i is ``features[rows[i]]``."""
+    ``heads.inputs.feature_table``), so index i is ``features[rows[i]]``."""
     flat = indices.reshape(-1)
     if rows is not None:
         flat = rows[flat]
@@ -351,6 +387,9 @@ class DeltaPairDataModule(_InMemoryDataModule):
     """Serves δ-pairs of in-memory features [N, d] with labels [N]; DDP-aware through the trainer's rank.
 
     With ``val_features``/``val_labels``, also a fixed set of held-out δ-pairs for the validation loss.
+
+    The solo path's data (``heads.fit.fit_head``): the grid's **reference**. Runs train on ``CandidateDataModule``,
+    whose batches the tests hold equal to this module's for every head of a grid.
     """
 
     def __init__(

@@ -23,6 +23,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ssl_pipeline.npz import npy_header
 from ssl_pipeline.theory.chunks import (  # noqa: F401  (re-exported: one chunk size, one row view)
     ArrayLike,
     FeatureRows,
@@ -71,13 +72,10 @@ def _map_member(path: Path, raw, info: zipfile.ZipInfo) -> Optional[np.ndarray]:
         raise ValueError(f"{path}: bad local header of {info.filename}")
     name_length, extra_length = struct.unpack("<HH", header[26:30])
     raw.seek(info.header_offset + 30 + name_length + extra_length)
-    version = np.lib.format.read_magic(raw)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
-    else:  # version 3.0 (utf-8 field names): rare enough to read
+    header = npy_header(raw)
+    if header is None:  # version 3.0 (utf-8 field names): rare enough to read
         return None
+    shape, fortran, dtype = header
     if dtype.hasobject:
         raise ValueError(f"{info.filename} holds Python objects; cannot load it without pickle")
     if len(shape) != 2 or fortran or 0 in shape:

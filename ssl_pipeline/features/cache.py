@@ -4,7 +4,7 @@ One directory per key under the root (default ``data/features/``): ``.lock`` (re
 ``features.locks``, with their holder records ``.lock-<host>-<pid>.json``), ``progress.json`` (the layout) +
 ``shards/shard-00003.npz`` and its record ``shard-00003.json`` while partial (``features.shards`` writes them),
 then ``features.npy`` [N, D] float32 (or float16: ``data.extract.dtype``), ``labels.npy`` [N] int64,
-``indices.npy`` [N] int64, extras, and ``manifest.json`` written last (its presence means complete). Every file
+``indices.npy`` [N] int64, and ``manifest.json`` written last (its presence means complete). Every file
 goes to ``<name>.tmp`` beside it, is fsynced, then ``os.replace``d: a kill leaves old or new, never half.
 """
 
@@ -112,10 +112,6 @@ class CacheEntry:
         indices int64 [N], all memory-mapped read-only."""
         features, labels, indices = (self._open(f"{name}.npy", verify) for name in ARRAYS)
         return features, labels, indices
-
-    def load_extra(self, name: str, verify: bool = True) -> np.ndarray:
-        """An array stored with ``ShardWriter.add_extra`` (e.g. ``text_features`` [K, D]), memory-mapped."""
-        return self._open(f"{name}.npy", verify)
 
     def verify(self) -> None:
         """Recompute every file's sha256 and check its size, header and shape against the manifest; DataError

@@ -36,7 +36,7 @@ from ssl_pipeline.errors import DataError
 from ssl_pipeline.features.cache import CacheEntry, FeatureCache, cache_key
 from ssl_pipeline.features.ranks import Ranks, current_ranks, extraction_ranks
 from ssl_pipeline.features.shards import ShardWriter, join_writer, open_writer
-from ssl_pipeline.reporting.progress import rate_progress
+from ssl_pipeline.records.progress import rate_progress
 
 
 QUIET = Console(quiet=True)
@@ -95,10 +95,12 @@ def extract_split(
     cfg: ExtractConfig,
     console: Console,
     skip_corrupt: bool = False,
+    relaunch: bool = False,
 ) -> CacheEntry:
     """The cache entry of ``split`` encoded by the backbone ``info`` describes; extracted (or resumed) if missing.
 
-    ``get_backbone`` builds the model on first call only, so a cache hit never loads weights.
+    ``get_backbone`` builds the model on first call only, so a cache hit never loads weights. ``relaunch``: the
+    command may be re-run whole by Lightning's launcher to start more ranks (``features.ranks.extraction_ranks``).
     """
 
     identity = split_identity(info, split, cfg.dtype)
@@ -109,7 +111,7 @@ def extract_split(
         entry = None if cfg.force else cache.get(key)
         if entry is not None:
             return entry
-        ranks = extraction_ranks(cfg, info.device, console, key)
+        ranks = extraction_ranks(cfg, info.device, console, key, relaunch)
     else:  # rank 0's view decides, so that every rank takes the same path
         entry = ranks.all_ok(lambda: None if cfg.force or ranks.rank else cache.get(key))[0]
         if entry is not None:

@@ -3,6 +3,9 @@ their identity in ``features_key``.
 
 Four sources (``config.paired_source``):
 
+A run's features (``load_run_features``) are these pairs' modality 1 when it is paired (``paired_run``), else
+the config's labelled features (``features.source.load_features``).
+
 ``synthetic``: the ``clip`` preset (``data.multimodal.make_clip_gmm``), two independent labelled draws.
 
 ``text`` (an open_clip backbone): modality 1 = the images' cached features, train/val/test exactly as
@@ -40,6 +43,7 @@ from ssl_pipeline.config import (
     DIGITS_PIXELS,
     NPZ_PAIRED_ARRAYS,
     DataConfig,
+    ExperimentConfig,
     HeadsConfig,
     paired_source,
     require_r_within,
@@ -69,7 +73,7 @@ def paired_features(cfg: DataConfig, console: Optional[Console] = None,
             f"data.backbone.kind is {cfg.backbone.kind}, which has no text tower; set data.second_modality: pixels "
             "(digits stand-in) or use an open_clip backbone or an npz with x1_/x2_ arrays")
     if source == "synthetic":
-        paired = _synthetic_pairs(cfg)
+        paired = _synthetic_pairs(cfg, console)
     elif source == "npz":
         paired = load_npz_pairs(cfg.path, cfg.name, cfg.val_fraction, cfg.split_seed)
     elif source == "text":
@@ -81,6 +85,29 @@ def paired_features(cfg: DataConfig, console: Optional[Console] = None,
     return paired
 
 
+def paired_run(cfg: ExperimentConfig) -> bool:
+    """Whether the run trains on two paired modalities: CLIP heads, or the ``clip`` preset's data."""
+    return "clip" in cfg.heads.methods or (cfg.data.source == "synthetic" and cfg.data.synthetic.preset == "clip")
+
+
+def load_run_features(cfg: ExperimentConfig, console: Console) -> LabelledFeatures:
+    """The features a run fits and scores. Paired runs (``paired_run``) build both modalities and return modality 1
+    labelled by the shared label, the pairs attached (``LabelledFeatures.paired``: CLIP heads train on them, tower
+    2 is scored on modality 2); the unimodal heads and the baselines of such a run use modality 1. Otherwise the
+    config's labelled feature source (``load_features``)."""
+    if not paired_run(cfg):
+        return load_features(cfg.data, console)
+    if cfg.data.source == "synthetic" and cfg.data.synthetic.preset != "clip":
+        raise ConfigError(f"heads.methods contains clip but data.synthetic.preset is {cfg.data.synthetic.preset}; "
+                          "CLIP heads need two modalities: use data.synthetic.preset: clip")
+    paired = paired_features(cfg.data, console)
+    require_r_within_paired(cfg.heads, paired)
+    if cfg.heads.target == "combined" and "clip" in cfg.heads.methods:
+        raise ConfigError("heads.target=combined labels modality 1 by (k_s, k_1) for unimodal heads, but CLIP heads "
+                          "pair by k_s; run the clip heads and the combined-label heads in two runs")
+    return paired.view(1, cfg.heads.target)
+
+
 def require_r_within_paired(heads: HeadsConfig, paired: PairedFeatures) -> None:
     """Every value of ``heads.r`` fits both modalities' dimensions (ConfigError naming the first that does not and
     the modality): the check ``config.validate_paired`` cannot make before an open_clip tower's width is known."""
@@ -89,10 +116,20 @@ def require_r_within_paired(heads: HeadsConfig, paired: PairedFeatures) -> None:
         require_r_within(heads, modality.dim, f"modality {m}'s dimension d_{m}", modality.name or "")
 
 
-def _synthetic_pairs(cfg: DataConfig) -> PairedFeatures:
-    from ssl_pipeline.data.multimodal import make_clip_gmm  # scipy
+def _synthetic_pairs(cfg: DataConfig, console: Optional[Console] = None) -> PairedFeatures:
+    """The ``clip`` preset's two modalities (``data.multimodal.make_clip_gmm``); with a console, their population
+    geometry printed first."""
+    from ssl_pipeline.data.multimodal import clip_parameters, make_clip_gmm  # scipy
+    from ssl_pipeline.theory.clip_gmm import clip_subspace_report
 
-    paired = make_clip_gmm(cfg.synthetic)
+    params = clip_parameters(cfg.synthetic)
+    if console is not None:
+        for m, modality in enumerate(params, start=1):
+            report = clip_subspace_report(modality)
+            console.print(f"modality {m}: cos² shared Fisher–means {report['shared_fisher_vs_means']:.2f}, "
+                          f"shared Fisher–PCA {report['shared_fisher_vs_pca']:.2f}, "
+                          f"PCA energy in the noise block {report['pca_noise_energy']:.2f}")
+    paired = make_clip_gmm(cfg.synthetic, params)
     paired.features_key = synthetic_features_key(cfg.synthetic)
     paired.validate()
     return paired

@@ -115,10 +115,13 @@ def accelerator(cfg: ExtractConfig, device: str) -> str:
     return "cuda"
 
 
-def extraction_ranks(cfg: ExtractConfig, device: str, console: Console, key: str) -> Optional[Ranks]:
+def extraction_ranks(cfg: ExtractConfig, device: str, console: Console, key: str,
+                     relaunch: bool = False) -> Optional[Ranks]:
     """The ranks of this command's extraction, started on first call (Lightning re-launches the command on the
     node's other devices then); None when extraction runs as one process (``wants_ranks``). ``key`` is the cache
-    entry this process found missing: every rank must have found the same one."""
+    entry this process found missing: every rank must have found the same one. ``relaunch``: whether the command
+    may be re-run whole by Lightning's launcher, which only the CLI knows (true for ``ssl-pipeline extract``);
+    otherwise a launch that would re-run it is refused (``refuse_relaunch``)."""
     global _RANKS
     if _RANKS is not None or not wants_ranks(cfg):
         return _RANKS
@@ -129,8 +132,8 @@ def extraction_ranks(cfg: ExtractConfig, device: str, console: Console, key: str
 
     try:
         fabric = Fabric(accelerator=kind, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy="ddp")
-        if not fabric.strategy.cluster_environment.creates_processes_externally and cfg.devices > 1:
-            _refuse_relaunch_of_other_commands(cfg)
+        if not fabric.strategy.cluster_environment.creates_processes_externally and cfg.devices > 1 and not relaunch:
+            refuse_relaunch(cfg)
         fabric.launch()
     except (ValueError, RuntimeError, MisconfigurationException) as error:
         detail = " ".join(str(error).split())
@@ -157,21 +160,18 @@ def extraction_ranks(cfg: ExtractConfig, device: str, console: Console, key: str
     return ranks
 
 
-def _refuse_relaunch_of_other_commands(cfg: ExtractConfig) -> None:
+def refuse_relaunch(cfg: ExtractConfig) -> None:
     """Lightning's launcher starts the node's further ranks by re-running ``sys.argv``: the whole command. That is
-    the extraction for ``ssl-pipeline extract``, but ``run`` or ``fit`` would go on to fit heads in every copy (and
-    under pytest it would re-run pytest). Refused in one line, before any process is started."""
-    from ssl_pipeline.cli import COMMANDS
-
-    command = next((argument for argument in sys.argv[1:] if argument in COMMANDS), None)
-    if command != "extract":
-        shown = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:3]])
-        raise ConfigError(
-            f"data.extract.devices={cfg.devices} makes Lightning start {cfg.devices - 1} more process(es) that re-run "
-            f"this whole command ({shown} …), not only its extraction; extract first with `ssl-pipeline extract` "
-            "and the same config, then run this command (it reuses the cache), or start every process yourself "
-            "with torchrun or srun"
-        )
+    the extraction for ``ssl-pipeline extract`` (which says so with ``relaunch``), but ``run`` or ``fit`` would go
+    on to fit heads in every copy (and under pytest it would re-run pytest). Refused in one line, before any
+    process is started."""
+    shown = " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:3]])
+    raise ConfigError(
+        f"data.extract.devices={cfg.devices} makes Lightning start {cfg.devices - 1} more process(es) that re-run "
+        f"this whole command ({shown} …), not only its extraction; extract first with `ssl-pipeline extract` "
+        "and the same config, then run this command (it reuses the cache), or start every process yourself "
+        "with torchrun or srun"
+    )
 
 
 def current_ranks() -> Optional[Ranks]:

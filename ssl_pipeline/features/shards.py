@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import socket
 import warnings
@@ -161,7 +160,7 @@ class ShardWriter:
         layout = json.loads(json.dumps({"identity": identity, "num_items": num_items, "shard_size": shard_size}))
         layout["num_shards"] = self.num_shards
         self.key, self.path, self.identity, self.dtype, self._lock = key, path, layout["identity"], dtype, lock
-        self._shards, self._extras, self._dim = path / "shards", dict[str, np.ndarray](), None
+        self._shards, self._dim = path / "shards", None
         progress = read_json(path / "progress.json") or {}
         if not leader:
             if any(progress.get(name) != value for name, value in layout.items()):
@@ -267,14 +266,6 @@ class ShardWriter:
         self._dim = dim
         self._write_record(i, {"sha256": file_sha256(path), "rows": n, "dim": dim, "dtype": self.dtype})
 
-    def add_extra(self, name: str, array: np.ndarray) -> None:
-        """Keep a small extra array (e.g. ``text_features`` [K, D]) to store as ``<name>.npy`` at finalize."""
-        if not re.fullmatch(r"[A-Za-z0-9_]+", name) or name in ARRAYS:
-            raise ValueError(f"extra array name {name!r} must be letters, digits, _ and not one of {ARRAYS}")
-        if array.dtype.hasobject:
-            raise ValueError(f"extra array {name} has dtype object; only plain numeric arrays can be cached")
-        self._extras[name] = np.ascontiguousarray(array)
-
     def finalize(self, manifest_extra: dict) -> CacheEntry:
         """Stream the shards in order into features/labels/indices.npy, then write manifest.json last.
 
@@ -322,9 +313,6 @@ class ShardWriter:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path / f"{name}.npy")
-        for name, array in self._extras.items():
-            atomic_write(self.path / f"{name}.npy", lambda f, array=array: np.save(f, array, allow_pickle=False))
-            shapes[name] = array.shape
         files = {
             f"{name}.npy": {"sha256": file_sha256(path), "bytes": path.stat().st_size, "shape": list(shape)}
             for name, shape in shapes.items()

@@ -23,7 +23,7 @@ from ssl_pipeline.data.labelled import LabelledFeatures, load_npz_features, spli
 from ssl_pipeline.digests import file_sha256, json_digest
 from ssl_pipeline.errors import ConfigError, DataError
 from ssl_pipeline.features.cache import CacheEntry, FeatureCache, cache_key
-from ssl_pipeline.reporting.cache_tables import extraction_table
+from ssl_pipeline.features.tables import extraction_table
 
 if TYPE_CHECKING:
     from ssl_pipeline.data.images import ImageSplit
@@ -82,8 +82,10 @@ def image_features_key(train: CacheEntry, test: CacheEntry, val_fraction: float,
                                  "split_seed": split_seed})
 
 
-def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
-    """Cache entries of the train and test splits (and of the class-name prompts for a text tower)."""
+def extract_all(cfg: DataConfig, console: Console, relaunch: bool = False) -> dict[str, CacheEntry]:
+    """Cache entries of the train and test splits (and of the class-name prompts for a text tower). ``relaunch``:
+    this command may be re-run whole by Lightning's launcher to start more extraction ranks (only
+    ``ssl-pipeline extract`` says so; ``features.ranks.extraction_ranks``)."""
     from ssl_pipeline.data.images import check_available, load_split  # torch, torchvision, PIL
     from ssl_pipeline.features.extract import extract_split, extract_text  # torch
 
@@ -105,7 +107,7 @@ def extract_all(cfg: DataConfig, console: Console) -> dict[str, CacheEntry]:
     entries = {}
     for split_name, split in splits.items():
         entries[split_name] = extract_split(split, info, get_backbone, cache, cfg.extract, console,
-                                            cfg.dataset.skip_corrupt)
+                                            cfg.dataset.skip_corrupt, relaunch)
     if info.has_text:
         class_names = entries["train"].manifest["class_names"]
         entries["text"] = extract_text(info, get_backbone, class_names, cfg.backbone.prompts, cache, cfg.extract.force)

@@ -1,4 +1,5 @@
-"""Lightning callbacks for head fitting."""
+"""Lightning callbacks of the solo head fit (``heads.fit.fit_head``), the grid's reference path: a grid applies
+the same rule per head itself (``heads.grid.HeadStopping``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytorch_lightning as pl
 
 class KeepBestWeights(pl.Callback):
     """Remember the weights of the epoch with the lowest ``monitor`` and restore them when fitting ends
-    (EarlyStopping alone would leave the last epoch's weights, ``patience`` epochs past the best)."""
+    (EarlyStopping alone would leave the last epoch's weights, ``patience`` epochs past the best). The solo fit's
+    rule, which ``heads.grid.HeadStopping`` reproduces per head of a grid."""
 
     def __init__(self, monitor: str) -> None:
         self.monitor = monitor

@@ -21,16 +21,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssl_pipeline.config import HeadSettings
+from ssl_pipeline.heads.settings import HeadSettings
 from ssl_pipeline.data.pairs import delta_choice
-from ssl_pipeline.heads.grid import HeadGrid, _first_equal_basis, project_heads
+from ssl_pipeline.heads.grid import HeadGrid, first_equal_basis, project_heads
 from ssl_pipeline.heads.losses import clamp_log_logit_scale_, clip_loss
-from ssl_pipeline.heads.modules import LinearHead, gather_with_gradient, orthonormal_init
+from ssl_pipeline.heads.distributed import gather_with_gradient
+from ssl_pipeline.heads.modules import LinearHead
+from ssl_pipeline.heads.parametrization import orthonormal_init
 
 if TYPE_CHECKING:
-    from ssl_pipeline.data.labelled import LabelledFeatures
     from ssl_pipeline.data.multimodal import PairedFeatures
-    from ssl_pipeline.heads.fit import FittedHead
+    from ssl_pipeline.heads.fitted import FittedHead
 
 SECOND_TOWER_SEED = 7919
 """Tower 2 is initialised from seed + this, so the two towers of a head do not start from the same draw."""
@@ -93,7 +94,7 @@ class ClipGrid(HeadGrid):
 
     def __init__(self, members: list[ClipHead], features_key: Optional[str] = None, on_finished=None, on_epoch=None):
         super().__init__(members, features_key, on_finished, on_epoch)
-        self.basis2_owner = [_first_equal_basis(members, h, attribute="basis2") for h in range(len(members))]
+        self.basis2_owner = [first_equal_basis(members, h, attribute="basis2") for h in range(len(members))]
 
     def grid_losses(self, blocks1: Tensor, blocks2: Tensor, coins: Tensor, heads: list[int]) -> dict[int, Tensor]:
         first = self.members[0]
@@ -127,28 +128,13 @@ class ClipGrid(HeadGrid):
         return head
 
 
-def modality_view(paired: "PairedFeatures", m: int, target: str = "shared") -> "LabelledFeatures":
-    """Modality ``m`` labelled by ``target`` (the shared label k_s, or the combined (k_s, k_m) on synthetic pairs),
-    kept on ``paired`` so its span and statistics (cached on the view) are computed once per run. The span (and so
-    a tower's basis) does not depend on the labels."""
-    views = paired.__dict__.setdefault("_views", {})
-    if (m, target) not in views:
-        view = paired.modality(m).labelled(target, paired.dataset, paired.split_seed)
-        view.features_key = paired.features_key
-        view.paired = paired
-        if m == 1:
-            view.backbone, view.text_features = paired.backbone, paired.text_features
-        views[m, target] = view
-    return views[m, target]
-
-
 def clip_head_module(paired: "PairedFeatures", settings: HeadSettings, num_heads: int = 1) -> ClipHead:
     """The untrained ``ClipHead`` of ``settings``: each tower with its modality's training mean, scale and span
-    basis (``heads.fit.head_module``'s rules, per modality)."""
-    from ssl_pipeline.heads.fit import head_module
+    basis (``heads.inputs.head_module``'s rules, per modality)."""
+    from ssl_pipeline.heads.inputs import head_module
 
     unimodal = HeadSettings(**{**asdict(settings), "method": "infonce", "learn_scale": None})  # span: orthonormal
-    towers = [head_module(modality_view(paired, m), unimodal) for m in (1, 2)]
+    towers = [head_module(paired.view(m), unimodal) for m in (1, 2)]
     return ClipHead.from_settings(
         settings, towers[0].mean.shape[0], towers[0].mean, towers[0].scale, num_heads, basis=towers[0].basis,
         dim2=towers[1].mean.shape[0], mean2=towers[1].mean, scale2=towers[1].scale, basis2=towers[1].basis,

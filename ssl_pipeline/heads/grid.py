@@ -20,24 +20,18 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, ClassVar, Optional
 
-import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ssl_pipeline.config import HeadSettings, TrainerConfig
-from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.data.pairs import delta_choice
+from ssl_pipeline.heads.fitted import FittedHead
 from ssl_pipeline.heads.modules import LinearHead
-
-if TYPE_CHECKING:
-    from pytorch_lightning.loggers import Logger
-
-    from ssl_pipeline.heads.fit import FittedHead
+from ssl_pipeline.heads.settings import HeadSettings
 
 
 def grid_key(settings: HeadSettings) -> tuple:
@@ -138,7 +132,7 @@ def select_inputs(width: int, by_delta: dict[float, list[int]]) -> bool:
     return width >= SELECT_INPUTS_MIN_WIDTH * max(mixed, 1)
 
 
-def _first_equal_basis(members: list[LinearHead], h: int, attribute: str = "basis") -> int:
+def first_equal_basis(members: list[LinearHead], h: int, attribute: str = "basis") -> int:
     """The first member whose basis (``attribute``) equals member h's (the same span, orthonormal or whitened),
     compared by value so that the grouping survives ``.to()``/``.double()``, which copy every member's buffers
     apart."""
@@ -150,6 +144,32 @@ def _first_equal_basis(members: list[LinearHead], h: int, attribute: str = "basi
         if basis is not None and candidate is not None and basis.shape == candidate.shape and torch.equal(basis, candidate):
             return other
     return h
+
+
+@dataclass
+class HeadStopping:
+    """One head's stopping state in a grid: whether it is ``frozen`` (past its epochs, or stopped early), and early
+    stopping's record — the ``best`` held-out loss, the epoch that reached it (``best_epoch``, 1-based), the
+    epochs since (``wait``) and the weights of that epoch (``best_state``, until the head finishes)."""
+
+    frozen: bool = False
+    best: float = math.inf
+    best_epoch: int = 0
+    wait: int = 0
+    best_state: Optional[dict[str, Tensor]] = None
+    FIELDS: ClassVar[tuple[str, ...]] = ("frozen", "best", "best_epoch", "wait", "best_state")
+
+    def observe(self, value: float, epoch: int, patience: int, member: nn.Module) -> None:
+        """The held-out loss ``value`` of epoch ``epoch``: the rule of the solo fit's ``KeepBestWeights`` (keep
+        ``member``'s weights of the best epoch) then ``EarlyStopping(patience, mode="min")`` (freeze after
+        ``patience`` epochs without improvement, or at once on a non-finite loss)."""
+        if value < self.best:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in member.state_dict().items()}
+        else:
+            self.wait += 1
+            if self.wait >= patience or not math.isfinite(value):
+                self.frozen = True
 
 
 class HeadGrid(pl.LightningModule):
@@ -172,13 +192,9 @@ class HeadGrid(pl.LightningModule):
         self.epochs = [m.settings.epochs for m in members]
         self.patience = [m.settings.early_stopping_patience for m in members]
         self.tags = [metric_tag(m.settings.tag) for m in members]
-        self.basis_owner = [_first_equal_basis(members, h) for h in range(len(members))]
+        self.basis_owner = [first_equal_basis(members, h) for h in range(len(members))]
         g = len(members)
-        self.frozen = [False] * g
-        self.best = [math.inf] * g
-        self.best_epoch = [0] * g
-        self.wait = [0] * g
-        self.best_state: list[Optional[dict[str, Tensor]]] = [None] * g
+        self.stopping = [HeadStopping() for _ in range(g)]
         self._val_sum: Optional[Tensor] = None
         self._val_batches = 0
         self._epoch_start = 0.0
@@ -263,13 +279,13 @@ class HeadGrid(pl.LightningModule):
         every parameter) and a frozen head's gradients are dropped before the step."""
         if _distributed():
             return list(range(len(self.members)))
-        return [h for h in range(len(self.members)) if not self.frozen[h]]
+        return [h for h in range(len(self.members)) if not self.stopping[h].frozen]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Optional[Tensor]:
         losses = self.grid_losses(*batch, self._computed_heads())
         if not losses:
             return None
-        active = [h for h in losses if not self.frozen[h]]
+        active = [h for h in losses if not self.stopping[h].frozen]
         values = torch.stack([losses[h].detach() for h in active]) if active else None
         if values is not None and _distributed():
             values = values.clone()
@@ -288,14 +304,14 @@ class HeadGrid(pl.LightningModule):
         return torch.stack(list(losses.values())).sum()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        for h, frozen in enumerate(self.frozen):
-            if frozen:
+        for h, stopping in enumerate(self.stopping):
+            if stopping.frozen:
                 for p in self.members[h].parameters():
                     p.grad = None
 
     # --- validation: per-head early stopping and best weights ---------------------------------------------------
     def _stopping_heads(self) -> list[int]:
-        return [h for h, patience in enumerate(self.patience) if patience is not None and not self.frozen[h]]
+        return [h for h, patience in enumerate(self.patience) if patience is not None and not self.stopping[h].frozen]
 
     def on_validation_epoch_start(self) -> None:
         self._val_sum = None
@@ -325,19 +341,11 @@ class HeadGrid(pl.LightningModule):
             value = float(mean[h])
             if self.trainer.loggers:
                 self.log(f"{self.tags[h]}/val/loss", value)
-            if value < self.best[h]:
-                self.best[h] = value
-                self.best_epoch[h] = self.current_epoch + 1
-                self.best_state[h] = {k: v.detach().clone() for k, v in self.members[h].state_dict().items()}
-                self.wait[h] = 0
-            else:
-                self.wait[h] += 1
-                if self.wait[h] >= self.patience[h] or not math.isfinite(value):
-                    self.frozen[h] = True
+            self.stopping[h].observe(value, self.current_epoch + 1, self.patience[h], self.members[h])
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
-        self._epoch_heads = [h for h, frozen in enumerate(self.frozen) if not frozen]
+        self._epoch_heads = [h for h, stopping in enumerate(self.stopping) if not stopping.frozen]
         self._loss_sum, self._loss_steps = None, 0
 
     def on_train_epoch_end(self) -> None:
@@ -347,8 +355,8 @@ class HeadGrid(pl.LightningModule):
         for h in self._epoch_heads:
             self.head_seconds[h] += seconds
             if self.current_epoch + 1 >= self.epochs[h]:
-                self.frozen[h] = True
-            if self.frozen[h]:
+                self.stopping[h].frozen = True
+            if self.stopping[h].frozen:
                 self.finish(h)
         if self.on_epoch is not None and self.trainer.is_global_zero and self._epoch_heads:
             means = (self._loss_sum / max(1, self._loss_steps)).tolist() if self._loss_sum is not None else []
@@ -357,27 +365,26 @@ class HeadGrid(pl.LightningModule):
                 epochs=max(self.epochs),
                 losses={self.members[h].settings.tag: means[h] for h in self._epoch_heads if means},
                 # head-epochs done: this epoch's heads, plus the epochs a head stopped early will not train
-                done=sum(1 + (self.epochs[h] - self.current_epoch - 1 if self.frozen[h] else 0)
+                done=sum(1 + (self.epochs[h] - self.current_epoch - 1 if self.stopping[h].frozen else 0)
                          for h in self._epoch_heads),
             ))
-        if all(self.frozen):
+        if all(stopping.frozen for stopping in self.stopping):
             self.trainer.should_stop = True
 
     def finish(self, h: int) -> None:
         """A head's last epoch is over: an early-stopping head takes back the weights of its best validation epoch
         (as ``KeepBestWeights`` does), and ``on_finished`` receives it."""
-        if self.best_state[h] is not None:
-            self.members[h].load_state_dict(self.best_state[h])
-            self.best_state[h] = None
-        self.head_epochs[h] = self.best_epoch[h] if self.patience[h] is not None else self.epochs[h]
+        stopping = self.stopping[h]
+        if stopping.best_state is not None:
+            self.members[h].load_state_dict(stopping.best_state)
+            stopping.best_state = None
+        self.head_epochs[h] = stopping.best_epoch if self.patience[h] is not None else self.epochs[h]
         if self.on_finished is not None and self.trainer.is_global_zero:
             self.on_finished(self.fitted_head(h))
 
     def fitted_head(self, h: int) -> "FittedHead":
         """Head ``h`` as its solo ``fit_head`` returns it; ``fit_seconds``: its share of the grid's epochs (each
         epoch's wall time split equally among the heads it trained)."""
-        from ssl_pipeline.heads.fit import FittedHead
-
         member = self.members[h]
         return FittedHead(
             settings=member.settings,
@@ -394,18 +401,16 @@ class HeadGrid(pl.LightningModule):
         """The per-head state Lightning does not know (frozen, early stopping, best weights), and the heads'
         settings, so a resume can check it continues the same grid. Plain types and tensors only: the checkpoint
         is read back with ``weights_only=True``."""
-        checkpoint["grid"] = {
-            "settings": [asdict(m.settings) for m in self.members],
-            "frozen": list(self.frozen), "best": list(self.best), "best_epoch": list(self.best_epoch),
-            "wait": list(self.wait), "best_state": list(self.best_state),
-        }
+        checkpoint["grid"] = {"settings": [asdict(m.settings) for m in self.members]}
+        for name in HeadStopping.FIELDS:  # one list per field, as before the state was an object per head
+            checkpoint["grid"][name] = [getattr(stopping, name) for stopping in self.stopping]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["grid"]
         if state["settings"] != [asdict(m.settings) for m in self.members]:
             raise ValueError("the checkpoint holds another grid (other heads or settings)")
-        self.frozen, self.best, self.best_epoch = list(state["frozen"]), list(state["best"]), list(state["best_epoch"])
-        self.wait, self.best_state = list(state["wait"]), list(state["best_state"])
+        self.stopping = [HeadStopping(**{name: state[name][h] for name in HeadStopping.FIELDS})
+                         for h in range(len(self.members))]
 
     # --- optimiser ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -434,51 +439,6 @@ class GridCheckpoint(Checkpoint):
         trainer.save_checkpoint(temporary)  # every rank calls it (it synchronises); rank 0 writes
         if trainer.is_global_zero:
             os.replace(temporary, self.path)
-
-
-def fit_grid(
-    features: LabelledFeatures, jobs: list[HeadSettings], trainer_cfg: TrainerConfig,
-    logger: Optional[Logger] = None, on_finished: Optional[Callable[[FittedHead], None]] = None,
-    checkpoint: Optional[Path] = None, on_epoch: Optional[Callable[[EpochReport], None]] = None,
-    resident: Optional[bool] = None,
-) -> list[FittedHead]:
-    """Train the heads ``jobs`` (one grid: equal ``grid_key``) with one ``Trainer.fit``; return them in job order,
-    each as its solo ``fit_head`` would, ``fit_seconds`` its share of the grid's epochs. ``logger`` receives each
-    head's loss under ``<tag>/train/loss`` (and ``<tag>/val/loss`` with early stopping); None logs nothing.
-    ``on_finished`` (picklable) receives each head on global rank 0 as soon as its training is over.
-    ``on_epoch`` (picklable) receives an ``EpochReport`` after every epoch on global rank 0.
-    ``checkpoint``: the grid's state is saved there after every epoch (``GridCheckpoint``); if the file exists, the
-    fit resumes from it — the heads end bit-identical to an uninterrupted fit — and it is removed at the end.
-    The features go to the trainer's CUDA/MPS device once when they take at most ``feature_memory_share`` of it
-    (``CandidateDataModule``); ``resident`` forces that path either way (tests)."""
-    from ssl_pipeline.data.pairs import CandidateDataModule, CrossModalDataModule
-    from ssl_pipeline.heads.fit import feature_table, head_module, head_trainer, held_out_features
-
-    if len({grid_key(s) for s in jobs}) != 1:
-        raise ValueError("the heads of one grid need the same batch size, standardize and optimizer (grid_groups)")
-    stopping = any(s.early_stopping_patience is not None for s in jobs)
-    if jobs[0].method == "clip":  # paired features (data.multimodal.PairedFeatures)
-        from ssl_pipeline.heads.clip import ClipGrid, clip_head_module, paired_tensors
-
-        grid = ClipGrid([clip_head_module(features, s) for s in jobs], features.features_key, on_finished, on_epoch)
-        held_out = {"val": paired_tensors(features, "val")} if stopping else {}
-        datamodule = CrossModalDataModule(*paired_tensors(features, "train"), grid.seeds, jobs[0].batch_size, **held_out)
-    else:
-        x, rows = feature_table(features.x_train)  # a memory map stays one: batches are gathered from it
-        y = torch.from_numpy(np.asarray(features.y_train, dtype=np.int64))
-        grid = HeadGrid([head_module(features, s) for s in jobs], features.features_key, on_finished, on_epoch)
-        held_out = held_out_features(features) if stopping else {}
-        datamodule = CandidateDataModule(x, y, grid.seeds, jobs[0].batch_size, **held_out,
-                                         device_share=trainer_cfg.feature_memory_share, resident=resident, rows=rows)
-    if str(trainer_cfg.precision).startswith("64"):
-        grid = grid.double()  # so that ddp_spawn's ranks hand their float64 weights back unrounded
-    callbacks = [] if checkpoint is None else [GridCheckpoint(checkpoint)]
-    trainer = head_trainer(trainer_cfg, max(s.epochs for s in jobs), logger, stopping, callbacks=callbacks)
-    resume = checkpoint if checkpoint is not None and Path(checkpoint).is_file() else None
-    trainer.fit(grid, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    if checkpoint is not None and trainer.is_global_zero:
-        Path(checkpoint).unlink(missing_ok=True)
-    return [grid.fitted_head(h) for h in range(len(jobs))]
 
 
 def checkpoint_settings(path: Path) -> list[HeadSettings]:

@@ -54,7 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_pipeline.heads.modules import LinearHead, gather_with_gradient
+from ssl_pipeline.heads.distributed import gather_with_gradient
+from ssl_pipeline.heads.modules import LinearHead
 
 
 def _off_diagonal_squares(m: Tensor) -> Tensor:
@@ -159,10 +160,3 @@ class BarlowTwinsHead(SpectralHead):
 
     def pair_loss(self, z: Tensor, z_positive: Tensor) -> Tensor:
         return barlowtwins_loss(z, z_positive, self.settings.lambda_off)
-
-
-SPECTRAL_HEAD_CLASSES: dict[str, type[LinearHead]] = {
-    "spectral_contrastive": SpectralContrastiveHead,
-    "vicreg": VICRegHead,
-    "barlowtwins": BarlowTwinsHead,
-}

@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ssl_pipeline.atomic import atomic_write_bytes
-from ssl_pipeline.reporting.results import AXIS_SYMBOLS, _method_order, axis_label, method_label, swept_fields
-from ssl_pipeline.reporting.scatter import ProjectionSample
+from ssl_pipeline.records.results import AXIS_SYMBOLS, _method_order, axis_label, method_label, swept_fields
+from ssl_pipeline.scoring.projection_sample import ProjectionSample
 
 BASELINE_STYLES = {"lda": ("black", "-"), "means": ("tab:purple", "-."), "pca": ("tab:red", ":"),
                    "minor": ("tab:brown", (0, (1, 3))),

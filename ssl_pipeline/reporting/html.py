@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from ssl_pipeline.atomic import atomic_write_bytes
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.reporting import figures
-from ssl_pipeline.reporting.results import (
+from ssl_pipeline.records.results import (
     AXIS_FIELDS,
     AXIS_SYMBOLS,
     _method_order,
@@ -41,7 +41,7 @@ from ssl_pipeline.reporting.results import (
     method_label,
     swept_fields,
 )
-from ssl_pipeline.reporting.scatter import load_projection_sample
+from ssl_pipeline.scoring.projection_sample import load_projection_sample
 
 FIGURE_METRICS = ("nmi", "probe_acc", "fisher_cos2", "means_cos2", "pca_cos2", "minor_cos2")
 REPORT_METRICS = ("nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2",

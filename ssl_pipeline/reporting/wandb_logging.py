@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 from ssl_pipeline.config import ExperimentConfig
 from ssl_pipeline.errors import ConfigError
-from ssl_pipeline.reporting.results import METRIC_FIELDS, SETTING_FIELDS, aggregate, axis_key, method_label, swept_fields
+from ssl_pipeline.records.results import METRIC_FIELDS, SETTING_FIELDS, aggregate, axis_key, method_label, swept_fields
 
 SECRET_WORDS = ("key", "token", "secret", "password")
 REDACTED = "[redacted]"

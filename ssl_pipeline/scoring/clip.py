@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ssl_pipeline.config import ExperimentConfig
     from ssl_pipeline.data.labelled import LabelledFeatures
     from ssl_pipeline.data.multimodal import PairedFeatures
-    from ssl_pipeline.heads.fit import FittedHead
+    from ssl_pipeline.heads.fitted import FittedHead
     from ssl_pipeline.scoring.score import ReferenceSubspaces
 
 
@@ -59,8 +59,6 @@ def clip_metrics(
     references: dict[int, "ReferenceSubspaces"],
 ) -> dict[int, dict[str, Optional[float]]]:
     """The metric fields of each scored tower's record (``scored_towers``)."""
-    from ssl_pipeline.scoring.run import references_at
-
     r = head.settings.r
     towers = scored_towers(paired)
     tests = {m: head.project(paired.modality(m).x_test, tower=m) for m in (1, 2)}
@@ -69,7 +67,7 @@ def clip_metrics(
     for m in towers:
         other = 3 - m
         projection = tower_projection(head, m)
-        metrics = score_projection(projection, views[m], references_at(references[m], r), cfg.score, head.settings.seed)
+        metrics = score_projection(projection, views[m], references[m].at(r), cfg.score, head.settings.seed)
         ks = tuple(k for k in (1, 10) if k <= len(labels[other]))
         retrieval = class_retrieval(tests[m], labels[m], tests[other], labels[other], ks=ks)
         blocks = paired.modality(m).energy_blocks
@@ -90,11 +88,9 @@ class ClipScoring:
     subspaces (modality 1's are the run's own)."""
 
     def __init__(self, cfg: "ExperimentConfig", view: "LabelledFeatures", references: "ReferenceSubspaces") -> None:
-        from ssl_pipeline.heads.clip import modality_view
-
         self.cfg = cfg
         self.paired = view.paired
-        self.views = {1: view, 2: modality_view(self.paired, 2)}
+        self.views = {1: view, 2: self.paired.view(2)}
         self.references = {1: references}
         if 2 in scored_towers(self.paired):
             r = max(cfg.heads.axis("r"))

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ssl_pipeline.data.rows import ArrayLike, row_chunks, take_rows
-from ssl_pipeline.heads.fit import FittedHead
+from ssl_pipeline.heads.fitted import FittedHead
 from ssl_pipeline.theory.subspaces import (
     ClassStatistics,
     auto_shrinkage,

@@ -11,12 +11,14 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from ssl_pipeline.config import SPECTRAL_METHODS, ExperimentConfig, resolve_head_settings
+from ssl_pipeline.config import SPECTRAL_METHODS, ExperimentConfig
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
-from ssl_pipeline.heads.fit import FittedHead, initial_weight
-from ssl_pipeline.reporting.progress import progress_bar
-from ssl_pipeline.reporting.results import make_record, write_json_atomic
-from ssl_pipeline.reporting.scatter import save_projection_sample
+from ssl_pipeline.heads.fitted import FittedHead
+from ssl_pipeline.heads.inputs import initial_weight
+from ssl_pipeline.records.progress import progress_bar
+from ssl_pipeline.records.results import make_record, write_json_atomic
+from ssl_pipeline.scoring.projection_sample import save_projection_sample
 from ssl_pipeline.scoring.projections import Projection, baseline_projection, closed_form_projection, head_projection
 from ssl_pipeline.scoring.score import (
     ProjectionScorer,
@@ -70,7 +72,7 @@ class ClosedForms:
 
 class ItemProgress:
     """The parts of one scored item as fractional advances of the scoring task (they sum to one item), so plain
-    progress lines keep coming during long items (at most every 30 s, ``reporting.progress``): ``step(part,
+    progress lines keep coming during long items (at most every 30 s, ``records.progress``): ``step(part,
     share)`` after each part, ``finish()`` at the end of the item."""
 
     def __init__(self, progress: Progress, task: TaskID, label: str) -> None:
@@ -96,13 +98,6 @@ def release_free_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (AttributeError, OSError):
         pass
-
-
-def references_at(references: ReferenceSubspaces, r: int) -> ReferenceSubspaces:
-    """``references`` with the top-r PCA and bottom-r minor subspaces (they were built for the largest r of the
-    ``heads.r`` axis)."""
-    minor = None if references.minor is None else references.minor[:, :r]
-    return references._replace(pca=references.pca[:, :r], minor=minor)
 
 
 def score_run(
@@ -191,7 +186,7 @@ def _head_records(
         if s.seed == cfg.seeds[0] and s.delta == top:
             first_seed.setdefault(s.method, projection)
         optimum = closed_forms.get(s.delta, s.seed, s.r).basis if s.method in SPECTRAL_METHODS else None
-        at_r = references_at(references, s.r)
+        at_r = references.at(s.r)
         metrics = score_projection(projection, features, at_r, cfg.score, s.seed, optimum, step=item)
         metrics.update(initialisation_scores(initial_weight(features, s), at_r))
         metrics.update(paired_fields(cfg, features, projection))
@@ -230,7 +225,7 @@ def _baseline_records(
                         stats=features.statistics("train"),
                     )
                     fit_seconds = time.perf_counter() - start
-                    scorer = ProjectionScorer(projection, features, references_at(references, r), cfg.score,
+                    scorer = ProjectionScorer(projection, features, references.at(r), cfg.score,
                                               step=item)
                     first_seed.setdefault(method, projection)
                 records.append(make_record(
@@ -282,7 +277,7 @@ def _closed_form_records(
                 projection = closed_form_projection(features.x_train, closed.basis, stats.weights @ stats.means)
                 fit_seconds = time.perf_counter() - start
                 s = closed_forms.settings(delta, seed)
-                metrics = score_projection(projection, features, references_at(references, r), cfg.score, seed,
+                metrics = score_projection(projection, features, references.at(r), cfg.score, seed,
                                            closed.basis, step=item)
                 records.append(make_record(
                     **common, method="spectral", delta=delta, r=projection.r, epochs=s.epochs,

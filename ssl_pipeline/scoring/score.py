@@ -41,6 +41,12 @@ class ReferenceSubspaces(NamedTuple):
     classes: int = 0
     minor: Optional[np.ndarray] = None
 
+    def at(self, r: int) -> "ReferenceSubspaces":
+        """These references with the top-r PCA and bottom-r minor subspaces (they are built for the largest r of
+        the ``heads.r`` axis)."""
+        minor = None if self.minor is None else self.minor[:, :r]
+        return self._replace(pca=self.pca[:, :r], minor=minor)
+
     @property
     def fisher_rank(self) -> int:
         """q = min(K − 1, ``feature_rank``): the dimension of the Fisher subspace inside the features' span."""

@@ -29,11 +29,6 @@ ENERGY_BLOCKS = ("shared_fisher", "shared_rest", "private", "noise")
 """The names of ``ModalityParameters.energy_blocks``: four mutually orthogonal subspaces that together span R^d."""
 
 
-def clip_noise_dim(k_s: int, k_m: int, d: int) -> int:
-    """d_noise = d − 2(K_s − 1) − (K_m − 1): the noise block left by the shared and private blocks."""
-    return d - 2 * (k_s - 1) - (k_m - 1)
-
-
 def clip_min_dim(k_s: int, k_m: int) -> int:
     """The least d of a modality: its shared (2 q_s) and private (q_m) blocks plus a noise block of q_s + q_m
     dimensions, so that the top-(q_s + q_m) PCA subspace fits inside the noise block."""

@@ -265,15 +265,10 @@ def estimate_fisher_subspace(
     return fisher_estimate(x, y, num_classes, shrinkage).basis
 
 
-def class_mean_subspace(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
-    """S_M = span{μ_k − μ̄} estimated on (x, y), an orthonormal basis [d, q ≤ K − 1] (docs/theory.md,
+def class_mean_subspace_from_statistics(stats: ClassStatistics) -> np.ndarray:
+    """S_M = span{μ_k − μ̄} estimated from class statistics, an orthonormal basis [d, q ≤ K − 1] (docs/theory.md,
     "Subspace recovery"): the subspace a head would learn if it followed the class means, not the Fisher
     directions."""
-    return class_mean_subspace_from_statistics(class_statistics(x, y, num_classes))
-
-
-def class_mean_subspace_from_statistics(stats: ClassStatistics) -> np.ndarray:
-    """S_M = span{μ_k − μ̄} [d, q ≤ K − 1] from class statistics (``class_mean_subspace``)."""
     present = stats.counts > 0
     means, weights = stats.means[present], stats.weights[present]
     return orthonormal_basis((means - weights @ means).T)[:, : int(present.sum()) - 1]
