@@ -104,10 +104,10 @@ def child_head_fit(task: str, spec: dict) -> dict:
     import torch
 
     from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
-    from ssl_pipeline.heads.settings import resolve_head_settings
     from ssl_pipeline.data.synthetic import make_synthetic
     from ssl_pipeline.heads.fit import quiet_lightning
     from ssl_pipeline.heads.fit import fit_head
+    from ssl_pipeline.heads.settings import resolve_head_settings
 
     quiet_lightning()
     features = make_synthetic(GMMConfig(preset="random", d=spec["d"], k=spec["k"], n_train=spec["n_train"],

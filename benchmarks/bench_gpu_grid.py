@@ -32,13 +32,13 @@ def main(argv=None) -> int:
 
     from ssl_pipeline.allocator import configure_malloc
     from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
-    from ssl_pipeline.heads.settings import resolve_head_settings
     from ssl_pipeline.data.pairs import features_fit_on
     from ssl_pipeline.data.synthetic import make_synthetic
     from ssl_pipeline.heads.fit import quiet_lightning
     from ssl_pipeline.heads.fit import fit_head
-    from ssl_pipeline.heads.inputs import head_module
     from ssl_pipeline.heads.fit import fit_grid
+    from ssl_pipeline.heads.inputs import head_module
+    from ssl_pipeline.heads.settings import resolve_head_settings
 
     configure_malloc()
     quiet_lightning()

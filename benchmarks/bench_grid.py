@@ -33,9 +33,9 @@ from pathlib import Path
 from _machine import LoadMeter, write_results  # benchmarks/_machine.py (this script's folder is on sys.path)
 from ssl_pipeline.allocator import configure_malloc
 from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.synthetic import make_synthetic
 from ssl_pipeline.heads.fit import quiet_lightning
+from ssl_pipeline.heads.settings import resolve_head_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"infonce18": 3.0, "mix18": 2.5, "cifar100_24": 2.0}

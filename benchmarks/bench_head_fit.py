@@ -31,13 +31,12 @@ import torch
 from _machine import LoadMeter, write_results  # benchmarks/_machine.py (this script's folder is on sys.path)
 from ssl_pipeline.allocator import configure_malloc
 from ssl_pipeline.config import GMMConfig, HeadMethod, HeadsConfig, TrainerConfig
-from ssl_pipeline.heads.settings import HeadSettings, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.data.pairs import DeltaPairSampler, PairFeatures
 from ssl_pipeline.data.synthetic import make_synthetic
-from ssl_pipeline.heads.fit import quiet_lightning
-from ssl_pipeline.heads.fit import fit_head
+from ssl_pipeline.heads.fit import fit_head, quiet_lightning
 from ssl_pipeline.heads.inputs import head_module
+from ssl_pipeline.heads.settings import HeadSettings, resolve_head_settings
 
 GOAL = 1.25
 

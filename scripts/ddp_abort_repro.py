@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def fit_once(strategy: str = "ddp_spawn") -> None:
     """The DDP half of tests/test_ddp.py, smaller: two ranks, per-rank batch 64, 2 epochs on 512 samples."""
     from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
-    from ssl_pipeline.heads.settings import resolve_head_settings
     from ssl_pipeline.data.synthetic import make_synthetic
     from ssl_pipeline.heads.fit import quiet_lightning
     from ssl_pipeline.heads.fit import fit_head
+    from ssl_pipeline.heads.settings import resolve_head_settings
 
     quiet_lightning()
     features = make_synthetic(GMMConfig(d=12, k=3, n_train=512, n_val=16, n_test=16))

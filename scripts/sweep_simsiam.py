@@ -65,9 +65,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from ssl_pipeline.config import TrainerConfig
-    from ssl_pipeline.heads.settings import resolve_head_settings
     from ssl_pipeline.heads.fit import quiet_lightning
     from ssl_pipeline.heads.fit import fit_head
+    from ssl_pipeline.heads.settings import resolve_head_settings
     from ssl_pipeline.scoring.projections import head_projection
     from ssl_pipeline.scoring.score import reference_subspaces, score_projection
 

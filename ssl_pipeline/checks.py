@@ -68,29 +68,13 @@ def gap_records(real: dict[tuple, float], surrogates: list[dict[tuple, float]], 
 
 def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path]:
     """Run every check; write ``checks.json``, ``results.json`` (real + surrogate records), ``checks/*.png``."""
-    from ssl_pipeline.fit_stage import check_devices, fit_heads
-    from ssl_pipeline.reporting.check_plots import save_check_figures
-    from ssl_pipeline.reporting.plots import plot_delta_sweep
-    from ssl_pipeline.records.results import write_json_atomic
-    from ssl_pipeline.reporting.wandb_logging import wandb_run
     from ssl_pipeline.checking.calibration import calibrate
-    from ssl_pipeline.checking.statistics import MAX_CHECK_ROWS, check_sample, run_checks
     from ssl_pipeline.checking.surrogate import sample_surrogate
+    from ssl_pipeline.fit_stage import check_devices
+    from ssl_pipeline.reporting.wandb_logging import wandb_run
 
     check_devices(cfg)
-    features = load_features(cfg.data, console)
-    if cfg.check.pca_dim >= features.dim:
-        raise ConfigError(f"check.pca_dim={cfg.check.pca_dim} must be below the feature dimension d={features.dim}")
-    checked = check_sample(features, cfg.check.seed)
-    if checked is not features:
-        sizes = ", ".join(f"{split} {len(getattr(checked, f'y_{split}'))} of {n}"
-                          for split, n in checked.sampled_from.items())
-        if cfg.check.surrogate_heads:
-            raise ConfigError(
-                f"check.surrogate_heads=true compares heads fitted on all {len(features.y_train)} real training rows "
-                f"with heads fitted on surrogates of the checks' {MAX_CHECK_ROWS}-row subsample, which is not "
-                "calibrated; set check.surrogate_heads=false at this scale")
-        console.print(f"GMM checks and surrogates on a seeded stratified subsample ({sizes} rows)")
+    features, checked = checked_features(cfg, console)
     run_dir = resolve_run_dir(cfg)
 
     def dataset(i: int):
@@ -110,44 +94,94 @@ def run_check(cfg: ExperimentConfig, console: Console) -> tuple[list[dict], Path
              for where, i in zip(head_dirs, head_runs)]
     write_config(cfg, run_dir)
     with wandb_run(cfg, "check", run_dir) as logger:
-        results = []
-        with progress_bar(console, "dataset") as progress:
-            task = progress.add_task("GMM checks", total=count, current="")
-            for i in range(count):
-                progress.update(task, current="real" if i == 0 else f"surrogate {i}")
-                results.append(run_checks(checked if i == 0 else dataset(i), cfg.check, cfg.score.lda_shrinkage))
-                release_free_memory()  # a surrogate and EM's [n, K] arrays, freed but kept by the tuned allocator
-                progress.advance(task)
+        results = gmm_statistics(cfg, [checked] + [None] * cfg.check.surrogates, dataset, console)
         statistics = calibrate(results[0], results[1:], cfg.check)
-        records = list(statistics)
-
         all_records, halves, means = [], [], []
         for i, where, heads in zip(head_runs, head_dirs, saved):
-            data = dataset(i)
-            where.mkdir(parents=True, exist_ok=True)
-            console.print(f"heads and scores on the {'real features' if i == 0 else f'surrogate {i}'}")
-            if heads is None:
-                heads = fit_heads(cfg, data, where, console, logger if i == 0 else None)
-            scored = score_run(cfg, data, heads, where, console)
+            scored, heads = heads_and_scores(cfg, dataset(i), where, heads, console, logger if i == 0 else None,
+                                             "real features" if i == 0 else f"surrogate {i}")
             all_records += scored
             halves.append(half_fit_records(heads, results[i].lda_half_bases))
             means.append(metric_means(scored))
+        records = list(statistics)
         records += gap_records(halves[0], halves[1:], "fisher_cos2_vs_lda_halves")
         records += gap_records(means[0], means[1:])
-        write_json_atomic(run_dir / "results.json", all_records)
-        write_json_atomic(run_dir / "checks.json", records)
-        figures = save_check_figures(results[0], results[1:], run_dir / "checks")
-        real_records = [r for r in all_records if r["data"] != "surrogate"]
-        figures["delta_sweep"] = plot_delta_sweep(real_records, run_dir / "delta_sweep.png")
-        console.print(check_table(statistics, results[0]))
-        console.print(gap_table(records))
-        if logger is not None:
-            logger.log_records(all_records)
-            logger.log_metrics({f"check/{r['statistic']}": r["real"] for r in statistics if r["class"] is None})
-            logger.log_metrics({f"check/{r['statistic']}_gap": r["gap"] for r in statistics if r["class"] is None})
-            logger.log_figures(figures)
-        console.print(f"wrote {run_dir / 'checks.json'}, {run_dir / 'results.json'} and {run_dir / 'checks'}/")
+        write_outputs(run_dir, records, all_records, statistics, results, console, logger)
     return records, run_dir
+
+
+def checked_features(cfg: ExperimentConfig, console: Console):
+    """(the config's features, the rows the GMM checks and surrogates use): the features themselves, or a seeded
+    stratified subsample of at most ``checking.statistics.MAX_CHECK_ROWS`` rows per split at scale (announced;
+    surrogate heads are refused there, their comparison would not be calibrated)."""
+    from ssl_pipeline.checking.statistics import MAX_CHECK_ROWS, check_sample
+
+    features = load_features(cfg.data, console)
+    if cfg.check.pca_dim >= features.dim:
+        raise ConfigError(f"check.pca_dim={cfg.check.pca_dim} must be below the feature dimension d={features.dim}")
+    checked = check_sample(features, cfg.check.seed)
+    if checked is not features:
+        sizes = ", ".join(f"{split} {len(getattr(checked, f'y_{split}'))} of {n}"
+                          for split, n in checked.sampled_from.items())
+        if cfg.check.surrogate_heads:
+            raise ConfigError(
+                f"check.surrogate_heads=true compares heads fitted on all {len(features.y_train)} real training rows "
+                f"with heads fitted on surrogates of the checks' {MAX_CHECK_ROWS}-row subsample, which is not "
+                "calibrated; set check.surrogate_heads=false at this scale")
+        console.print(f"GMM checks and surrogates on a seeded stratified subsample ({sizes} rows)")
+    return features, checked
+
+
+def gmm_statistics(cfg: ExperimentConfig, given: list, dataset, console: Console) -> list:
+    """``checking.statistics.run_checks`` on every dataset: ``given[i]`` where not None, else ``dataset(i)``
+    (surrogates are drawn one at a time and freed)."""
+    from ssl_pipeline.checking.statistics import run_checks
+
+    results = []
+    with progress_bar(console, "dataset") as progress:
+        task = progress.add_task("GMM checks", total=len(given), current="")
+        for i, data in enumerate(given):
+            progress.update(task, current="real" if i == 0 else f"surrogate {i}")
+            results.append(run_checks(data if data is not None else dataset(i), cfg.check, cfg.score.lda_shrinkage))
+            release_free_memory()  # a surrogate and EM's [n, K] arrays, freed but kept by the tuned allocator
+            progress.advance(task)
+    return results
+
+
+def heads_and_scores(cfg: ExperimentConfig, data, where: Path, heads: Optional[list[FittedHead]], console: Console,
+                     logger, name: str) -> tuple[list[dict], list[FittedHead]]:
+    """The config's heads on one dataset (``heads``: saved ones, else fitted in ``where``) and the records of their
+    scores with the baselines'."""
+    from ssl_pipeline.fit_stage import fit_heads
+
+    where.mkdir(parents=True, exist_ok=True)
+    console.print(f"heads and scores on the {name}")
+    if heads is None:
+        heads = fit_heads(cfg, data, where, console, logger)
+    return score_run(cfg, data, heads, where, console), heads
+
+
+def write_outputs(run_dir: Path, records: list[dict], all_records: list[dict], statistics: list[dict], results: list,
+                  console: Console, logger) -> None:
+    """``results.json``, ``checks.json``, the figures (``checks/*.png``, ``delta_sweep.png``), the two console
+    tables, and the W&B logs."""
+    from ssl_pipeline.records.results import write_json_atomic
+    from ssl_pipeline.reporting.check_plots import save_check_figures
+    from ssl_pipeline.reporting.plots import plot_delta_sweep
+
+    write_json_atomic(run_dir / "results.json", all_records)
+    write_json_atomic(run_dir / "checks.json", records)
+    figures = save_check_figures(results[0], results[1:], run_dir / "checks")
+    real_records = [r for r in all_records if r["data"] != "surrogate"]
+    figures["delta_sweep"] = plot_delta_sweep(real_records, run_dir / "delta_sweep.png")
+    console.print(check_table(statistics, results[0]))
+    console.print(gap_table(records))
+    if logger is not None:
+        logger.log_records(all_records)
+        logger.log_metrics({f"check/{r['statistic']}": r["real"] for r in statistics if r["class"] is None})
+        logger.log_metrics({f"check/{r['statistic']}_gap": r["gap"] for r in statistics if r["class"] is None})
+        logger.log_figures(figures)
+    console.print(f"wrote {run_dir / 'checks.json'}, {run_dir / 'results.json'} and {run_dir / 'checks'}/")
 
 
 def _cell(value) -> str:

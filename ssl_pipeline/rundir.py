@@ -18,10 +18,10 @@ import yaml
 
 from ssl_pipeline.atomic import atomic_write_bytes
 from ssl_pipeline.config import ExperimentConfig
-from ssl_pipeline.heads.settings import HeadSettings, resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.errors import ConfigError, DataError
 from ssl_pipeline.heads.fitted import FittedHead
+from ssl_pipeline.heads.settings import HeadSettings, resolve_head_settings
 from ssl_pipeline.reporting.provenance import provenance
 
 HEADS_DIR = "heads"

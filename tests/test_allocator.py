@@ -132,6 +132,7 @@ PEAK_BOUND_MIB = 256
 """Tuned peak RSS of the alternating-size loop ≤ glibc's default peak + this (measured: +7 MiB of a 540 MiB peak)."""
 
 
+@pytest.mark.slow
 @needs_glibc
 def test_repeated_large_allocations_stop_faulting_without_raising_peak_memory():
     def child(mode: str, threshold: int = INT_MAX, env: dict | None = None) -> dict:

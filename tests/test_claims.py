@@ -27,6 +27,8 @@ from ssl_pipeline import experiment
 from ssl_pipeline.cli import parse_command
 from ssl_pipeline.records.results import METRIC_FIELDS, SETTING_FIELDS, load_results
 
+pytestmark = pytest.mark.slow  # minutes of runs: `pytest -m "not slow"` (the fast subset) skips this module
+
 LAB = Path(__file__).resolve().parents[1] / "configs" / "synthetic"
 CONFIG = LAB / "pancakes.yaml"
 DELTAS = "1,0.5,0"

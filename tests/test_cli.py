@@ -172,6 +172,7 @@ def test_score_without_heads(capsys, tmp_path):
     assert "missing fitted head(s) infonce_delta1_seed0, infonce_delta1_seed1" in err
 
 
+@pytest.mark.slow
 def test_fit_then_score_through_the_run_directory(capsys, tmp_path):
     features = write_features(tmp_path / "f.npz", np.random.default_rng(1))
     run_dir = tmp_path / "run"
@@ -229,6 +230,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == ["ssl-pipeline: error: delta=-0.1 is outside [0, 1]; δ is the probability that a positive shares the anchor's class"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_fitting_keeps_the_finished_heads_and_exits_130(tmp_path):
     config = tmp_path / "interrupt.yaml"  # the first head takes one epoch, the second would take hours
     config.write_text(

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.multimodal import make_clip_gmm
 from ssl_pipeline.errors import DataError
-from ssl_pipeline.heads.fit import quiet_lightning
+from ssl_pipeline.heads.fit import fit_grid, quiet_lightning
 from ssl_pipeline.heads.fitted import FittedHead
-from ssl_pipeline.heads.fit import fit_grid
 from ssl_pipeline.heads.grid import grid_groups
 from ssl_pipeline.heads.losses import LOGIT_SCALE_MAX
+from ssl_pipeline.heads.settings import resolve_head_settings
 
 DOUBLE = TrainerConfig(precision="64-true", progress_bar=False)
 
@@ -59,6 +58,7 @@ def test_a_learned_scale_is_clamped_like_open_clips(paired):
     assert math.log(LOGIT_SCALE_MAX) - 0.1 <= math.log(head.logit_scale) <= math.log(LOGIT_SCALE_MAX) + 1e-12
 
 
+@pytest.mark.slow
 def test_two_rank_ddp_clip_grid_equals_the_one_process_grid(paired):
     jobs = [clip(1.0, 0, batch_size=32), clip(0.5, 1, batch_size=32, learn_scale=True)]
     ddp = fit_grid(paired, jobs, dataclasses.replace(DOUBLE, devices=2, strategy="ddp_spawn"))

@@ -17,8 +17,8 @@ from ssl_pipeline.config import (
     OptimizerConfig,
     validate_experiment,
 )
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.errors import ConfigError
+from ssl_pipeline.heads.settings import resolve_head_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PANCAKES = ["synthetic", "--config", str(ROOT / "configs" / "synthetic" / "pancakes.yaml")]

@@ -5,15 +5,16 @@ InfoNCE's negatives are gathered with their gradients (docs/theory.md, "Under DD
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.synthetic import make_synthetic
-from ssl_pipeline.heads.fit import quiet_lightning
-from ssl_pipeline.heads.fit import fit_head
+from ssl_pipeline.heads.fit import fit_head, quiet_lightning
 from ssl_pipeline.heads.parametrization import orthonormal_init
+from ssl_pipeline.heads.settings import resolve_head_settings
 
 
+@pytest.mark.slow
 def test_two_rank_ddp_training_equals_single_process_training():
     quiet_lightning()
     features = make_synthetic(GMMConfig(d=12, k=3, n_train=2048, n_val=16, n_test=16))

@@ -101,6 +101,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_ranks_write_the_entry_of_one_process_bit_for_bit(tmp_path, one_thread):
     images = _images(tmp_path)
     result = _run([sys.executable, "-m", "ssl_pipeline.cli", *_arguments(images, tmp_path / "two"),
@@ -129,6 +130,7 @@ sys.exit(main())
 """
 
 
+@pytest.mark.slow
 def test_a_killed_rank_leaves_its_shards_and_one_process_completes_the_entry(tmp_path, one_thread):
     """Rank 1 of 2 is SIGKILLed after its first train shard (shard 1); the job stops with nothing consolidated.
     A rerun as one process keeps the finished shards, encodes only the others, and writes the reference bytes."""
@@ -148,6 +150,7 @@ def test_a_killed_rank_leaves_its_shards_and_one_process_completes_the_entry(tmp
     assert _digests(killed) == _reference(images, tmp_path / "one")
 
 
+@pytest.mark.slow
 def test_torchrun_script_extracts_on_two_cpu_processes(tmp_path, one_thread):
     images = _images(tmp_path)
     config = _config_file(tmp_path, images, tmp_path / "torchrun")
@@ -158,6 +161,7 @@ def test_torchrun_script_extracts_on_two_cpu_processes(tmp_path, one_thread):
     assert _digests(tmp_path / "torchrun") == _reference(images, tmp_path / "one")
 
 
+@pytest.mark.slow
 def test_slurm_template_parses_and_runs_one_task_under_an_emulated_slurm(tmp_path, one_thread):
     """``bash -n``, then the job script itself with SLURM's variables for one task on one node and an ``srun``
     that runs its command (its options dropped): Lightning must pick SLURMEnvironment."""

@@ -23,11 +23,9 @@ from ssl_pipeline.data.pairs import (
     delta_choice,
 )
 from ssl_pipeline.data.synthetic import make_synthetic
-from ssl_pipeline.heads.fit import quiet_lightning
-from ssl_pipeline.heads.fit import fit_head, head_trainer
-from ssl_pipeline.heads.inputs import head_module, held_out_features
-from ssl_pipeline.heads.fit import fit_grid
+from ssl_pipeline.heads.fit import fit_grid, fit_head, head_trainer, quiet_lightning
 from ssl_pipeline.heads.grid import HeadGrid, grid_groups
+from ssl_pipeline.heads.inputs import head_module, held_out_features
 import ssl_pipeline.heads.grid as grid_module
 from ssl_pipeline.theory.subspaces import fisher_cos2
 
@@ -144,6 +142,7 @@ def test_stopped_heads_keep_their_best_epoch_bit_for_bit_and_equal_their_solo_fi
         assert all(np.array_equal(w[h], fitted[h].weight) for w in record.epochs[jobs[h].epochs if h == 3 else 11:])
 
 
+@pytest.mark.slow
 def test_two_rank_ddp_grid_equals_the_one_process_grid(features):
     jobs = [head("infonce", 1.0, 0, batch_size=64), head("infonce", 0.2, 1, batch_size=64, symmetric=True),
             head("simsiam", 0.5, 0, batch_size=64, epochs=2), head("vicreg", 1.0, 1, batch_size=64),

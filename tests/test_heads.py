@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.synthetic import gmm_parameters, make_synthetic
-from ssl_pipeline.heads.fit import quiet_lightning
-from ssl_pipeline.heads.fit import fit_head
+from ssl_pipeline.heads.fit import fit_head, quiet_lightning
 from ssl_pipeline.heads.fitted import FittedHead
 from ssl_pipeline.heads.modules import SimSiamHead
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.theory.subspaces import fisher_cos2, fisher_subspace
 
 

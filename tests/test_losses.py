@@ -12,9 +12,9 @@ import torch
 import torch.multiprocessing as mp
 
 from ssl_pipeline.config import HeadsConfig
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.heads.losses import info_nce_loss, orthogonality_penalty, simsiam_loss
 from ssl_pipeline.heads.modules import InfoNCEHead
+from ssl_pipeline.heads.settings import resolve_head_settings
 
 
 def reference_info_nce(z: torch.Tensor, zp: torch.Tensor, tau: float, cosine: bool) -> float:
@@ -108,6 +108,7 @@ def head_settings(symmetric: bool) -> dict:
     return asdict(resolve_head_settings(heads, "infonce", 1.0, 0))
 
 
+@pytest.mark.slow
 def test_ddp_gradient_equals_single_process_gradient_over_the_global_batch(tmp_path):
     generator = torch.Generator().manual_seed(0)
     x, xp = torch.randn(16, 6, generator=generator), torch.randn(16, 6, generator=generator)

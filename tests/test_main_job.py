@@ -10,6 +10,8 @@ import pytest
 
 from ssl_pipeline.cli import main
 
+pytestmark = pytest.mark.slow  # minutes of runs: `pytest -m "not slow"` (the fast subset) skips this module
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

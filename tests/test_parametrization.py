@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.synthetic import make_synthetic
-from ssl_pipeline.heads.fit import quiet_lightning
-from ssl_pipeline.heads.fit import fit_head
+from ssl_pipeline.heads.fit import fit_head, quiet_lightning
 from ssl_pipeline.heads.inputs import initial_weight, input_span
 from ssl_pipeline.heads.losses import orthogonality_penalty
 from ssl_pipeline.heads.parametrization import head_basis
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.theory.subspaces import FeatureSpan, fisher_cos2
 
 QUIET_PANCAKES = GMMConfig(preset="pancakes", d=40, k=5, n_train=3000, n_val=500, n_test=500, quiet_dims=8,

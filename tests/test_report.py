@@ -17,10 +17,10 @@ from rich.console import Console
 from ssl_pipeline import experiment
 from ssl_pipeline.cli import parse_command
 from ssl_pipeline.errors import DataError
+from ssl_pipeline.records.results import aggregate, load_results, make_record, write_json_atomic
 from ssl_pipeline.reporting.figures import write_png
 from ssl_pipeline.reporting.html import build_report, resolve_runs
 from ssl_pipeline.reporting.plots import plot_delta_sweep
-from ssl_pipeline.records.results import aggregate, load_results, make_record, write_json_atomic
 from ssl_pipeline.scoring.projection_sample import load_projection_sample, save_projection_sample, stratified_subsample
 from ssl_pipeline.scoring.projections import baseline_projection
 

@@ -18,13 +18,12 @@ import torch
 
 from ssl_pipeline.cli import main
 from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.synthetic import make_synthetic
-from ssl_pipeline.heads.fit import quiet_lightning
-from ssl_pipeline.heads import grid as grid_module
+from ssl_pipeline.heads import fit as fit_module
+from ssl_pipeline.heads.fit import fit_grid, quiet_lightning
 from ssl_pipeline.heads.fitted import FittedHead
-from ssl_pipeline.heads.fit import fit_grid
 from ssl_pipeline.heads.grid import GridCheckpoint
+from ssl_pipeline.heads.settings import resolve_head_settings
 
 CONFIG = (
     "name: resume\nseeds: [0, 1]\ndeltas: [1.0, 0.5]\n"
@@ -37,6 +36,7 @@ def head_weights(run_dir: Path) -> dict[str, np.ndarray]:
     return {p.stem: FittedHead.load(p).weight for p in sorted((run_dir / "heads").glob("*.safetensors"))}
 
 
+@pytest.mark.slow
 def test_a_killed_fit_resumes_from_its_checkpoint_bit_identical_to_an_uninterrupted_fit(tmp_path):
     epochs = 150
     config = tmp_path / "resume.yaml"
@@ -116,7 +116,7 @@ def test_finished_heads_are_not_fitted_again(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     assert main(["fit", "--config", str(config), "--run_dir", str(run_dir)]) == 0
     before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "heads").iterdir()}
-    monkeypatch.setattr(grid_module, "fit_grid", lambda *a, **k: pytest.fail("a finished head was fitted again"))
+    monkeypatch.setattr(fit_module, "fit_grid", lambda *a, **k: pytest.fail("a finished head was fitted again"))
     assert main(["fit", "--config", str(config), "--run_dir", str(run_dir)]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "heads").iterdir()} == before
 

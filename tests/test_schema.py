@@ -1,4 +1,5 @@
-"""Results schema 2 reads schema-1 runs: the new fields are null, SimSiam records say which guard they used."""
+"""The current results schema (3) reads schema-1 runs: the new fields are null, SimSiam records say which guard they
+used."""
 
 import json
 

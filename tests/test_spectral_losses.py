@@ -27,9 +27,9 @@ import torch
 import torch.multiprocessing as mp
 
 from ssl_pipeline.config import HeadsConfig
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.heads import spectral
 from ssl_pipeline.heads.registry import SPECTRAL_HEAD_CLASSES
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.heads.spectral import (
     SpectralContrastiveHead,
     barlowtwins_loss,
@@ -231,6 +231,7 @@ def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, xp: torch.Ten
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_loss_and_gradient_equal_the_single_process_ones_over_the_global_batch(tmp_path):
     generator = torch.Generator().manual_seed(0)
     x = 0.8 * torch.randn(16, 8, generator=generator)  # output stds below 1: VICReg's hinge acts

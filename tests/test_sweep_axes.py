@@ -23,9 +23,9 @@ from ssl_pipeline.config import (
     OptimizerConfig,
     validate_experiment,
 )
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.errors import ConfigError
 from ssl_pipeline.heads.fitted import FittedHead
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.records.results import AXIS_FIELDS, aggregate, summary_table
 from ssl_pipeline.rundir import head_jobs, head_path
 
@@ -259,8 +259,8 @@ def test_a_swept_run_reads_its_heads_back_and_reports_the_axes(swept_run, tmp_pa
 
 
 def test_figures_draw_one_curve_per_combination_of_swept_values(swept_run):
-    from ssl_pipeline.reporting.figures import _labelled_series
     from ssl_pipeline.records.results import load_results
+    from ssl_pipeline.reporting.figures import _labelled_series
 
     rows = aggregate(load_results(swept_run / "results.json"))
     labels = list(_labelled_series([row for row in rows if row["delta"] is not None]))
@@ -269,8 +269,8 @@ def test_figures_draw_one_curve_per_combination_of_swept_values(swept_run):
 
 
 def test_a_tau_set_per_delta_is_not_a_swept_axis():
-    from ssl_pipeline.reporting.figures import _labelled_series
     from ssl_pipeline.records.results import make_record, swept_fields
+    from ssl_pipeline.reporting.figures import _labelled_series
 
     records = [make_record(method="infonce", delta=d, r=4, tau=t, lr=0.01, seed=0, nmi=0.5)
                for d, t in ((1.0, 0.1), (0.5, 1.0))]

@@ -18,8 +18,8 @@ import yaml
 
 from ssl_pipeline.cli import parse_command
 from ssl_pipeline.config import ExperimentConfig, GMMConfig, HeadsConfig, TrainerConfig
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.errors import ConfigError
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.records.results import METRIC_FIELDS, SETTING_FIELDS, aggregate, make_record
 from ssl_pipeline.reporting.wandb_logging import (
     delta_name,

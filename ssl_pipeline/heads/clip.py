@@ -2,7 +2,7 @@
 f₂(x₂) = A₂ᵀ(x₂ − x̄₂), A_m [d_m, r], trained with the symmetric cross-modal InfoNCE on δ-partners.
 
 Each modality-1 training item is an anchor once per epoch; its partner is a modality-2 item of the same shared
-label k_s with probability δ, else a uniformly random modality-2 item (``data.multimodal.cross_modal_candidates``).
+label k_s with probability δ, else a uniformly random modality-2 item (``data.pairs.cross_modal_candidates``).
 The three draws behind a partner do not depend on δ, so CLIP heads of one seed share them and train as a grid
 (``ClipGrid``, a ``HeadGrid`` whose members are ``ClipHead``s), exactly like the unimodal heads. Each tower is
 optimised inside the span of its modality's training inputs (orthonormal eigenbasis above the floor, as InfoNCE).
@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssl_pipeline.heads.settings import HeadSettings
 from ssl_pipeline.data.pairs import delta_choice
+from ssl_pipeline.heads.distributed import gather_with_gradient
 from ssl_pipeline.heads.grid import HeadGrid, first_equal_basis, project_heads
 from ssl_pipeline.heads.losses import clamp_log_logit_scale_, clip_loss
-from ssl_pipeline.heads.distributed import gather_with_gradient
 from ssl_pipeline.heads.modules import LinearHead
 from ssl_pipeline.heads.parametrization import orthonormal_init
+from ssl_pipeline.heads.settings import HeadSettings
 
 if TYPE_CHECKING:
     from ssl_pipeline.data.multimodal import PairedFeatures

@@ -19,10 +19,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from ssl_pipeline.heads.settings import HeadSettings
 from ssl_pipeline.heads.distributed import gather_with_gradient
 from ssl_pipeline.heads.losses import info_nce_loss, orthogonality_penalty, simsiam_loss
 from ssl_pipeline.heads.parametrization import orthonormal_init
+from ssl_pipeline.heads.settings import HeadSettings
 
 
 class LinearHead(pl.LightningModule):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ssl_pipeline.reporting.figures import delta_sweep, write_png
 from ssl_pipeline.records.results import aggregate
+from ssl_pipeline.reporting.figures import delta_sweep, write_png
 
 
 DELTA_SWEEP_METRICS = ("fisher_cos2", "nmi", "probe_acc", "energy_shared", "retrieval_map")

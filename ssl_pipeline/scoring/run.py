@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 
 from ssl_pipeline.config import SPECTRAL_METHODS, ExperimentConfig
-from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.data.labelled import LabelledFeatures
 from ssl_pipeline.heads.fitted import FittedHead
 from ssl_pipeline.heads.inputs import initial_weight
+from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.records.progress import progress_bar
 from ssl_pipeline.records.results import make_record, write_json_atomic
 from ssl_pipeline.scoring.projection_sample import save_projection_sample
