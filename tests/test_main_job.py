@@ -63,3 +63,21 @@ def test_records_name_the_backbone_the_cache_and_the_split(main_job):
     assert sorted(m["num_items"] for m in manifests) == [540, 1257]
     assert all(m["dim"] == 1280 and m["identity"]["dataset"]["split_seed"] == 0 for m in manifests)
     assert all(m["identity"]["preprocess"]["mean"] == [0.5, 0.5, 0.5] for m in manifests)
+
+
+def test_pair_counts_give_the_replayed_closed_form_on_the_digits_features(main_job):
+    """The spectral closed form from pair counts is the one from replaying every pair the heads' sampler draws
+    (cos² ≥ 1 − 1e-9) on the main job's own features at its batch and epochs, δ ∈ {1, 0.5, 0}."""
+    from test_spectral_closed_form import closed_form_against_replay
+
+    from ssl_pipeline.cli import parse_command
+    from ssl_pipeline.features.source import load_features
+
+    tmp, _ = main_job
+    cfg = parse_command(["run", "--config", str(ROOT / "configs" / "default.yaml"),
+                         "--data.extract.cache_root", str(tmp / "features")])[1]
+    features = load_features(cfg.data)
+    x, y = np.asarray(features.x_train, dtype=np.float32), features.y_train
+    for delta in (1.0, 0.5, 0.0):
+        [(distance, cos2)] = closed_form_against_replay(x, y, delta, cfg.heads.batch_size, cfg.heads.epochs, 9)
+        assert distance < 1e-12 and cos2 >= 1 - 1e-9

@@ -203,8 +203,35 @@ def test_report_opens_in_headless_chromium_without_errors(report):
         widths = driver.execute_script("return Array.from(document.images, i => i.complete ? i.naturalWidth : 0)")
         assert len(widths) == len(artifacts.figures) == 15 and min(widths) > 0
         assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+        for width in (1400, 800):  # the issue's desktop width, and a narrow window where every table must scroll
+            driver.set_window_size(width, 900)
+            layout = driver.execute_script(OVERFLOW_SCRIPT)
+            viewport = layout["viewport"]
+            assert layout["page"] <= viewport, f"the page is {layout['page']} px wide in a {viewport} px window"
+            assert [t for t in layout["tables"] if t["right"] > viewport + 0.5] == []  # a table's box stays inside
+            assert [f for f in layout["figures"] if f["right"] > viewport + 0.5] == []
+            # figures take the page's width (the body's content box), not a third of it
+            assert min(f["width"] for f in layout["figures"]) >= 0.95 * layout["content"]
+            if width == 800:  # the method × metric tables are wider than the page there: they scroll inside it
+                assert any(t["scrolls"] for t in layout["tables"])
     finally:
         driver.quit()
+
+
+OVERFLOW_SCRIPT = """
+const box = element => element.getBoundingClientRect();
+const body = getComputedStyle(document.body);
+return {
+  viewport: document.documentElement.clientWidth,
+  page: document.documentElement.scrollWidth,
+  content: box(document.body).width - parseFloat(body.paddingLeft) - parseFloat(body.paddingRight),
+  tables: Array.from(document.querySelectorAll('table'), table => {
+    const frame = table.closest('.scroll') || table;
+    return {id: table.id, right: box(frame).right, scrolls: frame.scrollWidth > frame.clientWidth};
+  }),
+  figures: Array.from(document.images, image => ({right: box(image).right, width: box(image).width})),
+};
+"""
 
 
 def test_text_from_results_is_escaped_and_headless_groups_skip_delta_figures(tmp_path):

@@ -89,3 +89,33 @@ def test_estimated_fisher_subspace_matches_truth_for_large_n(preset):
     estimated = estimate_fisher_subspace(features.x_train, features.y_train, cfg.k)
     assert estimated.shape[1] == cfg.k - 1
     assert fisher_cos2(estimated, gmm_parameters(cfg).fisher_basis()) >= 0.99
+
+
+def test_fisher_cos2_equals_the_principal_angles_formula_on_any_reference(rng):
+    """‖keptᵀQ‖²_F / min(r, q) is Σ cos²θ_i / min(r, q) with θ scipy's principal angles, for orthonormal, scaled
+    and mixed, and rank-deficient references (whose null directions ``orth`` drops), and heads with a dropped
+    direction (a singular value below 1e-3 of the largest)."""
+    from scipy.linalg import subspace_angles
+
+    from ssl_pipeline.theory.subspaces import significant_directions, subspace_cos2
+
+    def by_angles(head, reference):
+        kept = significant_directions(head)
+        return float(np.sum(np.cos(subspace_angles(kept, reference)) ** 2) / min(head.shape[1], reference.shape[1]))
+
+    d = 40
+    for trial in range(20):
+        r, q = rng.integers(1, 10, size=2)
+        head = rng.normal(size=(d, r))
+        if trial % 4 == 1 and r > 1:
+            head[:, -1] = head[:, 0] * 1e-5 + head[:, -1] * 1e-6  # a direction below the 1e-3 cut
+        reference = np.linalg.qr(rng.normal(size=(d, q)))[0]
+        if trial % 4 == 2:
+            reference = reference @ rng.normal(size=(q, q))  # same span, not orthonormal
+        if trial % 4 == 3 and q > 1:
+            reference[:, -1] = reference[:, 0] * 2.0  # rank q − 1
+        if trial % 5 == 0:
+            reference = np.hstack([reference, head[:, :1]])  # shares a direction with the head
+        found = fisher_cos2(head, reference)
+        assert found == pytest.approx(by_angles(head, reference), abs=1e-12)
+        assert subspace_cos2(significant_directions(head), r, reference) == found

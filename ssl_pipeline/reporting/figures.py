@@ -34,9 +34,6 @@ SERIES_FIELDS = ("r", "features", "run")
 runs of one setting in a report); so do the sweep axes τ, ξ and lr where a method has several values of one at a
 δ (``results.swept_fields``), but not the per-δ overrides (τ, epochs), which change only with δ."""
 DELTA_LABEL = "δ (probability that a positive shares the class)"
-LEGEND_INSIDE = 8
-"""Where some method sweeps an axis (one curve per combination of values), a legend of more entries goes to the
-right of the figure, which is widened for it; other legends stay inside the axes."""
 MARKERS = ("o", "^", "D", "v", "P", "X", "*")
 """Markers of the head methods (in ``_method_order``) when some method sweeps an axis, so that curves of a colour
 that repeats stay apart."""
@@ -106,7 +103,7 @@ def _draw_metric_vs_delta(axis: Axes, rows: list[dict], metric: str) -> bool:
         )
     baselines = [row for row in rows if row["method"] in BASELINE_STYLES and row.get(metric) is not None]
     drawn: dict[str, int] = defaultdict(int)
-    for label, members in _labelled_series(baselines).items():
+    for label, members in _labelled_series(shared_baselines(baselines, metric)).items():
         method = members[0]["method"]
         color, style = BASELINE_STYLES[method]
         # one baseline at several r (a heads.r sweep): fainter lines for the later values
@@ -118,6 +115,21 @@ def _draw_metric_vs_delta(axis: Axes, rows: list[dict], metric: str) -> bool:
     axis.set_xlim(-0.05, 1.05)
     axis.grid(alpha=0.3)
     return swept
+
+
+def shared_baselines(rows: list[dict], metric: str) -> list[dict]:
+    """The baseline rows with one row per (method, setting) whose ``metric`` is the same in every run that has it
+    (to 1e-12: the runs of a report that share features and seeds give identical baselines), its ``run`` dropped
+    so it is drawn once; the rows of a baseline that differs between runs are kept, one line per run."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["method"], *((f, row.get(f)) for f in SERIES_FIELDS if f != "run"))].append(row)
+    kept = []
+    for members in groups.values():
+        values = [row[metric] for row in members]
+        same = all(abs(v[0] - values[0][0]) <= 1e-12 and abs(v[1] - values[0][1]) <= 1e-12 for v in values)
+        kept += [{**members[0], "run": None}] if same else members
+    return kept
 
 
 def metric_vs_delta(rows: list[dict], metric: str, title: str) -> Figure:
@@ -134,11 +146,10 @@ def metric_vs_delta(rows: list[dict], metric: str, title: str) -> Figure:
 
 
 def _place_legend(figure: Figure, axis: Axes, swept: bool) -> None:
-    """``axis``'s legend inside it, or, for a sweep (``swept``) of more than ``LEGEND_INSIDE`` entries, to the right
-    of the figure (widened and, for a long legend, heightened to make room)."""
+    """``axis``'s legend to the right of the figure, outside the axes, so that it never covers a curve (the
+    figure widened for it and, for a long legend, heightened); ``swept`` is kept for callers."""
     handles, labels = axis.get_legend_handles_labels()
-    if not swept or len(labels) <= LEGEND_INSIDE:
-        axis.legend(fontsize=8)
+    if not labels:
         return
     columns = 1 + (len(labels) - 1) // 30
     figure.set_figwidth(figure.get_figwidth() + 2.8 * columns)

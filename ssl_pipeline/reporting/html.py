@@ -54,12 +54,15 @@ TOWER_FIGURE_METRICS = ("energy_shared", "retrieval_map")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1280px;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}
+.scroll{overflow-x:auto;max-width:100%;margin:1rem 0}
+table{border-collapse:collapse;font-size:.85rem}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;white-space:nowrap}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-figure{display:inline-block;margin:1rem 1rem 1rem 0}img{max-width:100%}
-figcaption{font-size:.8rem;color:#555;max-width:640px}.note{color:#a33}
+th{background:#f3f3f3;position:sticky;top:0}td:first-child,th:first-child{text-align:left}
+td:first-child{position:sticky;left:0;background:#fff}th:first-child{left:0;z-index:1}
+figure{display:block;margin:1.5rem 0}img{display:block;width:100%;max-width:100%;height:auto}
+figcaption{font-size:.8rem;color:#555}.note{color:#a33}
 """
+"""Tables scroll sideways inside the page (their method column stays in view); figures take the page's width."""
 
 
 @dataclass
@@ -171,17 +174,45 @@ class Page:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
         self.parts.append(
-            f'<table id="{key}" data-table="{key}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            f'<div class="scroll"><table id="{key}" data-table="{key}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>"
         )
 
     def text(self, markup: str) -> None:
         self.parts.append(markup)
 
 
-def _group_label(record: dict) -> str:
-    backbone = record.get("backbone")
-    label = f"{record.get('dataset')} / {backbone}" if backbone else str(record.get("dataset"))
-    return label + " — surrogate (tied GMM fitted to it)" if record.get("data") == "surrogate" else label
+def backbone_name(identity: str) -> str:
+    """A backbone's name for people: ``efficientnet_lite0 (packaged)``, ``resnet50 (torchvision, IMAGENET1K_V2)``,
+    ``ViT-B-32 (open_clip, laion2b_s34b_b79k)``, ``resnet50 (torchvision, local weights)`` for a checkpoint file
+    (its hash stays in the runs table); an identity of another form is shown whole."""
+    kind, _, rest = identity.partition(":")
+    name, _, tag = rest.rpartition(":")
+    if not (kind and name and tag):
+        return identity
+    if tag.startswith("file-sha256="):
+        return f"{name} ({kind})" if kind == "packaged" else f"{name} ({kind}, local weights)"
+    return f"{name} ({kind}, {tag})"
+
+
+def backbone_names(identities: set[str]) -> dict[str, str]:
+    """``backbone_name`` of each identity, with the weights hash's first 8 characters added where two identities
+    would share a name (two checkpoints of one model)."""
+    names = {identity: backbone_name(identity) for identity in identities}
+    shared = {name for name in names.values() if list(names.values()).count(name) > 1}
+    return {identity: f"{name} [{identity.rpartition('=')[2][:8] or identity.rpartition(':')[2]}]" if name in shared
+            else name for identity, name in names.items()}
+
+
+def _group_key(record: dict) -> tuple:
+    """What a report section groups by: dataset, backbone identity, and real data or surrogates."""
+    return (str(record.get("dataset")), record.get("backbone") or "", record.get("data") == "surrogate")
+
+
+def _group_label(key: tuple, names: dict[str, str]) -> str:
+    dataset, backbone, surrogate = key
+    label = f"{dataset} / {names[backbone]}" if backbone else dataset
+    return label + " — surrogate (tied GMM fitted to it)" if surrogate else label
 
 
 def _pooled_surrogates(record: dict) -> dict:
@@ -193,7 +224,8 @@ def _pooled_surrogates(record: dict) -> dict:
 
 
 def _runs_table(page: Page, runs: list[Run]) -> None:
-    """One row per run: directory, config name, datasets, backbones, git commit, number of records."""
+    """One row per run: directory, config name, datasets, backbones (their full identities, weights hash
+    included: the sections name them by ``backbone_name``), git commit, number of records."""
     header = ["run", "name", "dataset", "backbone", "git commit", "records"]
     listing = []
     for run in runs:
@@ -322,11 +354,14 @@ def build_report(run_dirs: list[Path], out_dir: Path, title: str | None = None) 
     generated = datetime.now().astimezone().isoformat(timespec="seconds")
     page.text(f"<header><h1>{html.escape(title)}</h1><p>generated {html.escape(generated)}</p></header>")
     _runs_table(page, runs)
-    grouped: dict[str, list[tuple[Run, dict]]] = {}
+    grouped: dict[tuple, list[tuple[Run, dict]]] = {}
     for run in runs:
         for record in map(_pooled_surrogates, run.records):
-            grouped.setdefault(_group_label(record), []).append((run, record))
-    rows_by_group = {label: _group_section(page, label, grouped[label]) for label in sorted(grouped)}
+            grouped.setdefault(_group_key(record), []).append((run, record))
+    names = backbone_names({key[1] for key in grouped if key[1]})
+    labels = {key: _group_label(key, names) for key in grouped}
+    rows_by_group = {labels[key]: _group_section(page, labels[key], grouped[key])
+                     for key in sorted(grouped, key=lambda key: labels[key])}
     if rows_by_group:
         page.text('<section id="backbones"><h2>Across backbones</h2>')
         for metric in FIGURE_METRICS:

@@ -19,6 +19,8 @@ from ssl_pipeline.theory.subspaces import (
     fisher_cos2,
     fisher_energy,
     fisher_estimate_from_statistics,
+    significant_directions,
+    subspace_cos2,
     total_covariance,
 )
 
@@ -152,17 +154,22 @@ class ProjectionScorer:
         recovery = references is not None and subspace is not None
         meaningful = recovery and not references.fisher_fills_span
         top = references.fisher_top(projection.r) if recovery else None
+        kept = significant_directions(subspace) if subspace is not None else None  # one SVD for every reference
+
+        def cos2(reference: np.ndarray) -> float:
+            """``fisher_cos2(subspace, reference)``."""
+            return subspace_cos2(kept, subspace.shape[1], reference)
+
         self.seed_free: dict[str, Optional[float]] = {
             "probe_acc": probe.test_accuracy,
-            "fisher_cos2": fisher_cos2(subspace, references.fisher) if meaningful else None,
-            "fisher_top_cos2": fisher_cos2(subspace, top) if top is not None else None,
+            "fisher_cos2": cos2(references.fisher) if meaningful else None,
+            "fisher_top_cos2": cos2(top) if top is not None else None,
             "fisher_rank": references.fisher_rank if references is not None else None,
             "fisher_energy": fisher_energy(subspace, references.fisher) if meaningful else None,
-            "means_cos2": fisher_cos2(subspace, references.means) if meaningful else None,
-            "pca_cos2": fisher_cos2(subspace, references.pca) if recovery else None,
-            "minor_cos2": fisher_cos2(subspace, references.minor) if recovery and references.minor is not None
-            else None,
-            "optimum_cos2": fisher_cos2(subspace, optimum) if subspace is not None and optimum is not None else None,
+            "means_cos2": cos2(references.means) if meaningful else None,
+            "pca_cos2": cos2(references.pca) if recovery else None,
+            "minor_cos2": cos2(references.minor) if recovery and references.minor is not None else None,
+            "optimum_cos2": cos2(optimum) if subspace is not None and optimum is not None else None,
             "effective_rank": rank,
             "feature_rank": references.feature_rank if references is not None else None,
         }

@@ -14,10 +14,14 @@ from typing import Iterable, NamedTuple
 import numpy as np
 
 from ssl_pipeline.errors import DataError
+from ssl_pipeline.theory.chunks import row_chunks
 from ssl_pipeline.theory.subspaces import FEATURE_FLOOR, class_statistics, feature_span, total_covariance
 
 MIN_PAIRS_PER_DIMENSION = 10
 """Σ_Δ needs at least this many sampled pairs per feature dimension (else its smallest eigenvalues are noise)."""
+PAIR_BLOCK_BYTES = 256 * 2**20
+"""Float64 bytes of one block of feature columns over all N points in ``pair_moments`` (one block at the main
+job's and the holdout's sizes)."""
 
 
 class PairMoments(NamedTuple):
@@ -38,31 +42,46 @@ class ClosedForm(NamedTuple):
 
 
 def pair_moments(
-    x: np.ndarray, y: np.ndarray, pairs: Iterable[np.ndarray], chunk: int = 8192, total: np.ndarray | None = None
+    x: np.ndarray, y: np.ndarray, pairs: Iterable[np.ndarray], total: np.ndarray | None = None,
+    block_bytes: int = PAIR_BLOCK_BYTES,
 ) -> PairMoments:
     """Σ_T of x [N, d] (biased; ``total`` if already computed) and Σ_Δ = ½·mean over the given pairs of
     (x_a − x_b)(x_a − x_b)ᵀ, ``pairs`` being index arrays [2, P] (e.g. one per epoch of the heads' sampler,
-    ``data.pairs.sampled_pair_moments``). Accumulated in float64 chunks; fewer than ``MIN_PAIRS_PER_DIMENSION``·d
-    pairs are refused."""
-    import torch  # float64 GEMMs through torch's BLAS (MKL): numpy's took 4× longer on the main job
+    ``data.pairs.sampled_pair_moments``); fewer than ``MIN_PAIRS_PER_DIMENSION``·d pairs are refused.
+
+    The pairs are not replayed: with W the symmetric pair-count matrix [N, N] (W_ij = how often (i, j) or (j, i)
+    was drawn; sparse, at most 2P entries) and D = diag(W·1), Σ over the pairs of (x_a − x_b)(x_a − x_b)ᵀ =
+    X̃ᵀ(D − W)X̃, X̃ = x − x̄ (a difference does not see the centre; centring keeps both terms small): one sparse
+    product and one N·d² GEMM instead of P·d² (P = epochs·N: the main job's closed forms cost 60× less). The sum is
+    the replayed one up to float64 rounding (``tests/test_spectral_closed_form.py``). Columns go in blocks of at
+    most ``block_bytes`` of float64 over the N points, so memory stays bounded at any N."""
+    import scipy.sparse
 
     x = np.ascontiguousarray(x)
-    d = x.shape[1]
-    features = torch.from_numpy(x)
-    scatter = torch.zeros(d, d, dtype=torch.float64)
-    count = 0
-    for block in pairs:
-        block = torch.as_tensor(np.asarray(block))
-        for start in range(0, block.shape[1], chunk):
-            a, b = block[:, start : start + chunk]
-            diff = features[a].double() - features[b].double()
-            scatter += diff.T @ diff
-        count += block.shape[1]
-    scatter = scatter.numpy()
+    n, d = x.shape
+    blocks = [np.asarray(block).reshape(2, -1) for block in pairs]
+    first = np.concatenate([block[0] for block in blocks]) if blocks else np.zeros(0, dtype=np.int64)
+    second = np.concatenate([block[1] for block in blocks]) if blocks else np.zeros(0, dtype=np.int64)
+    count = len(first)
     if count < MIN_PAIRS_PER_DIMENSION * d:
         raise DataError(f"Σ_Δ from {count} sampled pairs in {d} dimensions is noise; it needs at least "
                         f"{MIN_PAIRS_PER_DIMENSION}·d = {MIN_PAIRS_PER_DIMENSION * d} pairs (raise heads.epochs or "
                         "the number of training points)")
+    drawn = scipy.sparse.coo_matrix((np.ones(count), (first, second)), shape=(n, n)).tocsr()
+    counts = (drawn + drawn.T).tocsr()  # duplicates summed: integer counts, exact in float64
+    degree = np.asarray(counts.sum(axis=1)).ravel()
+    mean = np.zeros(d)
+    for _, rows in row_chunks(x):
+        mean += rows.sum(axis=0)
+    mean /= n
+    scatter = np.zeros((d, d))
+    width = max(1, block_bytes // (8 * max(1, n)))
+    for j in range(0, d, width):
+        columns = x[:, j : j + width].astype(np.float64) - mean[j : j + width]  # X̃ [N, w]
+        laplacian_columns = degree[:, None] * columns - counts @ columns  # (D − W) X̃ [N, w]
+        for start, rows in row_chunks(x):
+            scatter[:, j : j + width] += (rows - mean).T @ laplacian_columns[start : start + len(rows)]
+    scatter = 0.5 * (scatter + scatter.T)  # symmetric up to rounding
     if total is None:
         total = total_covariance(class_statistics(x, y, int(y.max()) + 1))
     return PairMoments(total, 0.5 * scatter / count, count)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
 import numpy as np
-from scipy.linalg import subspace_angles
 
 from ssl_pipeline.theory.chunks import row_chunks
 
@@ -274,26 +273,41 @@ def class_mean_subspace_from_statistics(stats: ClassStatistics) -> np.ndarray:
     return orthonormal_basis((means - weights @ means).T)[:, : int(present.sum()) - 1]
 
 
-def principal_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Principal angles (radians) between col(a) and col(b) (scipy ``subspace_angles``)."""
-    return subspace_angles(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
-
-
-def _significant_directions(head: np.ndarray, rtol: float = 1e-3) -> np.ndarray:
+def significant_directions(head: np.ndarray, rtol: float = 1e-3) -> np.ndarray:
+    """An orthonormal basis [d, ≤ r] of col(head) without the directions whose singular value is below ``rtol`` of
+    the largest (what ``fisher_cos2`` compares; compute it once to compare one head with many references:
+    ``subspace_cos2``)."""
     u, s, _ = np.linalg.svd(np.asarray(head, dtype=np.float64), full_matrices=False)
     return u[:, s > rtol * s[0]] if s.size and s[0] > 0 else u[:, :0]
+
+
+def orthonormal_columns(basis: np.ndarray) -> np.ndarray:
+    """``basis`` itself when its columns are orthonormal (to 1e-10), else an orthonormal basis of its column space
+    (scipy ``orth``, the basis ``subspace_angles`` uses, rank-deficient directions dropped)."""
+    from scipy.linalg import orth
+
+    basis = np.asarray(basis, dtype=np.float64)
+    gram = basis.T @ basis
+    if np.allclose(gram, np.eye(basis.shape[1]), rtol=0, atol=1e-10):
+        return basis
+    return orth(basis)
+
+
+def subspace_cos2(kept: np.ndarray, r: int, reference: np.ndarray) -> float:
+    """``fisher_cos2`` of a head whose ``significant_directions`` are ``kept`` [d, ≤ r] (nominal r) against any
+    ``reference`` [d, q]: Σ cos²θ_i = ‖keptᵀQ‖²_F with Q an orthonormal basis of the reference (the squared
+    singular values of keptᵀQ are the cos² of the principal angles), over min(r, q)."""
+    q = reference.shape[1]
+    if kept.shape[1] == 0 or q == 0:
+        return 0.0
+    return float(np.sum((kept.T @ orthonormal_columns(reference)) ** 2) / min(r, q))
 
 
 def fisher_cos2(head: np.ndarray, fisher_basis: np.ndarray) -> float:
     """Σ cos²θ_i / min(r, q) between col(head) [d, r] and S_F [d, q], after dropping directions of the head
     whose singular value is below 1e-3 of the largest. The denominator uses the nominal r, so a collapsed
     head cannot score: a rank-1 head inside S_F scores 1/min(r, q)."""
-    r, q = head.shape[1], fisher_basis.shape[1]
-    kept = _significant_directions(head)
-    if kept.shape[1] == 0 or q == 0:
-        return 0.0
-    cos2 = np.cos(principal_angles(kept, fisher_basis)) ** 2
-    return float(np.sum(cos2) / min(r, q))
+    return subspace_cos2(significant_directions(head), head.shape[1], fisher_basis)
 
 
 def fisher_energy(head: np.ndarray, fisher_basis: np.ndarray) -> float:
