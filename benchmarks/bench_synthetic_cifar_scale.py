@@ -11,6 +11,12 @@ scikit-learn are imported before the clock starts; their import time is printed 
 
     .venv/bin/python benchmarks/bench_synthetic_cifar_scale.py
     .venv/bin/python benchmarks/bench_synthetic_cifar_scale.py --quick    # 10k × 128, K=20
+    .venv/bin/python benchmarks/bench_synthetic_cifar_scale.py --holdout  # issue 22's holdout shape (goal ≤ 150 s)
+
+``--holdout`` is the shape of a real ImageFolder holdout run (60,000 JPEGs through EfficientNet-Lite0): generated
+45,000 × 1,280 train (5,000 val, 10,000 test), K = 10, r = 9, InfoNCE + SimSiam × δ ∈ {1, 0.5, 0.2} × 3 seeds,
+30 epochs at batch 1,024, baselines LDA / PCA / random / raw; its goal is the whole run, imports included,
+≤ 150 s (the same run took 238 s before issue 22).
     OPENBLAS_CORETYPE=Prescott .venv/bin/python benchmarks/bench_synthetic_cifar_scale.py  # faiss's generic kernels
 """
 
@@ -52,6 +58,8 @@ from ssl_pipeline.scoring.run import score_run  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - IMPORT_START
 GOAL_SECONDS = 60.0
+HOLDOUT_GOAL_SECONDS = 150.0
+"""``--holdout``: the whole run, imports included."""
 SEEDING = "k-means++ seeding"
 CALLS: dict[str, list[float]] = defaultdict(list)
 """Seconds of every call of each scoring primitive, in call order (one per projection scored)."""
@@ -81,6 +89,14 @@ def split_calls(calls: list[float], names: list[str]) -> dict[str, float]:
 
 
 def build_config(args: argparse.Namespace, run_dir: str) -> ExperimentConfig:
+    if args.holdout:
+        gmm = GMMConfig(preset="random", d=1280, k=10, n_train=45000, n_val=5000, n_test=10000)
+        return ExperimentConfig(
+            name="holdout-shape", seeds=[0, 1, 2], deltas=[1.0, 0.5, 0.2], run_dir=run_dir,
+            data=DataConfig(source="synthetic", synthetic=gmm),
+            heads=HeadsConfig(methods=["infonce", "simsiam"], r=gmm.k - 1, epochs=30, batch_size=1024),
+            score=ScoreConfig(baselines=["lda", "pca", "random", "raw"], kmeans=KMeansConfig()),
+        )
     gmm = GMMConfig(preset="random", d=128, k=20, n_train=10000, n_val=1000, n_test=2000) if args.quick else GMMConfig(
         preset="random", d=512, k=100, n_train=50000, n_val=5000, n_test=10000
     )
@@ -95,17 +111,21 @@ def build_config(args: argparse.Namespace, run_dir: str) -> ExperimentConfig:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k × 128, K=20, r=19")
+    parser.add_argument("--holdout", action="store_true", help="45k × 1280, K=10, r=9, 2 methods × 3 δ × 3 seeds")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--run-dir", help="keep the run's artifacts here (default: a temporary directory)")
     parser.add_argument("--out", type=Path, help="default benchmarks/results/synthetic_cifar_scale[_quick].json")
     args = parser.parse_args()
-    args.out = args.out or Path(f"benchmarks/results/synthetic_cifar_scale{'_quick' if args.quick else ''}.json")
+    suffix = "_quick" if args.quick else "_holdout" if args.holdout else ""
+    args.out = args.out or Path(f"benchmarks/results/synthetic_cifar_scale{suffix}.json")
+    goal = HOLDOUT_GOAL_SECONDS if args.holdout else GOAL_SECONDS
 
     timed(score_module, "faiss_kmeans", "kmeans")
     timed(score_module, "linear_probe", "probe")
     timed(score_module, "effective_rank", "effective_rank")
-    timed(score_module, "fisher_cos2", "fisher_cos2+energy")
+    timed(score_module, "significant_directions", "fisher_cos2+energy")
+    timed(score_module, "subspace_cos2", "fisher_cos2+energy")
     timed(score_module, "fisher_energy", "fisher_cos2+energy")
     timed(score_module, "clustering_scores", "nmi/ari/acc")
     timed(scoring_run_module, "baseline_projection", "baseline fits")
@@ -138,13 +158,22 @@ def main() -> None:
         load.stop()
         experiment.report(records, run_dir, console, title=f"{cfg.name} ({features.dataset}, 1 seed)")
 
-    fit_seconds = {h.settings.method: h.fit_seconds for h in heads}
+    fit_seconds: dict[str, float] = defaultdict(float)
+    for head in heads:  # every head of a method, all δ and seeds
+        fit_seconds[head.settings.method] += head.fit_seconds
     score_parts = {label: sum(calls) for label, calls in CALLS.items()}
     score_parts["other (projections, records)"] = stages["score_run"] - sum(
         t for label, t in score_parts.items() if label != SEEDING
     )
     projections = [r["method"] for r in records]  # score_run scores the projections in record order
     per_method = {label: split_calls(CALLS[label], projections) for label in ("kmeans", SEEDING, "probe")}
+    if len(set(projections)) < len(projections):  # several seeds and δ: per method, summed
+        per_method = {label: {} for label in per_method}
+        for label in ("kmeans", "probe"):
+            calls = CALLS[label]
+            if len(calls) == len(projections):
+                for method, seconds in zip(projections, calls):
+                    per_method[label][method] = per_method[label].get(method, 0.0) + seconds
     per_method["baseline fits"] = split_calls(CALLS["baseline fits"], list(cfg.score.baselines))
     print(f"\n{'stage':<34} {'seconds':>8}")
     for name, seconds in stages.items():
@@ -160,18 +189,24 @@ def main() -> None:
                 detail = ", ".join(f"{m} {t:.1f}" for m, t in per_method.get(part, {}).items())
                 label = f"  ({SEEDING})" if part == SEEDING else part
                 print(f"  {label:<32} {score_parts.get(part, 0.0):>8.2f}  {detail}")
-    met = total <= GOAL_SECONDS
-    print(f"{'total after imports':<34} {total:>8.2f}  (goal ≤ {GOAL_SECONDS:g} s: {'met' if met else 'MISSED'})")
+    judged = total + IMPORT_SECONDS if args.holdout else total
+    met = judged <= goal
+    print(f"{'total after imports':<34} {total:>8.2f}" + ("" if args.holdout else
+          f"  (goal ≤ {goal:g} s: {'met' if met else 'MISSED'})"))
     print(f"{'(imports of torch, lightning, …)':<34} {IMPORT_SECONDS:>8.2f}")
+    if args.holdout:
+        print(f"{'whole run, imports included':<34} {judged:>8.2f}  (goal ≤ {goal:g} s: {'met' if met else 'MISSED'})")
     print(load.line())
 
     metrics = {
-        r["method"]: {k: r[k] for k in ("nmi", "ari", "acc", "probe_acc", "fisher_cos2", "fisher_energy",
-                                        "effective_rank", "fit_seconds")}
+        r["method"] + ("" if r.get("delta") is None else f" δ={r['delta']:g}") + f" seed={r['seed']}":
+            {k: r[k] for k in ("nmi", "ari", "acc", "probe_acc", "fisher_cos2", "fisher_energy", "effective_rank",
+                               "fit_seconds")}
         for r in records
     }
     payload = {
-        "benchmark": "synthetic_cifar_scale", "goal": f"total after imports <= {GOAL_SECONDS} s", "quick": args.quick,
+        "benchmark": "synthetic_cifar_scale" + suffix, "quick": args.quick, "holdout": args.holdout,
+        "goal": f"whole run <= {goal} s" if args.holdout else f"total after imports <= {goal} s",
         "config": asdict(cfg), "machine": platform.platform(), "load": load.summary(),
         "openblas_coretype": kmeans_module.faiss_openblas_coretype(), "stages_s": stages, "head_fit_seconds": fit_seconds,
         "score_breakdown_s": score_parts, "score_per_method_s": per_method, "total_s": total,

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ssl_pipeline.data.pairs import delta_choice
 from ssl_pipeline.heads.distributed import gather_with_gradient
-from ssl_pipeline.heads.grid import HeadGrid, first_equal_basis, project_heads
+from ssl_pipeline.heads.grid import HeadGrid, centred, first_equal_basis, project_heads, unit_scale
 from ssl_pipeline.heads.losses import clamp_log_logit_scale_, clip_loss
 from ssl_pipeline.heads.modules import LinearHead
 from ssl_pipeline.heads.parametrization import orthonormal_init
@@ -95,6 +95,7 @@ class ClipGrid(HeadGrid):
     def __init__(self, members: list[ClipHead], features_key: Optional[str] = None, on_finished=None, on_epoch=None):
         super().__init__(members, features_key, on_finished, on_epoch)
         self.basis2_owner = [first_equal_basis(members, h, attribute="basis2") for h in range(len(members))]
+        self.unit_scale2 = unit_scale(members[0].scale2)
 
     def grid_losses(self, blocks1: Tensor, blocks2: Tensor, coins: Tensor, heads: list[int]) -> dict[int, Tensor]:
         first = self.members[0]
@@ -105,8 +106,8 @@ class ClipGrid(HeadGrid):
             active = [h for h in seed_heads if h in heads]
             if not active:
                 continue
-            z1 = project_heads((blocks1[s] - first.mean) * first.scale, weights1, active)
-            z2 = project_heads((blocks2[s] - first.mean2) * first.scale2, weights2, active)
+            z1 = project_heads(centred(blocks1[s], first.mean, None if self.unit_scale else first.scale), weights1, active)
+            z2 = project_heads(centred(blocks2[s], first.mean2, None if self.unit_scale2 else first.scale2), weights2, active)
             for h in active:
                 member = self.members[h]
                 keep = delta_choice(coins[s], member.settings.delta)[:, None]
