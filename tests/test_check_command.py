@@ -9,6 +9,8 @@ import pytest
 
 from ssl_pipeline.cli import main
 
+pytestmark = pytest.mark.slow  # the check command end to end, with surrogates: `pytest -m "not slow"` skips it
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -148,6 +148,7 @@ def test_check_figures_are_written_as_png(tied_case, tmp_path):
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in paths.values())
 
 
+@pytest.mark.slow
 def test_true_tied_gmm_with_isotropic_nuisance_passes_gaussianity_and_calibrates():
     """The pancakes (95 nuisance directions of equal variance): a PCA basis chosen on train picked the directions
     whose train variance came out high by chance and rejected Gaussianity in 5 of 5 classes of a true tied GMM;

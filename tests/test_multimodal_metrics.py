@@ -92,6 +92,7 @@ def test_k_beyond_the_partner_items_is_refused(rng):
                         np.zeros(12, int), ks=(1, 20))
 
 
+@pytest.mark.slow
 def test_ten_thousand_by_ten_thousand_runs_chunked(rng):
     n, k = 10_000, 10
     y1, y2 = rng.integers(k, size=n), rng.integers(k, size=n)
