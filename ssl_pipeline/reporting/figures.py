@@ -84,8 +84,9 @@ def _short(field: str, value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _draw_metric_vs_delta(axis: Axes, rows: list[dict], metric: str) -> bool:
-    """Draw the curves and baselines of ``metric``; True when some method sweeps an axis."""
+def _draw_metric_vs_delta(axis: Axes, rows: list[dict], metric: str) -> None:
+    """Draw the curves and baselines of ``metric`` (markers per method and fainter repeated baselines where some
+    method sweeps an axis)."""
     heads = [row for row in rows if row.get("delta") is not None and row.get(metric) is not None]
     series = _labelled_series(heads)
     swept = bool(swept_fields(heads))
@@ -114,7 +115,6 @@ def _draw_metric_vs_delta(axis: Axes, rows: list[dict], metric: str) -> bool:
     axis.set_ylabel(f"{metric} (mean ± std over seeds)")
     axis.set_xlim(-0.05, 1.05)
     axis.grid(alpha=0.3)
-    return swept
 
 
 def shared_baselines(rows: list[dict], metric: str) -> list[dict]:
@@ -137,17 +137,17 @@ def metric_vs_delta(rows: list[dict], metric: str, title: str) -> Figure:
     random projection as horizontal lines."""
     figure = Figure(figsize=(5.2, 3.8), layout="constrained")
     axis = figure.subplots()
-    swept = _draw_metric_vs_delta(axis, rows, metric)
+    _draw_metric_vs_delta(axis, rows, metric)
     low, high = axis.get_ylim()  # keep baseline lines off the frame
     axis.set_ylim(low - 0.04 * (high - low), high + 0.04 * (high - low))
     axis.set_title(title, fontsize=10)
-    _place_legend(figure, axis, swept)
+    _place_legend(figure, axis)
     return figure
 
 
-def _place_legend(figure: Figure, axis: Axes, swept: bool) -> None:
+def _place_legend(figure: Figure, axis: Axes) -> None:
     """``axis``'s legend to the right of the figure, outside the axes, so that it never covers a curve (the
-    figure widened for it and, for a long legend, heightened); ``swept`` is kept for callers."""
+    figure widened for it and, for a long legend, heightened)."""
     handles, labels = axis.get_legend_handles_labels()
     if not labels:
         return
@@ -166,12 +166,11 @@ def delta_sweep(
     metrics = [m for m in metrics if any(row.get(m) is not None for row in rows)] or list(metrics[:1])
     figure = Figure(figsize=(4.2 * len(metrics), 3.6), layout="constrained")
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
-    swept = False
     for axis, metric in zip(axes, metrics):
-        swept = _draw_metric_vs_delta(axis, rows, metric) or swept
+        _draw_metric_vs_delta(axis, rows, metric)
         axis.set_title(metric)
         axis.set_ylabel("")
-    _place_legend(figure, axes[0], swept)
+    _place_legend(figure, axes[0])
     return figure
 
 
