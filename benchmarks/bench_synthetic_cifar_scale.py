@@ -34,6 +34,11 @@ from typing import Any, Callable
 
 IMPORT_START = time.perf_counter()
 
+from ssl_pipeline.allocator import configure_malloc  # noqa: E402
+from ssl_pipeline.blas import configure_blas_threads  # noqa: E402
+
+CLI_SETUP = {"allocator": configure_malloc(), "openblas_thread_timeout": configure_blas_threads()}  # as ssl-pipeline
+
 from ssl_pipeline.scoring.kmeans import import_faiss  # noqa: E402
 
 import_faiss()  # heavy libraries are imported here, so the stages time work, not imports; faiss as the pipeline does
@@ -210,7 +215,7 @@ def main() -> None:
         "config": asdict(cfg), "machine": platform.platform(), "load": load.summary(),
         "openblas_coretype": kmeans_module.faiss_openblas_coretype(), "stages_s": stages, "head_fit_seconds": fit_seconds,
         "score_breakdown_s": score_parts, "score_per_method_s": per_method, "total_s": total,
-        "import_s": IMPORT_SECONDS, "goal_met": met, "metrics": metrics,
+        "import_s": IMPORT_SECONDS, "cli_setup": CLI_SETUP, "goal_met": met, "metrics": metrics,
     }
     write_results(args.out, payload)
 

@@ -20,6 +20,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from ssl_pipeline.allocator import configure_malloc
+from ssl_pipeline.blas import configure_blas_threads
 from ssl_pipeline.config import ExperimentConfig, WandbConfig, validate_experiment
 from ssl_pipeline.errors import ConfigError, PipelineError
 
@@ -200,6 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         configure_malloc()  # before torch allocates: glibc keeps large freed blocks for reuse (SSL_PIPELINE_MALLOC=off)
+        configure_blas_threads()  # before numpy loads OpenBLAS: idle threads sleep instead of spinning
         command, cfg, wide = parse_command(argv)
         return run_command(command, cfg, wide)
     except PipelineError as error:

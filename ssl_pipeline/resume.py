@@ -1,9 +1,9 @@
 """Resumable sweeps: where a run's grids keep their checkpoints, and the refusal to resume with another config.
 
-A grid (``heads.grid``) saves its whole training state after every epoch in ``<run_dir>/checkpoints/grid<k>.ckpt``
-(``GridCheckpoint``; removed when the grid finishes). Running ``fit``/``run`` again into the run dir — e.g. with
+A grid (``heads.grid``) saves its whole training state after its first epoch and then every ~10 s in
+``<run_dir>/checkpoints/grid<k>.ckpt`` (``GridCheckpoint``; removed when the grid finishes). Running ``fit``/``run`` again into the run dir — e.g. with
 ``--config <run_dir>/config.yaml`` — skips the heads whose files are complete and resumes each interrupted grid from
-its last finished epoch, ending bit-identical (on CPU) to an uninterrupted fit (``fit_stage.fit_heads``).
+its last saved epoch, ending bit-identical (on CPU) to an uninterrupted fit (``fit_stage.fit_heads``).
 """
 
 from __future__ import annotations

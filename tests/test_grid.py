@@ -51,6 +51,8 @@ MIXED = [
     head("infonce", 0.5, 1, symmetric=True, similarity="dot", weight_decay=1e-3),
     head("simsiam", 0.5, 1),  # covariance guard, whitened basis, predictor at its own lr
     head("simsiam", 1.0, 0, regularizer="euclidean", xi=0.5, predictor_lr_scale=0.1),
+    head("simsiam", 0.0, 1, xi=0.0),  # one loss call with the first SimSiam head (same seed): a guard weighted 0
+    head("simsiam", 0.5, 0, regularizer="euclidean", xi=2.0),  # one loss call with the euclidean one: its own ξ
     head("spectral_contrastive", 1.0, 2, r=3),
     head("vicreg", 0.5, 0, lr=0.003),
     head("barlowtwins", 0.2, 2, epochs=1),

@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ssl_pipeline"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("atomic", "digests", "validation", "allocator", "npz"),  # small helpers: no pipeline imports but errors
+    ("atomic", "digests", "validation", "allocator", "blas", "npz"),  # small helpers: no pipeline imports but errors
     ("theory",),  # arrays in, arrays out
     ("config",),  # the schema and its validation
     ("records", "resume"),  # the results contract, progress bars; grid checkpoints of a run dir

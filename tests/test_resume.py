@@ -98,6 +98,7 @@ def test_a_resumed_grid_restores_early_stopping_and_best_weights(features, tmp_p
             raise RuntimeError("killed")
 
     monkeypatch.setattr(GridCheckpoint, "on_train_epoch_end", killed_after_epoch_3)
+    monkeypatch.setattr(GridCheckpoint, "every_seconds", 0.0)  # a save after every epoch: the third is the last
     with pytest.raises(RuntimeError, match="killed"):
         fit_grid(features, jobs, trainer, checkpoint=path)
     monkeypatch.undo()

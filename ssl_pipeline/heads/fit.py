@@ -49,8 +49,8 @@ def fit_grid(
     head's loss under ``<tag>/train/loss`` (and ``<tag>/val/loss`` with early stopping); None logs nothing.
     ``on_finished`` (picklable) receives each head on global rank 0 as soon as its training is over.
     ``on_epoch`` (picklable) receives an ``EpochReport`` after every epoch on global rank 0.
-    ``checkpoint``: the grid's state is saved there after every epoch (``GridCheckpoint``); if the file exists, the
-    fit resumes from it — the heads end bit-identical to an uninterrupted fit — and it is removed at the end.
+    ``checkpoint``: the grid's state is saved there after the first epoch and then every ~10 s
+    (``GridCheckpoint``); if the file exists, the fit resumes from it — the heads end bit-identical to an uninterrupted fit — and it is removed at the end.
     The features go to the trainer's CUDA/MPS device once when they take at most ``feature_memory_share`` of it
     (``CandidateDataModule``); ``resident`` forces that path either way (tests)."""
     from ssl_pipeline.data.pairs import CandidateDataModule, CrossModalDataModule

@@ -458,17 +458,27 @@ class HeadGrid(pl.LightningModule):
 
 class GridCheckpoint(Checkpoint):
     """Writes the grid's whole training state (heads, Adam's moments, the loops' epoch — which fixes the samplers'
-    draws —, the per-head stopping state and best weights) to ``path`` at the end of every epoch, atomically
-    (temporary file, then rename), so a killed fit resumes from its last finished epoch (``fit_grid``)."""
+    draws —, the per-head stopping state and best weights) to ``path`` after the first epoch and then after an
+    epoch whenever ``every_seconds`` have passed since the last write, atomically (temporary file, then rename), so
+    a killed fit resumes from its last saved epoch (``fit_grid``) and loses at most ``every_seconds`` of work.
+    Writing after every epoch cost 6 % of the digits main job's fitting (60 short epochs). Rank 0's clock decides,
+    broadcast to every rank (the save synchronises them)."""
+
+    every_seconds: float = 10.0
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.last_write: Optional[float] = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        due = self.last_write is None or time.monotonic() - self.last_write >= self.every_seconds
+        if not trainer.strategy.broadcast(due, src=0):
+            return
         temporary = self.path.with_name(f".{self.path.name}.tmp")
         trainer.save_checkpoint(temporary)  # every rank calls it (it synchronises); rank 0 writes
         if trainer.is_global_zero:
             os.replace(temporary, self.path)
+        self.last_write = time.monotonic()
 
 
 def checkpoint_settings(path: Path) -> list[HeadSettings]:

@@ -96,7 +96,8 @@ def simsiam_loss(predicted: Tensor, predicted_positive: Tensor, z: Tensor, z_pos
 
 def orthogonality_penalty(weight: Tensor, metric: Optional[Tensor] = None) -> Tensor:
     """‖AᵀA − I‖²_F for a stack of heads A [G, d, r] (the theory's collapse guard), or ‖Aᵀdiag(m)A − I‖²_F with a
-    diagonal ``metric`` m [d] (the covariance guard in an eigenbasis of Σ̂). Returns [G]."""
-    gram = weight.transpose(-1, -2) @ (weight if metric is None else metric[:, None] * weight)
+    diagonal ``metric`` m [d] shared by the stack, or one per head [G, d] (the covariance guard in an eigenbasis of
+    Σ̂). Returns [G]."""
+    gram = weight.transpose(-1, -2) @ (weight if metric is None else metric[..., None] * weight)
     identity = torch.eye(weight.shape[-1], device=weight.device, dtype=weight.dtype)
     return ((gram - identity) ** 2).sum(dim=(-1, -2))

@@ -166,3 +166,25 @@ class SimSiamHead(LinearHead):
         if self.settings.regularizer == "covariance":
             return orthogonality_penalty(self.weight, self.basis_variances)
         return orthogonality_penalty(self.head_weight())
+
+    def batched_loss_key(self) -> Optional[tuple]:
+        """SimSiam heads of one r and guard share one loss call in a grid (each keeps its predictor, ξ and basis
+        variances, stacked): per-head loss calls were the grid's largest remaining per-head cost."""
+        s = self.settings
+        variances = None if self.basis_variances is None else tuple(self.basis_variances.shape)
+        return ("simsiam", s.r, s.regularizer, variances)
+
+    def batched_losses(self, z: Tensor, z_positive: Tensor, heads: list[LinearHead]) -> Tensor:
+        """``output_losses`` of several heads from their stacked outputs [G, B, r]: predictors [G, r, r] in one
+        batched product, each head's guard weighted by its own ξ (0: no guard, exactly)."""
+        predictor = torch.cat([h.predictor for h in heads])
+        loss = simsiam_loss(z @ predictor, z_positive @ predictor, z, z_positive)
+        xi = [float(h.settings.xi or 0.0) for h in heads]
+        if not any(xi):
+            return loss
+        if self.settings.regularizer == "covariance":
+            guard = orthogonality_penalty(torch.cat([h.weight for h in heads]),
+                                          torch.stack([h.basis_variances for h in heads]))
+        else:
+            guard = orthogonality_penalty(torch.cat([h.head_weight() for h in heads]))
+        return loss + torch.tensor(xi, dtype=loss.dtype, device=loss.device) * guard
