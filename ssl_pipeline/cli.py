@@ -226,7 +226,8 @@ def run_command(command: str, cfg, wide: bool = False) -> int:
         from ssl_pipeline.reporting.wandb_logging import wandb_run
 
         with wandb_run(cfg, "extract", None) as logger:
-            entries = extract_all(cfg.data, console, relaunch=True)  # only `extract` may be re-run whole
+            entries = extract_all(cfg.data, console, relaunch=True,  # only `extract` may be re-run whole
+                                  views=cfg.heads.pairs == "views")
             if logger is not None:
                 logger.log_metrics(extraction_metrics(entries))
         return 0

@@ -12,6 +12,7 @@ one-line ConfigError that names the field by its dotted path, the value and the 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from itertools import product
@@ -368,6 +369,80 @@ class ExtractConfig:
 
 
 @dataclass
+class ViewRecipe:
+    """One augmentation recipe (``data.views.recipes``): what turns a decoded train image into one view, applied
+    in this order with parameters drawn per (image, view) from the view seed (``data.views``). The defaults are
+    SimCLR's ImageNet recipe (Chen et al. 2020, appendix A): random resized crop of 8–100 % of the area at aspect
+    ratio 3/4–4/3 (resized to the backbone's resolution), horizontal flip with probability 0.5, colour jitter of
+    strength 1 (brightness, contrast and saturation 0.8, hue 0.2, in a random order) with probability 0.8,
+    grayscale with probability 0.2, Gaussian blur (σ in [0.1, 2], kernel ≈ 10 % of the side) with probability 0.5."""
+
+    name: str = "simclr"
+    """Short name of the recipe in head tags, records and the report (letters, digits, ``-``)."""
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    """Random resized crop: [lowest, highest] share of the image's area kept, each in (0, 1]."""
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    """Random resized crop: [lowest, highest] aspect ratio (width / height) of the crop."""
+    flip: float = 0.5
+    """Probability of a horizontal flip."""
+    jitter_strength: float = 1.0
+    """Colour jitter strength s: brightness, contrast and saturation factors in [1 − 0.8s, 1 + 0.8s], hue shift in
+    [−0.2s, 0.2s] (hue at most 0.5)."""
+    jitter_probability: float = 0.8
+    """Probability that the colour jitter is applied."""
+    grayscale: float = 0.2
+    """Probability of converting the view to grayscale (three equal channels)."""
+    blur: float = 0.5
+    """Probability of a Gaussian blur."""
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    """[lowest, highest] σ of the blur, in pixels of the view."""
+
+    def validate(self, path: str = "data.views.recipes[0]") -> None:
+        """Raise ConfigError naming the first field of the recipe out of its valid range."""
+        require(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", str(self.name))), f"{path}.name", self.name,
+                "letters, digits and '-' (it names the heads: e.g. crop-flip)")
+        for name, low_open in (("crop_scale", True), ("crop_ratio", True), ("blur_sigma", True)):
+            value = getattr(self, name)
+            require(isinstance(value, (list, tuple)) and len(value) == 2, f"{path}.{name}", value,
+                    "a pair [lowest, highest]")
+            low, high = value
+            require(0 < low <= high, f"{path}.{name}", list(value), "a pair 0 < lowest ≤ highest")
+        for i, share in enumerate(self.crop_scale):
+            require(0 < share <= 1, f"{path}.crop_scale[{i}]", share, "in (0, 1] (a share of the image's area)")
+        for name in ("flip", "jitter_probability", "grayscale", "blur"):
+            require_fraction(f"{path}.{name}", getattr(self, name), closed=True)
+        require(self.jitter_strength >= 0 and math.isfinite(self.jitter_strength), f"{path}.jitter_strength",
+                self.jitter_strength, "finite and ≥ 0")
+
+
+@dataclass
+class ViewsConfig:
+    """Augmented views of the train images (``heads.pairs: views``; docs/theory.md, "Augmentation views"): each
+    recipe's ``num_views`` views of every train image are encoded by the backbone into a cache entry [N, V, d]
+    keyed by the train split's identity, the recipe, V and the seed. The val carve and the test split keep the
+    eval preprocessing; the val rows' views serve the held-out pairs of label-free stopping."""
+
+    num_views: int = 2
+    """V ≥ 2 views per image (a view pair takes two different ones)."""
+    seed: int = 0
+    """Seed of the augmentation parameters: view v of dataset image i is drawn from (seed, i, v), so a resumed or
+    repeated extraction is bit-identical."""
+    recipes: list[ViewRecipe] = field(default_factory=lambda: [ViewRecipe()])
+    """The recipes to extract and train on, each by its ``name`` (default: SimCLR's)."""
+
+    def validate(self, path: str = "data.views") -> None:
+        """Raise ConfigError naming the first field of the views out of its valid range."""
+        require_at_least(f"{path}.num_views", self.num_views, 2, why="a view pair takes two different views")
+        require_at_least(f"{path}.seed", self.seed, 0)
+        require(len(self.recipes) > 0, f"{path}.recipes", self.recipes, "a non-empty list of recipes")
+        names = [recipe.name for recipe in self.recipes]
+        for i, recipe in enumerate(self.recipes):
+            recipe.validate(f"{path}.recipes[{i}]")
+            require(names.index(recipe.name) == i, f"{path}.recipes[{i}].name", recipe.name,
+                    "unique among the recipes")
+
+
+@dataclass
 class DataConfig:
     """Where the labelled features come from.
 
@@ -398,6 +473,9 @@ class DataConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    """images: the augmented views of the train images extracted and trained on when ``heads.pairs`` is ``views``
+    (ignored otherwise)."""
     second_modality: Optional[Literal["text", "pixels"]] = None
     """images, for ``clip`` heads: modality 2 beside the images' features. ``text``: the text tower's embeddings of
     the K × T prompts (``backbone.prompts`` × class names; open_clip backbones, the default for them); ``pixels``:
@@ -420,6 +498,7 @@ class DataConfig:
             self.dataset.validate(f"{path}.dataset")
             self.backbone.validate(f"{path}.backbone")
             self.extract.validate(f"{path}.extract")
+            self.views.validate(f"{path}.views")
         self._validate_second_modality(path)
 
     def _validate_second_modality(self, path: str) -> None:
@@ -671,6 +750,11 @@ class HeadsConfig:
     ``whitened`` (UΛ^(−1/2), this pipeline's choice for SimSiam and the spectral heads before it was measured to fail
     on real features) or ``auto``: ``scaled`` for SimSiam with the covariance guard and the spectral heads,
     ``orthonormal`` for the others."""
+    pairs: Literal["delta", "views"] = "delta"
+    """What the positive pairs are: ``delta`` (δ-pairs chosen with the labels, one head per δ of ``deltas``) or
+    ``views``: besides the δ-pair heads (the curve a recipe is placed on), one head per method, seed and recipe of
+    ``data.views`` trained on pairs of two different augmented views of the same train image (data.source:
+    images; docs/theory.md, "Augmentation views")."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def validate(self, path: str = "heads") -> None:
@@ -915,10 +999,25 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     (``ExperimentConfig.validate``) and the rules between sections; raise ConfigError with one clear line."""
     cfg.validate()
     validate_paired(cfg)
+    validate_views(cfg)
     if cfg.data.source == "synthetic":
         require_r_within(cfg.heads, min(cfg.data.synthetic.feature_dims))
     if cfg.run_dir:
         validate_run_dir(Path(cfg.run_dir))
+
+
+def validate_views(cfg: ExperimentConfig) -> None:
+    """``heads.pairs: views`` needs augmented views of images: data.source images, and no ``clip`` head (its pairs
+    are the two modalities). ConfigError with one line naming what to change."""
+    if cfg.heads.pairs != "views":
+        return
+    if cfg.data.source != "images":
+        raise ConfigError(f"heads.pairs=views trains on augmented views of images, but data.source is "
+                          f"{cfg.data.source}; use data.source: images (with data.views for the recipes) or "
+                          "heads.pairs: delta")
+    if "clip" in cfg.heads.methods:
+        raise ConfigError("heads.pairs=views pairs two views of one image; clip heads pair two modalities: remove "
+                          "clip from heads.methods or use heads.pairs: delta")
 
 
 def require_r_within(heads: HeadsConfig, dim: int, what: str = "the feature dimension d", note: str = "") -> None:

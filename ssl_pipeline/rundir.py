@@ -9,6 +9,7 @@ written, so a refused command leaves the run's config matching its heads and res
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -48,12 +49,20 @@ def write_config(cfg: ExperimentConfig, run_dir: Path) -> None:
 def head_jobs(cfg: ExperimentConfig) -> list[HeadSettings]:
     """Every head a config asks for, with its resolved settings, in the order method × δ × seed × the sweep axes
     that apply to the method (``HeadsConfig.axis_grid``: r × τ (InfoNCE) × ξ (SimSiam) × lr, lr innermost), each
-    loop in the order the config lists its values."""
-    return [
+    loop in the order the config lists its values; with ``heads.pairs: views``, then the view heads, method ×
+    recipe × seed × axes (``HeadSettings.views``)."""
+    jobs = [
         resolve_head_settings(cfg.heads, method, delta, seed, **values)
         for method in cfg.heads.methods for delta in cfg.deltas for seed in cfg.seeds
         for values in cfg.heads.axis_grid(method)
     ]
+    if cfg.heads.pairs == "views":  # then one head per method × recipe × seed × axes on view pairs
+        jobs += [
+            dataclasses.replace(resolve_head_settings(cfg.heads, method, 1.0, seed, **values), views=recipe.name)
+            for method in cfg.heads.methods for recipe in cfg.data.views.recipes for seed in cfg.seeds
+            for values in cfg.heads.axis_grid(method)
+        ]
+    return jobs
 
 
 def head_path(run_dir: Path, tag: str) -> Path:

@@ -53,6 +53,9 @@ class LabelledFeatures:
     paired: Optional[Any] = None
     """The two modalities (``data.multimodal.PairedFeatures``) when these are modality 1 of paired features labelled
     by the shared label (CLIP heads: ``PairedFeatures.view``); None otherwise."""
+    views: Optional[dict[str, Any]] = None
+    """The augmented views of the train images by recipe name (``data.views.ViewTable``; ``heads.pairs: views``),
+    None when not extracted."""
     sampled_from: Optional[dict[str, int]] = None
     """The split sizes these features were subsampled from (the GMM checks' bounded sample,
     ``checking.statistics.check_sample``); None when they are whole."""

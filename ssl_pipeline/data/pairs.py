@@ -161,19 +161,46 @@ class CandidateSampler(Sampler[tuple[Tensor, Tensor]]):
         """Same-class candidate, uniform candidate and coin of each anchor (``sample_delta_candidates``)."""
         return sample_delta_candidates(self.index, anchors, generator)
 
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """One seed's epoch: index sets [3, N] (a permutation of the anchors, their same-class and uniform
+        candidates) and coins [N]."""
+        anchors = torch.randperm(len(self.index), generator=generator)
+        same_class, uniform, coin = self.candidates(anchors, generator)
+        return torch.stack([anchors, same_class, uniform]), coin
+
     def __iter__(self):
         indices, coins = [], []
         for seed in self.seeds:
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + self.epoch)
-            anchors = torch.randperm(len(self.index), generator=generator)
-            same_class, uniform, coin = self.candidates(anchors, generator)
-            indices.append(torch.stack([anchors, same_class, uniform]))
+            drawn, coin = self.draw(torch.Generator().manual_seed(seed * 1_000_003 + self.epoch))
+            indices.append(drawn)
             coins.append(coin)
         indices, coins = torch.stack(indices), torch.stack(coins)
         step = self.batch_size * self.world_size
         for start in range(0, len(self) * step, step):
             offset = start + self.rank * self.batch_size
             yield indices[..., offset : offset + self.batch_size], coins[:, offset : offset + self.batch_size]
+
+
+class ViewPairSampler(CandidateSampler):
+    """Pairs of two different augmented views of one image (``heads.pairs: views``) for every seed of a grid, as
+    ``CandidateSampler`` steps over a view table [N_all·V, d] (``data.views.ViewTable``): index sets [S, 3, B] of
+    table rows — the anchor's view, the other view, the other view again — and coins [S, B] of zeros, so a head of
+    δ = 1 (every view head) takes the other view as its positive. Each seed and epoch draws a permutation of the
+    split's images (``image_rows``: their rows in the whole train split) and, per image, an ordered pair of
+    different views uniformly among the V(V − 1). ``labels`` (the images' classes) are only counted."""
+
+    def __init__(self, labels: Tensor, image_rows: Tensor, num_views: int, seeds: list[int], batch_size: int,
+                 rank: int = 0, world_size: int = 1, fixed: bool = False):
+        super().__init__(labels, seeds, batch_size, rank, world_size, fixed)
+        self.image_rows, self.num_views = image_rows.long(), num_views
+
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        n, v = len(self.index), self.num_views
+        anchors = torch.randperm(n, generator=generator)
+        first = torch.randint(v, (n,), generator=generator)
+        second = (first + 1 + torch.randint(v - 1, (n,), generator=generator)) % v
+        base = self.image_rows[anchors] * v
+        return torch.stack([base + first, base + second, base + second]), torch.zeros(n)
 
 
 class CandidateFeatures(Dataset):
@@ -361,6 +388,37 @@ class CandidateDataModule(_InMemoryDataModule):
         indices, coins = batch
         store = self._stores["train" if self.trainer is None or self.trainer.training else "val"]
         return gather_candidates(store, indices), coins
+
+
+class ViewPairDataModule(CandidateDataModule):
+    """``CandidateDataModule`` over a view table [N_all·V, d] (``data.views.ViewTable.table``): training steps of
+    ``ViewPairSampler`` over the train images' views, and with ``val_labels``/``val_rows`` the fixed held-out view
+    pairs of the val images (seed + 1) for label-free stopping. Batches are gathered from the table as the
+    δ-pair grid gathers from its split (a memory map stays one)."""
+
+    def __init__(self, table: Tensor, labels: Tensor, image_rows: Tensor, num_views: int, seeds: list[int],
+                 batch_size: int, val_labels: Optional[Tensor] = None, val_rows: Optional[Tensor] = None,
+                 device_share: float = 0.5, resident: Optional[bool] = None) -> None:
+        held_out = {} if val_labels is None else {"val_features": table, "val_labels": val_labels}
+        super().__init__(table, labels, seeds, batch_size, **held_out, device_share=device_share, resident=resident)
+        self.image_rows, self.val_rows, self.num_views = image_rows, val_rows, num_views
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.resident and self.has_val:
+            self._stores["val"] = self._stores["train"]  # one table holds both splits' views
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = ViewPairSampler(self.labels, self.image_rows, self.num_views, self.seeds, self.batch_size,
+                                  *self._rank())
+        return self._loader(self.features, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        if not self.has_val:
+            return []
+        sampler = ViewPairSampler(self.val_labels, self.val_rows, self.num_views, [seed + 1 for seed in self.seeds],
+                                  self.batch_size, *self._rank(), fixed=True)
+        return self._loader(self.features, sampler)
 
 
 class PairFeatures(Dataset):

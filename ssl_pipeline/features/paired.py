@@ -96,7 +96,7 @@ def load_run_features(cfg: ExperimentConfig, console: Console) -> LabelledFeatur
     2 is scored on modality 2); the unimodal heads and the baselines of such a run use modality 1. Otherwise the
     config's labelled feature source (``load_features``)."""
     if not paired_run(cfg):
-        return load_features(cfg.data, console)
+        return load_features(cfg.data, console, views=cfg.heads.pairs == "views")
     if cfg.data.source == "synthetic" and cfg.data.synthetic.preset != "clip":
         raise ConfigError(f"heads.methods contains clip but data.synthetic.preset is {cfg.data.synthetic.preset}; "
                           "CLIP heads need two modalities: use data.synthetic.preset: clip")

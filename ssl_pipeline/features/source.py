@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from ssl_pipeline.data.images import ImageSplit
 
 
-def load_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
-    """The labelled feature source of a config, validated, with its identity in ``features_key``."""
+def load_features(cfg: DataConfig, console: Optional[Console] = None, views: bool = False) -> LabelledFeatures:
+    """The labelled feature source of a config, validated, with its identity in ``features_key``; ``views``: with
+    the augmented views of the train images (images only, ``load_image_features``)."""
     if cfg.source == "synthetic" and cfg.synthetic.preset == "clip":
         raise ConfigError("data.synthetic.preset=clip generates two paired modalities; this command reads one "
                           "labelled source (fit and score them with `ssl-pipeline synthetic`), use another preset")
@@ -52,7 +53,7 @@ def load_features(cfg: DataConfig, console: Optional[Console] = None) -> Labelle
         features.validate()
         return features
     if cfg.source == "images":
-        return load_image_features(cfg, console)
+        return load_image_features(cfg, console, views)
     features = load_npz_features(cfg.path, cfg.name, cfg.val_fraction, cfg.split_seed)
     features.features_key = npz_features_key(cfg.path)
     return features
@@ -82,10 +83,13 @@ def image_features_key(train: CacheEntry, test: CacheEntry, val_fraction: float,
                                  "split_seed": split_seed})
 
 
-def extract_all(cfg: DataConfig, console: Console, relaunch: bool = False) -> dict[str, CacheEntry]:
-    """Cache entries of the train and test splits (and of the class-name prompts for a text tower). ``relaunch``:
-    this command may be re-run whole by Lightning's launcher to start more extraction ranks (only
-    ``ssl-pipeline extract`` says so; ``features.ranks.extraction_ranks``)."""
+def extract_all(cfg: DataConfig, console: Console, relaunch: bool = False,
+                views: bool = False) -> dict[str, CacheEntry]:
+    """Cache entries of the train and test splits (and of the class-name prompts for a text tower); with ``views``
+    (``heads.pairs: views``), also ``views:<recipe>`` of every recipe of ``cfg.views``: the augmented views of the
+    train images (``data.views.ViewSplit``: N·V rows, image-major). ``relaunch``: this command may be re-run whole
+    by Lightning's launcher to start more extraction ranks (only ``ssl-pipeline extract`` says so;
+    ``features.ranks.extraction_ranks``)."""
     from ssl_pipeline.data.images import check_available, load_split  # torch, torchvision, PIL
     from ssl_pipeline.features.extract import extract_split, extract_text  # torch
 
@@ -108,6 +112,14 @@ def extract_all(cfg: DataConfig, console: Console, relaunch: bool = False) -> di
     for split_name, split in splits.items():
         entries[split_name] = extract_split(split, info, get_backbone, cache, cfg.extract, console,
                                             cfg.dataset.skip_corrupt, relaunch)
+    if views:
+        from ssl_pipeline.data.views import ViewSplit  # torch, torchvision
+
+        for recipe in cfg.views.recipes:
+            view_split = ViewSplit(splits["train"], recipe, cfg.views.num_views, cfg.views.seed,
+                                   info.preprocess.resize, info.preprocess.interpolation)
+            entries[f"views:{recipe.name}"] = extract_split(view_split, info, get_backbone, cache, cfg.extract,
+                                                            console, cfg.dataset.skip_corrupt, relaunch)
     if info.has_text:
         class_names = entries["train"].manifest["class_names"]
         entries["text"] = extract_text(info, get_backbone, class_names, cfg.backbone.prompts, cache, cfg.extract.force)
@@ -135,12 +147,13 @@ def _refuse_unreadable_images(
                         "data.dataset.skip_corrupt=true to skip unreadable images")
 
 
-def load_image_features(cfg: DataConfig, console: Optional[Console] = None) -> LabelledFeatures:
+def load_image_features(cfg: DataConfig, console: Optional[Console] = None, views: bool = False) -> LabelledFeatures:
     """Train/val/test features of ``cfg.dataset`` under ``cfg.backbone`` (extracted on first use); val is a
     stratified ``val_fraction`` of train carved with ``split_seed``. The splits are ``FeatureRows`` views of the
-    cache's memory maps (``data.labelled.split_rows``): nothing is copied into memory."""
+    cache's memory maps (``data.labelled.split_rows``): nothing is copied into memory. ``views``: the augmented
+    views of every recipe too (``LabelledFeatures.views``: ``data.views.ViewTable`` by recipe name)."""
     console = console or Console()
-    entries = extract_all(cfg, console)
+    entries = extract_all(cfg, console, views=views)
     verify = cfg.extract.verify
     x_train, y_train, _ = entries["train"].load(verify=verify)
     x_test, y_test, _ = entries["test"].load(verify=verify)
@@ -156,5 +169,12 @@ def load_image_features(cfg: DataConfig, console: Optional[Console] = None) -> L
     )
     if "text" in entries:
         features.text_features = np.asarray(entries["text"].load(verify=verify)[0])
+    if views:
+        from ssl_pipeline.data.views import ViewTable
+
+        features.views = {}
+        for recipe in cfg.views.recipes:
+            table = entries[f"views:{recipe.name}"].load(verify=verify)[0]
+            features.views[recipe.name] = ViewTable(recipe, table, cfg.views.num_views, keep, carved)
     features.validate()
     return features

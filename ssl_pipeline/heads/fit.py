@@ -16,6 +16,7 @@ import torch
 
 from ssl_pipeline.config import TrainerConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.errors import DataError
 from ssl_pipeline.heads.clip import ClipGrid, clip_head_module, paired_tensors
 from ssl_pipeline.heads.fitted import FittedHead
 from ssl_pipeline.heads.grid import EpochReport, GridCheckpoint, HeadGrid, grid_key
@@ -62,6 +63,10 @@ def fit_grid(
         grid = ClipGrid([clip_head_module(features, s) for s in jobs], features.features_key, on_finished, on_epoch)
         held_out = {"val": paired_tensors(features, "val")} if stopping else {}
         datamodule = CrossModalDataModule(*paired_tensors(features, "train"), grid.seeds, jobs[0].batch_size, **held_out)
+    elif jobs[0].views is not None:  # view pairs of one recipe (heads.pairs: views): the recipe's view table
+        grid = HeadGrid([head_module(features, s) for s in jobs], features.features_key, on_finished, on_epoch)
+        datamodule = view_pair_data(features, jobs[0].views, grid.seeds, jobs[0].batch_size, stopping,
+                                    trainer_cfg.feature_memory_share, resident)
     else:
         x, rows = feature_table(features.x_train)  # a memory map stays one: batches are gathered from it
         y = torch.from_numpy(np.asarray(features.y_train, dtype=np.int64))
@@ -78,6 +83,31 @@ def fit_grid(
     if checkpoint is not None and trainer.is_global_zero:
         Path(checkpoint).unlink(missing_ok=True)
     return [grid.fitted_head(h) for h in range(len(jobs))]
+
+
+def view_pair_data(features: LabelledFeatures, recipe: str, seeds: list[int], batch_size: int, stopping: bool,
+                   device_share: float, resident: Optional[bool]):
+    """The ``ViewPairDataModule`` of ``recipe``'s view table on ``features`` (extracted by ``heads.pairs: views``);
+    DataError naming what to run when the features carry no views of that recipe."""
+    from ssl_pipeline.data.pairs import ViewPairDataModule
+
+    if features.views is None or recipe not in features.views:
+        raise DataError(f"no augmented views of recipe {recipe!r} on these features; extract them with "
+                        "`ssl-pipeline extract --config CONFIG` where heads.pairs is views and data.views.recipes "
+                        f"names {recipe}")
+    views = features.views[recipe]
+    with warnings.catch_warnings():  # a read-only memory map: the table is only read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        stored = views.table.dtype in (np.float16, np.float32)
+        table = torch.from_numpy(views.table if stored else np.asarray(views.table, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(features.y_train, dtype=np.int64))
+    held_out = {}
+    if stopping:
+        held_out = {"val_labels": torch.from_numpy(np.asarray(features.y_val, dtype=np.int64)),
+                    "val_rows": torch.from_numpy(np.asarray(views.val_images, dtype=np.int64))}
+    return ViewPairDataModule(table, y, torch.from_numpy(np.asarray(views.train_images, dtype=np.int64)),
+                              views.num_views, seeds, batch_size, **held_out, device_share=device_share,
+                              resident=resident)
 
 
 def fit_head(

@@ -38,8 +38,8 @@ def grid_key(settings: HeadSettings) -> tuple:
     """Heads with the same key share a grid: the same batches (batch size), the same input centring and scaling
     (standardize), the same optimiser class, and the same data (CLIP heads train on paired features, the others
     on one modality). Methods, δ, seeds, r, τ, ξ, lr, weight decay, epochs and early stopping may differ inside a
-    grid."""
-    return (settings.batch_size, settings.standardize, settings.optimizer, settings.method == "clip")
+    grid. View heads (``HeadSettings.views``) train on their recipe's view table: one grid per recipe."""
+    return (settings.batch_size, settings.standardize, settings.optimizer, settings.method == "clip", settings.views)
 
 
 def step_bytes(settings: HeadSettings, world_size: int = 1) -> int:
@@ -101,7 +101,9 @@ class EpochReport:
         """``epoch 3/10 · infonce 5.12–5.31 (12 heads) · simsiam −0.93 (1 head)``: the losses by method, compactly."""
         by_method: dict[str, list[float]] = {}
         for tag, loss in self.losses.items():
-            by_method.setdefault(tag.split("_delta", 1)[0], []).append(loss)  # spectral_contrastive, simsiam-euclidean
+            # spectral_contrastive, simsiam-euclidean; view heads by method and recipe: "infonce views-crop"
+            method = tag.split("_delta", 1)[0] if "_delta" in tag else tag.split("_seed", 1)[0].replace("_", " ")
+            by_method.setdefault(method, []).append(loss)
         parts = [f"epoch {self.epoch}/{self.epochs}"]
         for method, losses in by_method.items():
             low, high = min(losses), max(losses)

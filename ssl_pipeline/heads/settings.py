@@ -54,17 +54,28 @@ class HeadSettings:
     parametrization: Optional[str] = None
     """``orthonormal``, ``scaled`` or ``whitened`` (``heads.parametrization`` resolved for this head; None in head
     files saved before it existed: ``heads.fitted.legacy_parametrization``)."""
+    views: Optional[str] = None
+    """The augmentation recipe (``data.views.recipes[i].name``) whose view pairs the head trains on
+    (``heads.pairs: views``); None for δ-pairs. A view head's ``delta`` is 1 — its positive is always the pair's
+    other view — and it takes δ = 1's ``per_delta`` settings."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", tuple(self.axes))  # a list when read back from a head file's JSON
 
     @property
     def tag(self) -> str:
-        """A file-name-safe identity, e.g. ``infonce_delta0.5_seed1``, ``simsiam-euclidean_delta1_seed0``; the
+        """A file-name-safe identity, e.g. ``infonce_delta0.5_seed1``, ``simsiam-euclidean_delta1_seed0``,
+        ``infonce_views-simclr_seed0`` (view pairs of the recipe ``simclr``); the
         values of the swept ``axes`` follow in ``AXES`` order: ``infonce_delta1_seed0_r8_tau0.2_lr0.003``."""
         method = self.method if self.regularizer in (None, "covariance") else f"{self.method}-{self.regularizer}"
         swept = "".join(f"_{name}{getattr(self, name):g}" for name in AXES if name in self.axes)
-        return f"{method}_delta{self.delta:g}_seed{self.seed}{swept}"
+        pairs = f"delta{self.delta:g}" if self.views is None else f"views-{self.views}"
+        return f"{method}_{pairs}_seed{self.seed}{swept}"
+
+    @property
+    def pairs(self) -> str:
+        """``delta`` or ``views`` (``heads.pairs``): what the head's positive pairs are."""
+        return "delta" if self.views is None else "views"
 
     @property
     def loss_weights(self) -> Optional[str]:
