@@ -32,6 +32,7 @@ def report(
     """Print the summary table (every metric with ``wide``) and plot the metrics against δ (``delta_sweep.png``);
     log both to W&B."""
     from ssl_pipeline.reporting.plots import plot_delta_sweep  # matplotlib
+    from ssl_pipeline.reporting.views import plot_effective_delta, views_table
 
     table = summary_table(records, title or "results (mean ± std over seeds)", wide)
     if wide:  # every metric at its natural width: the terminal wraps long lines, but no number or header is folded
@@ -46,10 +47,16 @@ def report(
     else:
         console.print(table)
     figure = plot_delta_sweep(records, run_dir / "delta_sweep.png")
+    figures = {"delta_sweep": figure}
+    placed = views_table(records)
+    if placed is not None:  # heads.pairs: views
+        console.print(placed)
+        figures["views"] = plot_effective_delta(records, run_dir / "views.png")
     if logger is not None:
         logger.log_records(records)
-        logger.log_figures({"delta_sweep": figure})
-    console.print(f"wrote {run_dir / 'results.json'}, {run_dir / 'config.yaml'} and {figure}")
+        logger.log_figures(figures)
+    console.print(f"wrote {run_dir / 'results.json'}, {run_dir / 'config.yaml'} and "
+                  f"{' and '.join(str(path) for path in figures.values())}")
 
 
 def run(

@@ -25,12 +25,13 @@ fields missing (shown as null); their SimSiam heads used the Euclidean guard."""
 SETTING_FIELDS = (
     "method", "data", "dataset", "backbone", "features", "split", "split_seed", "delta", "r", "tau", "xi",
     "regularizer", "loss_weights", "similarity", "symmetric", "epochs", "batch_size", "lr", "weight_decay",
-    "predictor_lr_scale", "normalized", "tower", "target", "parametrization", "seed",
+    "predictor_lr_scale", "normalized", "tower", "target", "parametrization", "pairs", "views", "seed",
 )
 METRIC_FIELDS = (
     "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2", "pca_cos2",
     "minor_cos2", "optimum_cos2", "init_fisher_cos2", "init_minor_cos2", "effective_rank", "feature_rank", "energy_shared", "energy_private", "energy_noise",
     "retrieval_p1", "retrieval_p10", "retrieval_map", "logit_scale", "fit_seconds", "fisher_top_cos2", "fisher_rank",
+    "effective_delta", "effective_delta_outside", "view_fisher_share", "within_fisher_share", "view_within_ratio",
 )
 """``fisher_top_cos2``: ``fisher_cos2``'s formula against the top-r generalised eigenvectors of (Σ_B, Σ_W) estimated
 on train, r the record's r, whenever r is below the Fisher subspace's dimension (reported, not claimed: the theory
@@ -42,7 +43,15 @@ Both fields were added within schema 3: records written before them read them as
 ``heads.parametrization``). ``minor_cos2``: ``fisher_cos2``'s formula against the bottom-r eigenvectors of Σ_T of train inside the floored span
 (the subspace a head biased toward low variance finds). ``init_fisher_cos2``, ``init_minor_cos2``: a trained head's
 untrained initialisation (same parametrisation, basis and seed) scored the same way: what a head that learned
-nothing scores. Added within schema 3 as well."""
+nothing scores. Added within schema 3 as well.
+``pairs`` (setting): ``delta`` for heads and closed forms of δ-pairs, ``views`` for those of augmentation view pairs
+(``heads.pairs: views``; their ``delta`` is null), null for the other baselines; ``views``: the recipe's name.
+``effective_delta`` (view records): the δ at which the δ-pair curve of the same method (mean NMI over seeds at
+each δ, the same r and loss settings) reaches the record's NMI, interpolated linearly; null with
+``effective_delta_outside`` −1 (below the curve's lowest δ) or +1 (above its highest). ``view_fisher_share``,
+``within_fisher_share``: the share of tr Σ_Δ^view (the recipe's view-pair difference covariance) and of tr Σ_W inside
+the Fisher subspace; ``view_within_ratio``: tr Σ_Δ^view / tr Σ_W (records of the ``spectral`` closed form of view
+pairs). Added within schema 3 (issue 23)."""
 AXIS_FIELDS = ("r", "tau", "xi", "lr")
 """The setting fields of the config's sweep axes (``heads.r``, ``heads.infonce.tau``, ``heads.simsiam.xi``,
 ``heads.optimizer.lr``; ``config.AXES``): rows of one method and δ that differ there are told apart in tables,
@@ -145,7 +154,8 @@ def _series_order(row: dict[str, Any], fields: tuple[str, ...]) -> tuple:
 
 def method_label(row: dict[str, Any]) -> str:
     """The method as tables and plots name it: ``simsiam-euclidean`` for the Euclidean guard, VICReg and
-    BarlowTwins with their loss weights (``vicreg 25/25/1``), a CLIP head's towers as ``clip tower 1``/``2``."""
+    BarlowTwins with their loss weights (``vicreg 25/25/1``), a CLIP head's towers as ``clip tower 1``/``2``, a
+    head or closed form of view pairs with its recipe (``infonce views:simclr``)."""
     label = row["method"]
     if row.get("tower") is not None:
         label += f" tower {row['tower']}"
@@ -153,6 +163,8 @@ def method_label(row: dict[str, Any]) -> str:
         label += f"-{row['regularizer']}"
     if row.get("loss_weights"):
         label += f" {row['loss_weights']}"
+    if row.get("views"):
+        label += f" views:{row['views']}"
     return label
 
 

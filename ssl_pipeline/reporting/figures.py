@@ -251,3 +251,37 @@ def projection_scatter(sample: ProjectionSample) -> Figure:
         ]
         figure.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), fontsize=8)
     return figure
+
+
+def effective_delta_figure(view_rows: list[dict], metric: str = "nmi") -> Figure:
+    """One panel per method (of ``scoring.views.view_rows``): its δ-pair curve of ``metric`` (mean over seeds) and
+    each recipe's view-pair head placed on it at its effective δ (a labelled marker; a recipe below or above the
+    curve is drawn at the curve's lowest or highest δ with a ▼ or ▲ marker and its value)."""
+    methods = list(dict.fromkeys(method_label({**row, "views": None}) for row in view_rows))
+    figure = Figure(figsize=(4.2 * max(1, len(methods)), 3.6), layout="constrained")
+    axes = figure.subplots(1, max(1, len(methods)), squeeze=False)[0]
+    recipes = list(dict.fromkeys(row["views"] for row in view_rows))
+    colors = {recipe: colormaps["tab10"](i % 10) for i, recipe in enumerate(recipes)}
+    for axis, method in zip(axes, methods):
+        rows = [row for row in view_rows if method_label({**row, "views": None}) == method]
+        curve = rows[0]["curve"]
+        if curve:
+            axis.plot(list(curve), list(curve.values()), marker="o", color="black", label=f"{method}: δ-pairs")
+        for row in rows:
+            mean = row[metric][0]
+            if row["effective_delta"] is not None:
+                x, marker = row["effective_delta"], "*"
+            elif row["effective_delta_outside"] is not None and row["deltas"]:
+                below = row["effective_delta_outside"] < 0
+                x, marker = (min(row["deltas"]) if below else max(row["deltas"])), ("v" if below else "^")
+            else:
+                continue
+            axis.plot([x], [mean], marker=marker, markersize=11, linestyle="none", color=colors[row["views"]],
+                      label=f"views:{row['views']} (δ_eff {row['effective_delta_text']})")
+        axis.set_title(method, fontsize=10)
+        axis.set_xlabel(DELTA_LABEL)
+        axis.set_ylabel(f"{metric} (mean over seeds)")
+        axis.set_xlim(-0.05, 1.05)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="best")
+    return figure

@@ -310,8 +310,32 @@ def _group_section(page: Page, label: str, members: list[tuple[Run, dict]]) -> l
     _paired_section(page, slug, label, rows)
     _delta_figures(page, slug, label, rows, FIGURE_METRICS,
                    "heads as mean ± std over seeds; LDA (solid black), PCA, random as lines")
+    _views_section(page, slug, label, members)
     page.text("</section>")
     return rows
+
+
+def _views_section(page: Page, slug: str, label: str, members: list[tuple[Run, dict]]) -> None:
+    """Per run with view pairs (``heads.pairs: views``): the recipes side by side (``reporting.views``: NMI,
+    effective δ, the recipe's closed form and pair statistics) and each method's δ curve with the recipes' heads
+    placed on it."""
+    from ssl_pipeline.reporting.views import VIEW_COLUMNS, view_table_rows
+    from ssl_pipeline.scoring.views import view_rows
+
+    by_run: dict[str, list[dict]] = {}
+    for run, record in members:
+        by_run.setdefault(run.label, []).append(record)
+    for run_label, records in by_run.items():
+        rows = view_table_rows(records)
+        if not rows:
+            continue
+        key = page.key(f"{slug}-views-{run_label}")
+        page.text(f"<h3>Augmentation recipes on the δ axis ({html.escape(run_label)})</h3>")
+        page.table(f"table-{key}", ["run", *VIEW_COLUMNS], [[run_label, *row] for row in rows],
+                   [dict(zip(["run", *VIEW_COLUMNS], [run_label, *row])) for row in rows])
+        page.figure(key, figures.effective_delta_figure(view_rows(records)),
+                    f"{label}, {run_label}: each method's δ-pair NMI curve (mean over seeds) and its view-pair heads "
+                    "at their effective δ (▼/▲: below/above the curve)")
 
 
 def _flat_records(payload: Any) -> bool:

@@ -29,7 +29,8 @@ from ssl_pipeline.scoring.score import (
     score_projection,
 )
 from ssl_pipeline.scoring.zeroshot import zeroshot_accuracy, zeroshot_classifier
-from ssl_pipeline.theory.spectral import ClosedForm, spectral_closed_form
+from ssl_pipeline.scoring.views import add_effective_deltas
+from ssl_pipeline.theory.spectral import ClosedForm, spectral_closed_form, view_pair_moments
 from ssl_pipeline.theory.subspaces import total_covariance
 
 
@@ -43,8 +44,8 @@ class ClosedForms:
     def __init__(self, cfg: ExperimentConfig, features: LabelledFeatures) -> None:
         self.cfg = cfg
         self.features = features
-        self.moments: dict[tuple[float, int], object] = {}
-        self.cache: dict[tuple[float, int, int], ClosedForm] = {}
+        self.moments: dict[tuple, object] = {}  # by (δ, seed), and ("views", recipe)
+        self.cache: dict[tuple, ClosedForm] = {}  # by (δ, seed, r), and ("views", recipe, r)
 
     @functools.cached_property
     def total(self) -> np.ndarray:
@@ -62,6 +63,26 @@ class ClosedForms:
         if (delta, seed, r) not in self.cache:
             self.cache[delta, seed, r] = spectral_closed_form(self.moments[delta, seed], r)
         return self.cache[delta, seed, r]
+
+    def view_moments(self, recipe: str):
+        """Σ_T and Σ_Δ of every view pair of ``recipe``'s train images (``theory.spectral.view_pair_moments``),
+        computed once."""
+        if ("views", recipe) not in self.moments:
+            views = self.features.views[recipe]
+            self.moments["views", recipe] = view_pair_moments(views.table, views.num_views, views.train_images)
+        return self.moments["views", recipe]
+
+    def view(self, recipe: str, r: int) -> ClosedForm:
+        """The spectral closed form of ``recipe``'s view pairs at r: what the recipe makes learnable."""
+        if ("views", recipe, r) not in self.cache:
+            self.cache["views", recipe, r] = spectral_closed_form(self.view_moments(recipe), r)
+        return self.cache["views", recipe, r]
+
+    def for_head(self, settings) -> ClosedForm:
+        """The closed form of a spectral head's own pairs: its (δ, seed) draw, or its recipe's view pairs."""
+        if settings.views is not None:
+            return self.view(settings.views, settings.r)
+        return self.get(settings.delta, settings.seed, settings.r)
 
     def settings(self, delta: float, seed: int):
         """Epochs and batch of a spectral head at (δ, seed): the pairs the closed form is sampled from (the same
@@ -148,14 +169,22 @@ def score_records(
     first_seed: dict[str, Projection] = {}
     per_seed = sum(len(cfg.deltas) if method == "spectral" else 1 for method in cfg.score.baselines
                    for _ in baseline_rs(cfg, method))
+    per_seed += len(view_recipes(cfg)) * len(cfg.heads.axis("r"))
     total = len(heads) + per_seed * len(cfg.seeds)
     with progress_bar(console, "item") as progress:
         task = progress.add_task("scoring", total=total, current="")
         records = _head_records(cfg, features, heads, references, closed_forms, common, first_seed, progress, task)
         records += _baseline_records(cfg, features, references, closed_forms, common, first_seed, progress, task)
+        records += _view_closed_form_records(cfg, features, references, closed_forms, common, progress, task)
     if features.text_features is not None:
         records.append(zeroshot_record(features, common))
+    add_effective_deltas(records)
     return records, first_seed
+
+
+def view_recipes(cfg: ExperimentConfig) -> list[str]:
+    """The recipes whose view pairs the run trains on (``heads.pairs: views``), else none."""
+    return [recipe.name for recipe in cfg.data.views.recipes] if cfg.heads.pairs == "views" else []
 
 
 def _head_records(
@@ -183,15 +212,16 @@ def _head_records(
             item.finish()
             continue
         projection = head_projection(head)
-        if s.seed == cfg.seeds[0] and s.delta == top:
+        if s.seed == cfg.seeds[0] and s.delta == top and s.views is None:
             first_seed.setdefault(s.method, projection)
-        optimum = closed_forms.get(s.delta, s.seed, s.r).basis if s.method in SPECTRAL_METHODS else None
+        optimum = closed_forms.for_head(s).basis if s.method in SPECTRAL_METHODS else None
         at_r = references.at(s.r)
         metrics = score_projection(projection, features, at_r, cfg.score, s.seed, optimum, step=item)
         metrics.update(initialisation_scores(initial_weight(features, s), at_r))
         metrics.update(paired_fields(cfg, features, projection))
         records.append(make_record(
-            **common, method=s.method, delta=s.delta, r=s.r, tau=s.tau, xi=s.xi, regularizer=s.regularizer,
+            **common, method=s.method, delta=s.delta if s.views is None else None, pairs=s.pairs, views=s.views,
+            r=s.r, tau=s.tau, xi=s.xi, regularizer=s.regularizer,
             loss_weights=s.loss_weights, similarity=s.similarity,
             symmetric=s.symmetric, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
             predictor_lr_scale=s.predictor_lr_scale, normalized=projection.normalized,
@@ -280,11 +310,58 @@ def _closed_form_records(
                 metrics = score_projection(projection, features, references.at(r), cfg.score, seed,
                                            closed.basis, step=item)
                 records.append(make_record(
-                    **common, method="spectral", delta=delta, r=projection.r, epochs=s.epochs,
+                    **common, method="spectral", delta=delta, pairs="delta", r=projection.r, epochs=s.epochs,
                     batch_size=s.batch_size, normalized=False, seed=seed, fit_seconds=fit_seconds, **metrics,
                 ))
                 item.finish()
     return records
+
+
+def _view_closed_form_records(
+    cfg: ExperimentConfig, features: LabelledFeatures, references: ReferenceSubspaces, closed_forms: ClosedForms,
+    common: dict, progress: Progress, task: TaskID,
+) -> list[dict]:
+    """Per recipe of ``heads.pairs: views``, r and seed: the ``spectral`` closed form of the recipe's view pairs
+    (``ClosedForms.view``; scored like the δ closed forms, only k-means is seeded), with the pair statistics that
+    explain where the recipe sits (``view_pair_statistics``)."""
+    records = []
+    swept = len(cfg.heads.axis("r")) > 1
+    for recipe in view_recipes(cfg):
+        statistics = view_pair_statistics(closed_forms.view_moments(recipe), features, references)
+        for r in cfg.heads.axis("r"):
+            scorer, fit_seconds, projection = None, None, None
+            for seed in cfg.seeds:
+                item = ItemProgress(progress, task, f"spectral_views-{recipe}_seed{seed}" + (f"_r{r}" if swept else ""))
+                if scorer is None:
+                    start = time.perf_counter()
+                    closed = closed_forms.view(recipe, r)
+                    stats = features.statistics("train")
+                    projection = closed_form_projection(features.x_train, closed.basis, stats.weights @ stats.means)
+                    fit_seconds = time.perf_counter() - start
+                    scorer = ProjectionScorer(projection, features, references.at(r), cfg.score, closed.basis,
+                                              step=item)
+                records.append(make_record(
+                    **common, method="spectral", pairs="views", views=recipe, r=projection.r, normalized=False,
+                    seed=seed, fit_seconds=fit_seconds, **scorer.scores(seed), **statistics,
+                ))
+                item.finish()
+    return records
+
+
+def view_pair_statistics(moments, features: LabelledFeatures, references: ReferenceSubspaces) -> dict:
+    """How a recipe's view pairs relate to the classes: the share of tr Σ_Δ^view inside the Fisher subspace (low:
+    the two views of an image differ mostly outside it, as the δ = 1 pairs do), the same share of the within-class
+    covariance Σ_W (the δ = 1 pairs' Σ_Δ, ½·2Σ_W), and tr Σ_Δ^view / tr Σ_W (how far apart the views are)."""
+    within = features.statistics("train").within_covariance
+    view = moments.delta_covariance
+
+    def fisher_share(covariance: np.ndarray) -> float:
+        trace = float(np.trace(covariance))
+        inside = float(np.einsum("dq,de,eq->", references.fisher, covariance, references.fisher))
+        return inside / trace if trace > 0 else float("nan")
+
+    return {"view_fisher_share": fisher_share(view), "within_fisher_share": fisher_share(within),
+            "view_within_ratio": float(np.trace(view) / np.trace(within))}
 
 
 def zeroshot_record(features: LabelledFeatures, common: dict) -> dict:

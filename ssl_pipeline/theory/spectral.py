@@ -87,6 +87,43 @@ def pair_moments(
     return PairMoments(total, 0.5 * scatter / count, count)
 
 
+VIEW_BLOCK_BYTES = 256 * 2**20
+"""Float64 bytes of the images' views [n, V, d] ``view_pair_moments`` holds at once."""
+
+
+def view_pair_moments(table: np.ndarray, num_views: int, images: np.ndarray,
+                      block_bytes: int = VIEW_BLOCK_BYTES) -> PairMoments:
+    """Σ_T and Σ_Δ of the view pairs of ``images`` (rows of the whole train split) in a view table [N_all·V, d]
+    (``data.views.ViewTable``; docs/theory.md, "Augmentation views"): Σ_T the biased covariance of all their views,
+    Σ_Δ = ½·E[(x_a − x_b)(x_a − x_b)ᵀ] over two different views a ≠ b of one image, which is the mean over images
+    of the unbiased covariance of an image's V views — the population of the pairs a view head draws (every ordered
+    pair of different views equally likely), not a sample of it. Images go in blocks of at most ``block_bytes``."""
+    d = table.shape[1]
+    views = table.reshape(-1, num_views, d)
+    images = np.asarray(images)
+    n = len(images)
+    if n < 2:
+        raise DataError(f"view-pair moments need at least 2 images; got {n}")
+    step = max(1, block_bytes // (8 * num_views * d))
+    total_sum, second, within = np.zeros(d), np.zeros((d, d)), np.zeros((d, d))
+    shift = None  # the first block's mean: the second moments are taken about it (no cancellation at large means)
+    for start in range(0, n, step):
+        block = np.asarray(views[images[start : start + step]], dtype=np.float64)  # [b, V, d]
+        if shift is None:
+            shift = block.reshape(-1, d).mean(axis=0)
+        flat = block.reshape(-1, d) - shift
+        total_sum += flat.sum(axis=0)
+        second += flat.T @ flat
+        deviations = (block - block.mean(axis=1, keepdims=True)).reshape(-1, d)
+        within += deviations.T @ deviations
+    count = n * num_views
+    mean = total_sum / count  # of the shifted views
+    total = second / count - np.outer(mean, mean)
+    delta_covariance = within / (n * (num_views - 1))
+    return PairMoments(0.5 * (total + total.T), 0.5 * (delta_covariance + delta_covariance.T),
+                       n * num_views * (num_views - 1) // 2)
+
+
 def expected_pair_covariance(x: np.ndarray, y: np.ndarray, delta: float) -> np.ndarray:
     """The exact expectation of Σ_Δ under ``sample_delta_positives`` on (x, y): δ·Σ_k (n_k/N)(n_k/(n_k − 1)) S_k
     + (1 − δ) S_T, with S_k, S_T the biased class and total covariances (the same-class draw excludes the anchor,
