@@ -194,6 +194,9 @@ def parse_command(argv: Sequence[str]):
     validate_experiment(cfg)
     if namespace.command == "extract" and cfg.data.source != "images":
         raise ConfigError("`extract` encodes images; set data.source: images (see configs/default.yaml)")
+    if namespace.command == "check" and cfg.heads.pairs == "views":
+        raise ConfigError("`check` fits its heads on the real features and on GMM surrogates, which have no augmented "
+                          "views; use heads.pairs: delta (--heads.pairs delta) for the checks")
     return namespace.command, cfg, bool(getattr(parsed, "wide", False))
 
 

@@ -998,8 +998,8 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     """Check everything that can be checked before any data is read: every section's fields
     (``ExperimentConfig.validate``) and the rules between sections; raise ConfigError with one clear line."""
     cfg.validate()
-    validate_paired(cfg)
     validate_views(cfg)
+    validate_paired(cfg)
     if cfg.data.source == "synthetic":
         require_r_within(cfg.heads, min(cfg.data.synthetic.feature_dims))
     if cfg.run_dir:

@@ -182,12 +182,18 @@ def test_effective_delta_takes_the_first_crossing_of_a_curve_that_is_not_monoton
     (["--data.views.recipes", "[{name: c, grayscale: -0.1}]"], "data.views.recipes[0].grayscale=-0.1 must be in [0, 1]"),
     (["--data.views.recipes", "[{name: c, blur: 2}]"], "data.views.recipes[0].blur=2"),
     (["--data.source", "synthetic"], "heads.pairs=views trains on augmented views of images, but data.source is synthetic"),
+    (["--heads.methods", "[infonce,clip]"], "heads.pairs=views pairs two views of one image; clip heads pair two"),
 ])
 def test_bad_view_settings_are_refused_in_one_line(argument, message):
     argv = ["run", "--config", "configs/views.yaml", *argument]
     with pytest.raises(ConfigError, match=None) as error:
         parse_command(argv)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_gmm_checks_refuse_view_pairs_in_one_line():
+    with pytest.raises(ConfigError, match=r"^`check` fits its heads .* no augmented views; use heads.pairs: delta"):
+        parse_command(["check", "--config", "configs/views.yaml"])
 
 
 def test_view_heads_without_their_view_table_name_the_command_to_run(tmp_path):
