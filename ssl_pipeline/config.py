@@ -39,11 +39,12 @@ PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-t
 """The values Lightning's ``Trainer(precision=…)`` accepts (``heads.trainer.precision``), checked before any fit
 instead of failing deep inside Lightning."""
 """Heads whose losses are functions of the batch's second moments (docs/theory.md, "Spectral view of the pairs")."""
-AXES = ("r", "tau", "xi", "lr")
+AXES = ("r", "tau", "xi", "sim_coeff", "lr")
 """The sweep axes of ``heads``, in the order of the head grid (``HeadsConfig.axis_grid``) and of head tags: each of
 ``heads.r``, ``heads.infonce.tau``, ``heads.simsiam.xi`` and ``heads.optimizer.lr`` is a scalar or a list."""
-AXIS_PATHS = {"r": "heads.r", "tau": "heads.infonce.tau", "xi": "heads.simsiam.xi", "lr": "heads.optimizer.lr"}
-AXIS_METHODS = {"tau": ("infonce",), "xi": ("simsiam",)}
+AXIS_PATHS = {"r": "heads.r", "tau": "heads.infonce.tau", "xi": "heads.simsiam.xi",
+              "sim_coeff": "heads.vicreg.sim_coeff", "lr": "heads.optimizer.lr"}
+AXIS_METHODS = {"tau": ("infonce",), "xi": ("simsiam",), "sim_coeff": ("vicreg",)}
 """The methods an axis applies to (``r`` and ``lr``: every method); it does not multiply the other methods' heads."""
 
 
@@ -588,8 +589,9 @@ class VICRegConfig:
     """VICReg (Bardes et al. 2022; docs/theory.md, "Spectral view of the pairs"): invariance, variance and
     covariance weights λ, μ, ν of the paper (25/25/1 by default)."""
 
-    sim_coeff: float = 25.0
-    """λ: weight of the invariance term (mean squared distance of the pair's projections)."""
+    sim_coeff: Union[float, list[float]] = 25.0
+    """λ: weight of the invariance term (mean squared distance of the pair's projections). A list is a sweep axis
+    (one VICReg head per value; ``HeadsConfig``)."""
     std_coeff: float = 25.0
     """μ: weight of the variance hinge max(0, 1 − std) per output."""
     cov_coeff: float = 1.0
@@ -597,7 +599,9 @@ class VICRegConfig:
 
     def validate(self, path: str = "heads.vicreg") -> None:
         """Raise ConfigError naming the first weight out of its valid range."""
-        for name in ("sim_coeff", "std_coeff", "cov_coeff"):
+        require_axis(f"{path}.sim_coeff", self.sim_coeff,
+                     lambda where, value: require_at_least(where, value, 0.0, why="a loss weight"), "[1,5,25,100]")
+        for name in ("std_coeff", "cov_coeff"):
             require_at_least(f"{path}.{name}", getattr(self, name), 0.0, why="a loss weight")
 
 
@@ -706,9 +710,10 @@ class HeadsConfig:
     initial weights, which D^(−1/2) then magnifies until they dominate col(Ã) (on digits + EfficientNet-Lite0,
     fisher_cos2 fell from 0.23 to 0.000 with it on, and NMI from 0.90 to 0.80).
 
-    Sweep axes: ``r``, ``infonce.tau``, ``simsiam.xi`` and ``optimizer.lr`` each take a scalar or a list
-    (``r: [4, 8]``, ``--heads.r [4,8]``, ``--heads.r 4,8``); the heads are the product method × δ × seed × r × τ × ξ × lr,
-    where τ multiplies only the InfoNCE heads and ξ only the SimSiam heads (``axis_grid``). A list of one value is
+    Sweep axes: ``r``, ``infonce.tau``, ``simsiam.xi``, ``vicreg.sim_coeff`` and ``optimizer.lr`` each take a scalar
+    or a list (``r: [4, 8]``, ``--heads.r [4,8]``, ``--heads.r 4,8``); the heads are the product method × δ × seed ×
+    r × τ × ξ × λ × lr, where τ multiplies only the InfoNCE heads, ξ only the SimSiam heads and VICReg's invariance
+    weight λ only the VICReg heads (``axis_grid``; VICReg's rows are told apart by their loss weights). A list of one value is
     a scalar. A head's tag names the values of the axes given as lists of several values (``HeadSettings.tag``).
     ``per_delta`` replaces τ or lr at its δ only when that axis is one value; setting τ (lr) per δ while
     ``infonce.tau`` (``optimizer.lr``) is a list of several values is refused as ambiguous.
@@ -793,7 +798,7 @@ class HeadsConfig:
 
     def axis(self, name: str) -> list:
         """The values of the sweep axis ``name`` (one of ``AXES``) as a list."""
-        sections = {"r": self, "tau": self.infonce, "xi": self.simsiam, "lr": self.optimizer}
+        sections = {"r": self, "tau": self.infonce, "xi": self.simsiam, "sim_coeff": self.vicreg, "lr": self.optimizer}
         return axis_values(getattr(sections[name], name))
 
     def swept_axes(self, method: HeadMethod) -> tuple[str, ...]:

@@ -64,6 +64,19 @@ def test_xi_multiplies_only_the_simsiam_heads():
     assert [job.xi for job in jobs] == [None, 0.0, 0.1]
 
 
+def test_sim_coeff_multiplies_only_the_vicreg_heads_and_keeps_them_apart_by_their_loss_weights():
+    jobs = head_jobs(config("--heads.methods", "[infonce,vicreg]", "--heads.vicreg.sim_coeff", "[1,5,25,100]",
+                            "--deltas", "1", "--seeds", "0"))
+    assert [job.tag for job in jobs] == ["infonce_delta1_seed0", *(f"vicreg_delta1_seed0_sim_coeff{v}"
+                                                                   for v in (1, 5, 25, 100))]
+    assert [job.sim_coeff for job in jobs] == [None, 1.0, 5.0, 25.0, 100.0]
+    assert [job.loss_weights for job in jobs[1:]] == ["1/25/1", "5/25/1", "25/25/1", "100/25/1"]
+    assert jobs[1].axes == ("sim_coeff",) and jobs[0].axes == ()
+    # a scalar keeps the old tag
+    assert head_jobs(config("--heads.methods", "[vicreg]", "--deltas", "1", "--seeds", "0"))[0].tag == \
+        "vicreg_delta1_seed0"
+
+
 def test_a_config_of_scalars_keeps_the_old_tags_and_callers():
     cfg = config("--deltas", "1,0.5", "--seeds", "0")
     assert [job.tag for job in head_jobs(cfg)] == [
@@ -88,10 +101,13 @@ def test_a_config_of_scalars_keeps_the_old_tags_and_callers():
     (["--heads.simsiam.xi", "0,0.1"], "xi", [0.0, 0.1]),
     (["--heads.optimizer.lr", "[0.01,0.003]"], "lr", [0.01, 0.003]),
     (["--heads.optimizer.lr=0.003"], "lr", 0.003),
+    (["--heads.vicreg.sim_coeff", "[1,5,25,100]"], "sim_coeff", [1.0, 5.0, 25.0, 100.0]),
+    (["--heads.vicreg.sim_coeff", "5"], "sim_coeff", 5.0),
 ])
 def test_the_command_line_takes_a_scalar_or_a_list(argv, field, value):
     heads = config(*argv, "--heads.per_delta", "[]").heads
-    parsed = {"r": heads.r, "tau": heads.infonce.tau, "xi": heads.simsiam.xi, "lr": heads.optimizer.lr}[field]
+    parsed = {"r": heads.r, "tau": heads.infonce.tau, "xi": heads.simsiam.xi, "lr": heads.optimizer.lr,
+              "sim_coeff": heads.vicreg.sim_coeff}[field]
     assert parsed == value and type(parsed) is type(value)
 
 
@@ -120,6 +136,10 @@ BAD_AXES = [
     (["--heads.simsiam.xi", "[0.1,-0.1]"], "heads.simsiam.xi[1]=-0.1 must be at least 0 (0 turns the collapse guard off)"),
     (["--heads.optimizer.lr", "[0.01,0]"], "heads.optimizer.lr[1]=0.0 must be > 0"),
     (["--heads.optimizer.lr", "[0.01,-1]"], "heads.optimizer.lr[1]=-1.0 must be > 0"),
+    (["--heads.vicreg.sim_coeff", "[1,-5]"], "heads.vicreg.sim_coeff[1]=-5.0 must be at least 0 (a loss weight)"),
+    (["--heads.vicreg.sim_coeff", "[]"],
+     "heads.vicreg.sim_coeff is an empty list; give a value or a non-empty list, e.g. --heads.vicreg.sim_coeff "
+     "[1,5,25,100]"),
     (["--heads.r", "[2,0]"], "heads.r[1]=0 must be at least 1"),
     (["--heads.r", "[2,2]"], "heads.r[1]=2 repeats heads.r[0]; give each value of a sweep axis once"),
     (["--heads.r", "[2,109]"], "heads.r[1]=109 exceeds the feature dimension d=108; choose r ≤ 108"),

@@ -89,7 +89,8 @@ class HeadSettings:
 
 def resolve_head_settings(
     heads: HeadsConfig, method: HeadMethod, delta: float, seed: int, *, r: Optional[int] = None,
-    tau: Optional[float] = None, xi: Optional[float] = None, lr: Optional[float] = None,
+    tau: Optional[float] = None, xi: Optional[float] = None, sim_coeff: Optional[float] = None,
+    lr: Optional[float] = None,
 ) -> HeadSettings:
     """Apply ``heads.per_delta`` to the defaults for one (method, δ, seed) and the sweep-axis values ``r``, ``tau``,
     ``xi``, ``lr`` (one of ``heads.axis_grid(method)``); an axis value of None takes the axis's only value
@@ -97,7 +98,7 @@ def resolve_head_settings(
     that axis has one value (validation refuses it where the axis has several)."""
     override = next((o for o in heads.per_delta if math.isclose(o.delta, delta)), DeltaSetting(delta=delta))
     infonce = method == "infonce"
-    given = {"r": r, "tau": tau, "xi": xi, "lr": lr}
+    given = {"r": r, "tau": tau, "xi": xi, "sim_coeff": sim_coeff, "lr": lr}
     chosen = {name: _axis_value(heads, name, given[name]) if method in AXIS_METHODS.get(name, (method,)) else None
               for name in AXES}
     return HeadSettings(
@@ -118,7 +119,7 @@ def resolve_head_settings(
         predictor_lr_scale=heads.simsiam.predictor_lr_scale if method == "simsiam" else None,
         early_stopping_patience=heads.early_stopping_patience,
         regularizer=heads.simsiam.regularizer if method == "simsiam" else None,
-        sim_coeff=heads.vicreg.sim_coeff if method == "vicreg" else None,
+        sim_coeff=chosen["sim_coeff"] if method == "vicreg" else None,
         std_coeff=heads.vicreg.std_coeff if method == "vicreg" else None,
         cov_coeff=heads.vicreg.cov_coeff if method == "vicreg" else None,
         lambda_off=heads.barlowtwins.lambda_off if method == "barlowtwins" else None,
