@@ -115,10 +115,12 @@ class GMMConfig:
     subspace. ``rotate`` applies one random rotation so no subspace is axis-aligned.
     """
 
-    preset: Literal["pancakes", "random", "fisher_vs_means", "spectrum", "clip"] = "pancakes"
+    preset: Literal["pancakes", "random", "fisher_vs_means", "spectrum", "hierarchy", "clip"] = "pancakes"
     """``pancakes`` (PCA picks nuisance directions), ``random`` (random SPD covariance), ``fisher_vs_means`` (Fisher,
-    class-mean and PCA subspaces far apart), ``spectrum`` (power-law spectrum, Fisher subspace spread over it) or
-    ``clip`` (two modalities, shared and private labels: ``clip``)."""
+    class-mean and PCA subspaces far apart), ``spectrum`` (power-law spectrum, Fisher subspace spread over it),
+    ``hierarchy`` (two labels, ``fine`` (k classes) and ``coarse`` (``k_coarse``), means in orthogonal blocks under
+    ``spectrum``'s Σ: ``theory.gmm.hierarchy_parameters``) or ``clip`` (two modalities, shared and private labels:
+    ``clip``)."""
     d: int = 100
     """Feature dimension of the preset's own block (``quiet_dims`` more are appended)."""
     k: int = 5
@@ -137,7 +139,12 @@ class GMMConfig:
     nuisance_std: float = 5.0
     """Standard deviation of the d − K + 1 nuisance directions."""
     alpha: float = 1.0
-    """``spectrum``: the power of the eigenvalues i^(−α) of Σ (> 0)."""
+    """``spectrum``, ``hierarchy``: the power of the eigenvalues i^(−α) of Σ (> 0)."""
+    k_coarse: int = 4
+    """``hierarchy``: the number of coarse classes (``k`` is the number of fine classes)."""
+    nesting: Literal["nested", "crossed"] = "nested"
+    """``hierarchy``: ``nested`` (each fine class inside one coarse class; k a multiple of k_coarse) or ``crossed``
+    (the two labels independent: k_coarse × k components)."""
     quiet_dims: int = 0
     """Class-free directions appended below the preset's spectrum (0: none; not for ``clip``)."""
     quiet_std: float = 0.5
@@ -162,7 +169,15 @@ class GMMConfig:
             self._validate_clip(path)
             return
         require_at_least(f"{path}.k", self.k, 2, why="a mixture needs at least 2 classes")
-        if self.preset == "spectrum":
+        if self.preset == "hierarchy":
+            require_at_least(f"{path}.k_coarse", self.k_coarse, 2, why="a label needs at least 2 classes")
+            if self.nesting == "nested":
+                require(self.k % self.k_coarse == 0 and self.k > self.k_coarse, f"{path}.k", self.k,
+                        f"a multiple of {path}.k_coarse={self.k_coarse} above it (nested fine classes)")
+            require(self.d >= self.k + self.k_coarse - 2, f"{path}.d", self.d,
+                    f"at least (k − 1) + (k_coarse − 1) = {self.k + self.k_coarse - 2} (the two blocks of means)")
+            require_positive(f"{path}.alpha", self.alpha)
+        elif self.preset == "spectrum":
             require(self.d >= self.k - 1, f"{path}.d", self.d,
                     f"at least {path}.k − 1 = {self.k - 1} for the spectrum preset (the means' simplex spans k − 1 "
                     "directions)")
@@ -170,8 +185,11 @@ class GMMConfig:
         else:
             require(self.d >= self.k, f"{path}.d", self.d,
                     f"at least {path}.k={self.k} (K − 1 signal directions + nuisance)")
+        components = self.k * (self.k_coarse if self.preset == "hierarchy" and self.nesting == "crossed" else 1)
         for name in ("n_train", "n_val", "n_test"):
-            require_at_least(f"{path}.{name}", getattr(self, name), 2 * self.k, why=f"2·k, k={self.k}")
+            require_at_least(f"{path}.{name}", getattr(self, name), 2 * components,
+                             why=f"2·k, k={self.k}" if components == self.k else
+                             f"2 per component, k_coarse·k = {components}")
         for name in ("separation", "signal_std", "nuisance_std"):
             require_positive(f"{path}.{name}", getattr(self, name))
         require_at_least(f"{path}.seed", self.seed, 0)
@@ -190,7 +208,7 @@ class GMMConfig:
         from ssl_pipeline.theory.gmm import preset_parameters, quiet_std_range
 
         params = preset_parameters(self.preset, self.k, self.d, self.separation, self.signal_std, self.nuisance_std,
-                                   self.alpha, np.random.default_rng(self.seed))
+                                   self.alpha, np.random.default_rng(self.seed), self.k_coarse, self.nesting)
         low, high = quiet_std_range(params)
         require(low < self.quiet_std < high, f"{path}.quiet_std", self.quiet_std,
                 f"in ({low:.3g}, {high:.3g}) for the {self.preset} preset: below √(smallest eigenvalue of Σ_T) of its "
@@ -755,6 +773,10 @@ class HeadsConfig:
     ``whitened`` (UΛ^(−1/2), this pipeline's choice for SimSiam and the spectral heads before it was measured to fail
     on real features) or ``auto``: ``scaled`` for SimSiam with the covariance guard and the spectral heads,
     ``orthonormal`` for the others."""
+    pair_label: Optional[str] = None
+    """The label δ-pairs share (data with several labels: ``hierarchy``'s ``fine``/``coarse``, an npz's
+    ``y_<name>_*``); null: the data's primary label. With ``score.label`` another label, the pairs are about one
+    thing and the scores about another (aligned or misaligned pairs)."""
     pairs: Literal["delta", "views"] = "delta"
     """What the positive pairs are: ``delta`` (δ-pairs chosen with the labels, one head per δ of ``deltas``) or
     ``views``: besides the δ-pair heads (the curve a recipe is placed on), one head per method, seed and recipe of
@@ -874,6 +896,9 @@ class ScoreConfig:
     lda_shrinkage: Optional[float] = None
     """Within-class covariance shrinkage for LDA and the estimated Fisher subspace; None: 0 when N − K ≥ 10·d,
     else Ledoit–Wolf (``theory.subspaces.auto_shrinkage``)."""
+    label: Optional[str] = None
+    """The label clustering, the probe, LDA and the Fisher subspace refer to (data with several labels:
+    ``hierarchy``'s ``fine``/``coarse``, an npz's ``y_<name>_*``); null: the data's primary label."""
 
     def validate(self, path: str = "score") -> None:
         """Raise ConfigError naming the first field of the scores out of its valid range."""
@@ -1004,11 +1029,49 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     (``ExperimentConfig.validate``) and the rules between sections; raise ConfigError with one clear line."""
     cfg.validate()
     validate_views(cfg)
+    validate_labels(cfg)
     validate_paired(cfg)
     if cfg.data.source == "synthetic":
         require_r_within(cfg.heads, min(cfg.data.synthetic.feature_dims))
     if cfg.run_dir:
         validate_run_dir(Path(cfg.run_dir))
+
+
+def data_labels(data: DataConfig) -> Optional[list[str]]:
+    """The labels a data source carries, primary first, where the config (or an npz's headers) tells them:
+    ``hierarchy`` fine and coarse; an npz ``label`` and each ``y_<name>_train``; any other source ``label``. None
+    when unknown before the data are read (a paired source)."""
+    if data.source == "synthetic":
+        if data.synthetic.preset == "clip":
+            return None
+        return ["fine", "coarse"] if data.synthetic.preset == "hierarchy" else ["label"]
+    if data.source == "npz":
+        from ssl_pipeline.npz import npz_array_shapes
+
+        try:
+            names = npz_array_shapes(data.path)
+        except Exception:  # a missing or unreadable file is named when it is loaded
+            return None
+        return ["label", *(name[2:-6] for name in names if name.startswith("y_") and name.endswith("_train")
+                           and name not in ("y_train",))]
+    return ["label"]
+
+
+def validate_labels(cfg: ExperimentConfig) -> None:
+    """``heads.pair_label`` and ``score.label`` name labels the data carry (``data_labels``), before any data are
+    read; CLIP heads pair by their shared label only. ConfigError with one line."""
+    chosen = [(path, name) for path, name in (("heads.pair_label", cfg.heads.pair_label),
+                                              ("score.label", cfg.score.label)) if name is not None]
+    if not chosen:
+        return
+    if "clip" in cfg.heads.methods:
+        raise ConfigError(f"{chosen[0][0]}={chosen[0][1]!r}: CLIP heads pair and score by the shared label (use "
+                          "heads.target); remove it or the clip heads")
+    labels = data_labels(cfg.data)
+    for path, name in chosen:
+        if labels is not None and name not in labels:
+            raise ConfigError(f"{path}={name!r} is not a label of the data (data.source {cfg.data.source} carries "
+                              f"{', '.join(labels)}); choose one of them or remove {path}")
 
 
 def validate_views(cfg: ExperimentConfig) -> None:

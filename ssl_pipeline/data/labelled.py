@@ -56,6 +56,17 @@ class LabelledFeatures:
     views: Optional[dict[str, Any]] = None
     """The augmented views of the train images by recipe name (``data.views.ViewTable``; ``heads.pairs: views``),
     None when not extracted."""
+    label: str = "label"
+    """The name of the label y_* hold (what clustering, the probe, LDA and the Fisher subspace refer to)."""
+    other_labels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """Further labels of the same points by name, each (train, val, test) [N] (``hierarchy``: ``coarse``; an npz's
+    ``y_<name>_*`` arrays); ``choose_labels`` makes one of them the score label or the pair label."""
+    label_references: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """The true (Fisher basis, class-mean basis) of each label where known (synthetic data with several labels)."""
+    pair_label: Optional[str] = None
+    """The label the δ-pairs share when it is not ``label`` (``heads.pair_label``), its (train, val) values in
+    ``pair_y``; None: the pairs share ``label``."""
+    pair_y: Optional[tuple[np.ndarray, np.ndarray]] = None
     sampled_from: Optional[dict[str, int]] = None
     """The split sizes these features were subsampled from (the GMM checks' bounded sample,
     ``checking.statistics.check_sample``); None when they are whole."""
@@ -82,6 +93,17 @@ class LabelledFeatures:
             kept = self.memo["class_statistics", split] = (x, y, class_statistics(x, y, self.num_classes))
         return kept[2]
 
+    @property
+    def label_names(self) -> list[str]:
+        """Every label these points carry, ``label`` first."""
+        return [self.label, *self.other_labels]
+
+    def pair_labels(self, split: str = "train") -> np.ndarray:
+        """The labels the δ-pairs of ``split`` (train or val) share: ``pair_y``'s, else the split's own."""
+        if self.pair_y is None:
+            return getattr(self, f"y_{split}")
+        return self.pair_y[("train", "val").index(split)]
+
     def remember(self, key: tuple, compute: Callable[[], T]) -> T:
         """``compute()`` the first time ``key`` is asked for, the kept value after (``memo``). Keys start with what
         is kept (``("input_span", …)``) and include ``id`` of the split it derives from."""
@@ -103,6 +125,11 @@ class LabelledFeatures:
                 raise DataError(f"{split} split has {bad} feature rows with NaN or inf; clean or re-extract the features")
             if len(y) and (y.min() < 0 or not np.issubdtype(y.dtype, np.integer)):
                 raise DataError(f"{split} split: labels must be non-negative integers 0..K-1")
+            for name, values in self.other_labels.items():
+                other = values[("train", "val", "test").index(split)]
+                if other.shape != y.shape or (len(other) and (other.min() < 0 or not np.issubdtype(other.dtype, np.integer))):
+                    raise DataError(f"{split} split: label {name!r} must be non-negative integers, one per point "
+                                    f"({len(y)}); got shape {other.shape}")
         classes, counts = np.unique(self.y_train, return_counts=True)
         if len(classes) < 2:
             raise DataError(f"train split has {len(classes)} class(es); δ-pairs and clustering need at least 2 classes")
@@ -133,6 +160,34 @@ def stratified_subsample(y: np.ndarray, per_class: int, seed: int) -> np.ndarray
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
+def choose_labels(features: LabelledFeatures, pair_label: Optional[str], score_label: Optional[str]) -> LabelledFeatures:
+    """``features`` with ``score_label`` in y_* (what clustering, the probe, LDA and the Fisher subspace refer to; its
+    true subspaces where known) and ``pair_label``'s values as the labels the δ-pairs share (``pair_y``); None keeps
+    the primary label. DataError naming the labels there are when one is missing. The same object when nothing
+    changes (so its memo of statistics is kept)."""
+    import dataclasses
+
+    names = features.label_names
+    for field_path, name in (("heads.pair_label", pair_label), ("score.label", score_label)):
+        if name is not None and name not in names:
+            raise DataError(f"{field_path}={name!r} is not a label of these data (they carry {', '.join(names)}); "
+                            f"choose one of them or remove {field_path}")
+    score = score_label or features.label
+    pair = pair_label or features.label
+    if score == features.label and pair == features.label:
+        return features
+    values = {features.label: (features.y_train, features.y_val, features.y_test), **features.other_labels}
+    changes: dict[str, Any] = {}
+    if score != features.label:
+        fisher, means = features.label_references.get(score, (None, None))
+        train, val, test = values[score]
+        changes = dict(y_train=train, y_val=val, y_test=test, label=score, fisher_basis=fisher, means_basis=means,
+                       other_labels={name: v for name, v in values.items() if name != score},
+                       class_names=[f"{score}_{k}" for k in range(int(max(train.max(), val.max(), test.max())) + 1)])
+    pairs = dict(pair_label=pair, pair_y=values[pair][:2]) if pair != score else {}
+    return dataclasses.replace(features, **changes, **pairs)
+
+
 def split_rows(x: ArrayLike, index: Optional[np.ndarray]) -> ArrayLike:
     """Rows ``index`` of a file's array as a lazy ``FeatureRows`` view (``index`` None: all rows); an in-memory
     array (a compressed npz member) is indexed in memory as before."""
@@ -143,7 +198,8 @@ def split_rows(x: ArrayLike, index: Optional[np.ndarray]) -> ArrayLike:
 
 
 def load_npz_features(path: str, name: Optional[str], val_fraction: float, split_seed: int) -> LabelledFeatures:
-    """Labelled features from an ``.npz`` (arrays x_train, y_train, x_test, y_test, optional x_val, y_val).
+    """Labelled features from an ``.npz`` (arrays x_train, y_train, x_test, y_test, optional x_val, y_val; further
+    labels as ``y_<name>_train``, ``y_<name>_test`` (and ``y_<name>_val`` with x_val): ``other_labels``).
 
     Members saved without compression (``numpy.savez``) are memory-mapped and every split is a ``FeatureRows``
     view of its array (val carved from train by index): nothing of the features is read into memory here but the
@@ -160,15 +216,25 @@ def load_npz_features(path: str, name: Optional[str], val_fraction: float, split
     if missing:
         raise DataError(f"{file} lacks arrays {missing}; it has {sorted(arrays)}")
     y_train = np.asarray(arrays["y_train"])
+    others = [key[2:-6] for key in arrays if key.startswith("y_") and key.endswith("_train") and key != "y_train"]
+    for other in others:
+        needed = [f"y_{other}_test"] + ([f"y_{other}_val"] if "x_val" in arrays else [])
+        if any(key not in arrays for key in needed):
+            raise DataError(f"{file} has y_{other}_train but lacks {', '.join(k for k in needed if k not in arrays)}; "
+                            f"a label needs its values on every split")
     if "x_val" in arrays:
         x_train, x_val, y_val = split_rows(arrays["x_train"], None), split_rows(arrays["x_val"], None), arrays["y_val"]
+        other_labels = {other: tuple(np.asarray(arrays[f"y_{other}_{s}"]) for s in ("train", "val", "test"))
+                        for other in others}
     else:
         keep, carved = stratified_split(y_train, val_fraction, split_seed)
         x_train, x_val = split_rows(arrays["x_train"], keep), split_rows(arrays["x_train"], carved)
         y_train, y_val = y_train[keep], y_train[carved]
+        other_labels = {other: (np.asarray(arrays[f"y_{other}_train"])[keep], np.asarray(arrays[f"y_{other}_train"])[carved],
+                                np.asarray(arrays[f"y_{other}_test"])) for other in others}
     features = LabelledFeatures(
         x_train, y_train, x_val, np.asarray(y_val), split_rows(arrays["x_test"], None), np.asarray(arrays["y_test"]),
-        dataset=name or file.stem, data_kind="real", split_seed=split_seed,
+        dataset=name or file.stem, data_kind="real", split_seed=split_seed, other_labels=other_labels,
     )
     features.validate()
     return features

@@ -69,7 +69,7 @@ def fit_grid(
                                     trainer_cfg.feature_memory_share, resident)
     else:
         x, rows = feature_table(features.x_train)  # a memory map stays one: batches are gathered from it
-        y = torch.from_numpy(np.asarray(features.y_train, dtype=np.int64))
+        y = torch.from_numpy(np.asarray(features.pair_labels("train"), dtype=np.int64))  # what the δ-pairs share
         grid = HeadGrid([head_module(features, s) for s in jobs], features.features_key, on_finished, on_epoch)
         held_out = held_out_features(features) if stopping else {}
         datamodule = CandidateDataModule(x, y, grid.seeds, jobs[0].batch_size, **held_out,
@@ -125,7 +125,7 @@ def fit_head(
     from ssl_pipeline.heads.callbacks import KeepBestWeights
 
     x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
-    y = torch.from_numpy(features.y_train.astype(np.int64))
+    y = torch.from_numpy(features.pair_labels("train").astype(np.int64))  # what the δ-pairs share
     module = head_module(features, settings)
     stopping = settings.early_stopping_patience is not None
     held_out = {}

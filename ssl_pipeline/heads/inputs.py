@@ -140,9 +140,10 @@ def held_out_features(features: LabelledFeatures) -> dict:
     """The val split as tensors for the held-out δ-pairs of early stopping (refused without two samples of a class)."""
     import torch
 
-    if len(features.y_val) < 2 or np.bincount(features.y_val).max() < 2:
+    labels = features.pair_labels("val")  # what the held-out δ-pairs share
+    if len(labels) < 2 or np.bincount(labels).max() < 2:
         raise DataError("early stopping needs held-out δ-pairs: the val split needs at least 2 samples of a class")
     return dict(
         val_features=torch.from_numpy(np.ascontiguousarray(features.x_val, dtype=np.float32)),
-        val_labels=torch.from_numpy(features.y_val.astype(np.int64)),
+        val_labels=torch.from_numpy(labels.astype(np.int64)),
     )

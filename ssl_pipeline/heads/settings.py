@@ -54,6 +54,9 @@ class HeadSettings:
     parametrization: Optional[str] = None
     """``orthonormal``, ``scaled`` or ``whitened`` (``heads.parametrization`` resolved for this head; None in head
     files saved before it existed: ``heads.fitted.legacy_parametrization``)."""
+    pair_label: Optional[str] = None
+    """The label the head's δ-pairs share when the config names one (``heads.pair_label``); None: the data's
+    primary label."""
     views: Optional[str] = None
     """The augmentation recipe (``data.views.recipes[i].name``) whose view pairs the head trains on
     (``heads.pairs: views``); None for δ-pairs. A view head's ``delta`` is 1 — its positive is always the pair's
@@ -126,6 +129,7 @@ def resolve_head_settings(
         axes=heads.swept_axes(method),
         learn_scale=heads.clip.learn_scale if method == "clip" else None,
         parametrization=resolve_parametrization(heads.parametrization, method, heads.simsiam.regularizer),
+        pair_label=heads.pair_label,
     )
 
 

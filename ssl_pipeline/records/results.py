@@ -25,7 +25,8 @@ fields missing (shown as null); their SimSiam heads used the Euclidean guard."""
 SETTING_FIELDS = (
     "method", "data", "dataset", "backbone", "features", "split", "split_seed", "delta", "r", "tau", "xi",
     "regularizer", "loss_weights", "similarity", "symmetric", "epochs", "batch_size", "lr", "weight_decay",
-    "predictor_lr_scale", "normalized", "tower", "target", "parametrization", "pairs", "views", "seed",
+    "predictor_lr_scale", "normalized", "tower", "target", "parametrization", "pairs", "views", "pair_label",
+    "score_label", "seed",
 )
 METRIC_FIELDS = (
     "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2", "pca_cos2",
@@ -51,7 +52,10 @@ each δ, the same r and loss settings) reaches the record's NMI, interpolated li
 ``effective_delta_outside`` −1 (below the curve's lowest δ) or +1 (above its highest). ``view_fisher_share``,
 ``within_fisher_share``: the share of tr Σ_Δ^view (the recipe's view-pair difference covariance) and of tr Σ_W inside
 the Fisher subspace; ``view_within_ratio``: tr Σ_Δ^view / tr Σ_W (records of the ``spectral`` closed form of view
-pairs). Added within schema 3 (issue 23)."""
+pairs). Added within schema 3 (issue 23).
+``pair_label``, ``score_label`` (settings; data with several labels only, else null): the label a head's δ-pairs
+share (``heads.pair_label``) and the label every record's clustering, probe, LDA and Fisher subspace refer to
+(``score.label``). Added within schema 3 (issue 24)."""
 AXIS_FIELDS = ("r", "tau", "xi", "lr")
 """The setting fields of the config's sweep axes (``heads.r``, ``heads.infonce.tau``, ``heads.simsiam.xi``,
 ``heads.optimizer.lr``; ``config.AXES``): rows of one method and δ that differ there are told apart in tables,
@@ -165,6 +169,8 @@ def method_label(row: dict[str, Any]) -> str:
         label += f" {row['loss_weights']}"
     if row.get("views"):
         label += f" views:{row['views']}"
+    if row.get("pair_label") and row.get("pair_label") != row.get("score_label"):
+        label += f" pairs:{row['pair_label']}"
     return label
 
 

@@ -58,7 +58,8 @@ class ClosedForms:
 
             s = self.settings(delta, seed)
             self.moments[delta, seed] = sampled_pair_moments(
-                self.features.x_train, self.features.y_train, delta, s.batch_size * self.cfg.heads.trainer.devices,
+                self.features.x_train, self.features.pair_labels("train"), delta,
+                s.batch_size * self.cfg.heads.trainer.devices,
                 seed, s.epochs, total=self.total)
         if (delta, seed, r) not in self.cache:
             self.cache[delta, seed, r] = spectral_closed_form(self.moments[delta, seed], r)
@@ -162,9 +163,11 @@ def score_records(
     if note:
         console.print(note)
     closed_forms = ClosedForms(cfg, features)
+    several = len(features.label_names) > 1  # then every record names its score label, heads their pair label
     common = dict(
         data=features.data_kind, dataset=features.dataset, backbone=features.backbone,
         features=features.features_key, split="test", split_seed=features.split_seed,
+        score_label=features.label if several else None,
     )
     first_seed: dict[str, Projection] = {}
     per_seed = sum(len(cfg.deltas) if method == "spectral" else 1 for method in cfg.score.baselines
@@ -173,7 +176,8 @@ def score_records(
     total = len(heads) + per_seed * len(cfg.seeds)
     with progress_bar(console, "item") as progress:
         task = progress.add_task("scoring", total=total, current="")
-        records = _head_records(cfg, features, heads, references, closed_forms, common, first_seed, progress, task)
+        paired = {**common, "pair_label": (features.pair_label or features.label) if several else None}
+        records = _head_records(cfg, features, heads, references, closed_forms, paired, first_seed, progress, task)
         records += _baseline_records(cfg, features, references, closed_forms, common, first_seed, progress, task)
         records += _view_closed_form_records(cfg, features, references, closed_forms, common, progress, task)
     if features.text_features is not None:
@@ -240,7 +244,10 @@ def _baseline_records(
     records = []
     for method in cfg.score.baselines:
         if method == "spectral":
-            records += _closed_form_records(cfg, features, references, closed_forms, common, progress, task)
+            several = common["score_label"] is not None
+            pair_label = {"pair_label": (features.pair_label or features.label) if several else None}
+            records += _closed_form_records(cfg, features, references, closed_forms, {**common, **pair_label},
+                                            progress, task)
             continue
         for r in baseline_rs(cfg, method):
             suffix = f"_r{r}" if len(cfg.heads.axis("r")) > 1 and method != "raw" else ""

@@ -16,11 +16,14 @@ from ssl_pipeline.theory.subspaces import FEATURE_FLOOR, fisher_cos2, fisher_sub
 
 @dataclass
 class GMMParameters:
-    """weights π [K], means μ [K, d], shared covariance Σ [d, d]."""
+    """weights π [K], means μ [K, d], shared covariance Σ [d, d]; ``labels``: for mixtures whose points carry
+    several labels (``hierarchy``), each label's value of every component, {name: int [K]}, the first one primary;
+    None: one label, the component."""
 
     weights: np.ndarray
     means: np.ndarray
     covariance: np.ndarray
+    labels: dict[str, np.ndarray] | None = None
 
     def fisher_basis(self) -> np.ndarray:
         """The true Fisher subspace [d, q] from μ_k and Σ."""
@@ -40,7 +43,23 @@ class GMMParameters:
 
     def rotated(self, rotation: np.ndarray) -> GMMParameters:
         """The mixture of R x for x from this one, R [d, d] orthogonal: means μ_k Rᵀ and covariance R Σ Rᵀ."""
-        return GMMParameters(self.weights, self.means @ rotation.T, rotation @ self.covariance @ rotation.T)
+        return GMMParameters(self.weights, self.means @ rotation.T, rotation @ self.covariance @ rotation.T,
+                             self.labels)
+
+    def label_view(self, name: str) -> GMMParameters:
+        """The population statistics of label ``name`` (``labels``): its classes' weights π_l, means μ_l and the
+        pooled within-class covariance Σ_W = Σ + Σ_l Σ_{k ∈ l} π_k (μ_k − μ_l)(μ_k − μ_l)ᵀ — a class of a coarser
+        label is itself a mixture. Its ``fisher_basis`` and ``mean_basis`` are that label's true Fisher and
+        class-mean subspaces. Not a Gaussian mixture: do not ``sample`` it."""
+        of = self.labels[name]
+        weights = np.asarray(self.weights, dtype=np.float64) / np.sum(self.weights)
+        values = np.unique(of)
+        label_weights = np.array([weights[of == v].sum() for v in values])
+        label_means = np.stack([weights[of == v] @ self.means[of == v] / w for v, w in zip(values, label_weights)])
+        spread = sum(weights[k] * np.outer(self.means[k] - label_means[np.searchsorted(values, of[k])],
+                                           self.means[k] - label_means[np.searchsorted(values, of[k])])
+                     for k in range(len(weights)))
+        return GMMParameters(label_weights, label_means, self.covariance + spread)
 
 
 def regular_simplex(k: int, edge: float) -> np.ndarray:
@@ -98,11 +117,46 @@ def spectrum_parameters(k: int, d: int, separation: float, alpha: float, rng: np
     return GMMParameters(np.full(k, 1.0 / k), whitened_means @ root, (covariance + covariance.T) / 2)
 
 
+def hierarchy_parameters(k_fine: int, k_coarse: int, d: int, separation: float, alpha: float, nesting: str,
+                         rng: np.random.Generator) -> GMMParameters:
+    """Points with two labels, a coarse class k_c and a fine class k_f, whose means add up from orthogonal blocks:
+    μ = Σ^(1/2)(W_c a_{k_c} + W_f b_{k_f}), a and b regular simplices of Mahalanobis edge ``separation``, W_c
+    [d, K_c − 1] and W_f [d, K_f − 1] orthonormal and orthogonal to each other in the whitened space, under the
+    ``spectrum`` preset's power-law Σ = V diag(i^(−α)) Vᵀ (so neither block is the top or the bottom of the
+    variance). ``nested``: the components are the fine classes, fine class k_f inside coarse class ⌊k_f K_c / K_f⌋
+    (K_f a multiple of K_c); ``crossed``: the components are every (k_c, k_f), the two labels independent. Labels
+    ``fine`` (primary) and ``coarse`` (``GMMParameters.labels``; their true subspaces: ``label_view``)."""
+    if k_coarse < 2 or k_fine < 2:
+        raise ValueError(f"hierarchy needs k ≥ 2 fine and k_coarse ≥ 2 coarse classes, got {k_fine}, {k_coarse}")
+    if d < (k_coarse - 1) + (k_fine - 1):
+        raise ValueError(f"hierarchy needs d ≥ (k_coarse − 1) + (k − 1) = {k_coarse + k_fine - 2}, got {d}")
+    eigenvalues = np.arange(1, d + 1, dtype=np.float64) ** -alpha
+    basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    covariance = (basis * eigenvalues) @ basis.T
+    root = (basis * np.sqrt(eigenvalues)) @ basis.T
+    blocks = np.linalg.qr(rng.standard_normal((d, k_coarse + k_fine - 2)))[0]
+    coarse_block, fine_block = blocks[:, : k_coarse - 1], blocks[:, k_coarse - 1 :]
+    a = regular_simplex(k_coarse, separation) @ coarse_block.T  # [K_c, d] whitened
+    b = regular_simplex(k_fine, separation) @ fine_block.T  # [K_f, d]
+    if nesting == "nested":
+        fine = np.arange(k_fine)
+        coarse = fine * k_coarse // k_fine
+    else:
+        coarse, fine = (grid.ravel() for grid in np.meshgrid(np.arange(k_coarse), np.arange(k_fine), indexing="ij"))
+    means = (a[coarse] + b[fine]) @ root
+    return GMMParameters(np.full(len(fine), 1.0 / len(fine)), means, (covariance + covariance.T) / 2,
+                         {"fine": fine, "coarse": coarse})
+
+
 def preset_parameters(preset: str, k: int, d: int, separation: float, signal_std: float, nuisance_std: float,
-                      alpha: float, rng: np.random.Generator) -> GMMParameters:
-    """The mixture of one preset of the lab (``pancakes``, ``fisher_vs_means``, ``spectrum`` or ``random``), before
-    quiet directions and rotation, drawing what it needs from ``rng``."""
+                      alpha: float, rng: np.random.Generator, k_coarse: int = 2,
+                      nesting: str = "nested") -> GMMParameters:
+    """The mixture of one preset of the lab (``pancakes``, ``fisher_vs_means``, ``spectrum``, ``random`` or
+    ``hierarchy`` with ``k_coarse`` coarse classes, ``nesting``), before quiet directions and rotation, drawing what
+    it needs from ``rng``."""
     shape = dict(k=k, d=d, separation=separation, signal_std=signal_std, nuisance_std=nuisance_std)
+    if preset == "hierarchy":
+        return hierarchy_parameters(k, k_coarse, d, separation, alpha, nesting, rng)
     if preset == "pancakes":
         return pancakes_parameters(**shape)
     if preset == "fisher_vs_means":
@@ -137,7 +191,7 @@ def with_quiet_dims(params: GMMParameters, count: int, std: float) -> GMMParamet
     covariance = np.zeros((d + count, d + count))
     covariance[:d, :d] = params.covariance
     covariance[d:, d:] = np.eye(count) * std**2
-    return GMMParameters(params.weights, means, covariance)
+    return GMMParameters(params.weights, means, covariance, params.labels)
 
 
 def quiet_std_range(params: GMMParameters) -> tuple[float, float]:
