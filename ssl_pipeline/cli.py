@@ -194,9 +194,10 @@ def parse_command(argv: Sequence[str]):
     validate_experiment(cfg)
     if namespace.command == "extract" and cfg.data.source != "images":
         raise ConfigError("`extract` encodes images; set data.source: images (see configs/default.yaml)")
-    if namespace.command == "check" and (cfg.heads.pair_label or cfg.score.label):
-        raise ConfigError("`check` fits and scores its heads by the data's primary label (its surrogates carry no "
-                          "other); remove heads.pair_label and score.label for the checks")
+    if namespace.command == "check" and (cfg.heads.pair_label or cfg.score.label or cfg.data.train_per_class):
+        raise ConfigError("`check` fits and scores its heads on every training point by the data's primary label "
+                          "(its surrogates carry no other); remove heads.pair_label, score.label and "
+                          "data.train_per_class for the checks")
     if namespace.command == "check" and cfg.heads.pairs == "views":
         raise ConfigError("`check` fits its heads on the real features and on GMM surrogates, which have no augmented "
                           "views; use heads.pairs: delta (--heads.pairs delta) for the checks")

@@ -489,6 +489,9 @@ class DataConfig:
     """Stratified share of train carved as the val split (npz without ``x_val``; images)."""
     split_seed: int = 0
     """Seed of the val carve (and of the test carve of a dataset without a test split)."""
+    train_per_class: Optional[int] = None
+    """Train on a seeded (``split_seed``), stratified subsample of this many training points per class of the
+    score label (small-data experiments); val and test untouched. null: every training point."""
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -508,6 +511,8 @@ class DataConfig:
         check_choices(self, path)
         require_fraction(f"{path}.val_fraction", self.val_fraction)
         require_at_least(f"{path}.split_seed", self.split_seed, 0)
+        require_at_least(f"{path}.train_per_class", self.train_per_class, 2, optional=True,
+                         why="δ-pairs need two points of a class")
         if self.source == "synthetic":
             self.synthetic.validate(f"{path}.synthetic")
         elif self.source == "npz":
@@ -1060,6 +1065,9 @@ def data_labels(data: DataConfig) -> Optional[list[str]]:
 def validate_labels(cfg: ExperimentConfig) -> None:
     """``heads.pair_label`` and ``score.label`` name labels the data carry (``data_labels``), before any data are
     read; CLIP heads pair by their shared label only. ConfigError with one line."""
+    if cfg.data.train_per_class is not None and "clip" in cfg.heads.methods:
+        raise ConfigError(f"data.train_per_class={cfg.data.train_per_class} subsamples one labelled source; CLIP heads "
+                          "train on paired features: remove it or the clip heads")
     chosen = [(path, name) for path, name in (("heads.pair_label", cfg.heads.pair_label),
                                               ("score.label", cfg.score.label)) if name is not None]
     if not chosen:

@@ -4,8 +4,8 @@ apart."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +132,42 @@ def test_records_keep_the_pair_label_and_the_score_label_apart(tmp_path):
     assert (records["lda"]["pair_label"], records["lda"]["score_label"]) == (None, "fine")
     # the closed form of coarse pairs recovers the coarse directions only: 1 of the fine label's 3
     assert records["spectral"]["fisher_cos2"] < 0.75 < records["lda"]["fisher_cos2"]
+
+
+def test_a_train_subsample_keeps_per_class_points_of_the_score_label_and_nothing_else_changes(tmp_path):
+    from ssl_pipeline.data.labelled import split_rows, train_subsample
+    from ssl_pipeline.theory.chunks import FeatureRows
+
+    features = choose_labels(make_synthetic(HIERARCHY), "fine", "coarse")
+    small = train_subsample(features, 5, seed=0)
+    assert np.bincount(small.y_train).tolist() == [5, 5, 5]  # per class of the score label (coarse)
+    assert small.x_test is features.x_test and small.y_val is features.y_val
+    assert len(small.pair_labels("train")) == 15 and small.features_key != features.features_key
+    again = train_subsample(features, 5, seed=0)
+    assert np.array_equal(again.x_train, small.x_train) and not np.array_equal(
+        train_subsample(features, 5, seed=1).x_train, small.x_train)
+    rows = np.flatnonzero(np.isin(features.x_train[:, 0], small.x_train[:, 0]))
+    assert np.array_equal(features.pair_labels("train")[rows], small.pair_labels("train"))  # pairs cut alike
+    # a memory-mapped split stays a lazy view of the file
+    np.save(tmp_path / "x.npy", np.asarray(features.x_train))
+    mapped = dataclasses.replace(features, x_train=split_rows(np.load(tmp_path / "x.npy", mmap_mode="r"),
+                                                              np.arange(len(features.y_train))))
+    lazy = train_subsample(mapped, 5, seed=0)
+    assert isinstance(lazy.x_train, FeatureRows) and np.array_equal(np.asarray(lazy.x_train), small.x_train)
+    with pytest.raises(DataError, match=r"data.train_per_class=100000 exceeds the smallest class of train"):
+        train_subsample(features, 100000, seed=0)
+
+
+def test_a_small_data_run_records_its_train_per_class(tmp_path):
+    argv = ["synthetic", "--data.synthetic.preset", "hierarchy", "--data.synthetic.d", "24", "--data.synthetic.k", "4",
+            "--data.synthetic.k_coarse", "2", "--data.synthetic.n_train", "2000", "--data.synthetic.n_val", "400",
+            "--data.synthetic.n_test", "400", "--data.train_per_class", "20", "--heads.methods", "[vicreg]",
+            "--heads.vicreg.sim_coeff", "[1,25]", "--heads.r", "3", "--heads.epochs", "2", "--heads.batch_size", "16",
+            "--deltas", "[1]", "--seeds", "[0]", "--score.baselines", "[lda]", "--wandb.mode", "disabled",
+            "--run_dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    records = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {r["train_per_class"] for r in records} == {20}
+    assert sorted(r["loss_weights"] for r in records if r["method"] == "vicreg") == ["1/25/1", "25/25/1"]
+    with pytest.raises(ConfigError, match=r"data.train_per_class=1 must be at least 2"):
+        parse_command(argv[:-2] + ["--data.train_per_class", "1"])

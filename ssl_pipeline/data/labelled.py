@@ -188,6 +188,38 @@ def choose_labels(features: LabelledFeatures, pair_label: Optional[str], score_l
     return dataclasses.replace(features, **changes, **pairs)
 
 
+def train_subsample(features: LabelledFeatures, per_class: Optional[int], seed: int) -> LabelledFeatures:
+    """``features`` with a seeded, stratified ``per_class`` training points of each class of the score label
+    (``data.train_per_class``; ``stratified_subsample``); val and test untouched, the pair labels, other labels and
+    view rows cut alike, the features key extended so heads fitted on the subsample are not taken for others.
+    DataError when a class has fewer training points; ``features`` itself for None."""
+    import dataclasses
+
+    if per_class is None:
+        return features
+    counts = np.bincount(features.y_train, minlength=features.num_classes)
+    present = counts[counts > 0]
+    if per_class > present.min():
+        raise DataError(f"data.train_per_class={per_class} exceeds the smallest class of train ({int(present.min())} "
+                        f"points of class {int(np.flatnonzero(counts == present.min())[0])}); choose at most "
+                        f"{int(present.min())}")
+    rows = stratified_subsample(features.y_train, per_class, seed)
+    x = features.x_train
+    x_train = FeatureRows(x.source, rows if x.index is None else x.index[rows], x.dtype) if isinstance(x, FeatureRows) \
+        else np.asarray(x)[rows]
+    changes: dict[str, Any] = dict(
+        x_train=x_train, y_train=features.y_train[rows],
+        other_labels={name: (v[0][rows], v[1], v[2]) for name, v in features.other_labels.items()},
+        features_key=f"{features.features_key}:train_per_class={per_class}:seed={seed}",
+    )
+    if features.pair_y is not None:
+        changes["pair_y"] = (features.pair_y[0][rows], features.pair_y[1])
+    if features.views is not None:
+        changes["views"] = {name: dataclasses.replace(view, train_images=view.train_images[rows])
+                            for name, view in features.views.items()}
+    return dataclasses.replace(features, **changes)
+
+
 def split_rows(x: ArrayLike, index: Optional[np.ndarray]) -> ArrayLike:
     """Rows ``index`` of a file's array as a lazy ``FeatureRows`` view (``index`` None: all rows); an in-memory
     array (a compressed npz member) is indexed in memory as before."""

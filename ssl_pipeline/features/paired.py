@@ -48,7 +48,7 @@ from ssl_pipeline.config import (
     paired_source,
     require_r_within,
 )
-from ssl_pipeline.data.labelled import LabelledFeatures, choose_labels, stratified_split
+from ssl_pipeline.data.labelled import LabelledFeatures, choose_labels, stratified_split, train_subsample
 from ssl_pipeline.data.multimodal import ModalityFeatures, PairedFeatures
 from ssl_pipeline.errors import ConfigError, DataError
 from ssl_pipeline.features.source import load_features, npz_features_key, synthetic_features_key
@@ -97,7 +97,8 @@ def load_run_features(cfg: ExperimentConfig, console: Console) -> LabelledFeatur
     config's labelled feature source (``load_features``)."""
     if not paired_run(cfg):
         features = load_features(cfg.data, console, views=cfg.heads.pairs == "views")
-        return choose_labels(features, cfg.heads.pair_label, cfg.score.label)
+        features = choose_labels(features, cfg.heads.pair_label, cfg.score.label)
+        return train_subsample(features, cfg.data.train_per_class, cfg.data.split_seed)
     if cfg.data.source == "synthetic" and cfg.data.synthetic.preset != "clip":
         raise ConfigError(f"heads.methods contains clip but data.synthetic.preset is {cfg.data.synthetic.preset}; "
                           "CLIP heads need two modalities: use data.synthetic.preset: clip")

@@ -26,7 +26,7 @@ SETTING_FIELDS = (
     "method", "data", "dataset", "backbone", "features", "split", "split_seed", "delta", "r", "tau", "xi",
     "regularizer", "loss_weights", "similarity", "symmetric", "epochs", "batch_size", "lr", "weight_decay",
     "predictor_lr_scale", "normalized", "tower", "target", "parametrization", "pairs", "views", "pair_label",
-    "score_label", "seed",
+    "score_label", "train_per_class", "seed",
 )
 METRIC_FIELDS = (
     "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2", "pca_cos2",
@@ -55,7 +55,8 @@ the Fisher subspace; ``view_within_ratio``: tr Σ_Δ^view / tr Σ_W (records of 
 pairs). Added within schema 3 (issue 23).
 ``pair_label``, ``score_label`` (settings; data with several labels only, else null): the label a head's δ-pairs
 share (``heads.pair_label``) and the label every record's clustering, probe, LDA and Fisher subspace refer to
-(``score.label``). Added within schema 3 (issue 24)."""
+(``score.label``). ``train_per_class``: the training points per class the run was fitted on
+(``data.train_per_class``; null: all). Added within schema 3 (issue 24)."""
 AXIS_FIELDS = ("r", "tau", "xi", "lr")
 """The setting fields of the config's sweep axes (``heads.r``, ``heads.infonce.tau``, ``heads.simsiam.xi``,
 ``heads.optimizer.lr``; ``config.AXES``): rows of one method and δ that differ there are told apart in tables,

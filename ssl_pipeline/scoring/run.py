@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from rich.console import Console
@@ -13,6 +14,7 @@ from rich.progress import Progress, TaskID
 
 from ssl_pipeline.config import SPECTRAL_METHODS, ExperimentConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.errors import DataError
 from ssl_pipeline.heads.fitted import FittedHead
 from ssl_pipeline.heads.inputs import initial_weight
 from ssl_pipeline.heads.settings import resolve_head_settings
@@ -44,6 +46,7 @@ class ClosedForms:
     def __init__(self, cfg: ExperimentConfig, features: LabelledFeatures) -> None:
         self.cfg = cfg
         self.features = features
+        self.skipped: dict[str, str] = {}  # why a head's closed form could not be estimated: the first head's tag
         self.moments: dict[tuple, object] = {}  # by (δ, seed), and ("views", recipe)
         self.cache: dict[tuple, ClosedForm] = {}  # by (δ, seed, r), and ("views", recipe, r)
 
@@ -79,11 +82,17 @@ class ClosedForms:
             self.cache["views", recipe, r] = spectral_closed_form(self.view_moments(recipe), r)
         return self.cache["views", recipe, r]
 
-    def for_head(self, settings) -> ClosedForm:
-        """The closed form of a spectral head's own pairs: its (δ, seed) draw, or its recipe's view pairs."""
-        if settings.views is not None:
-            return self.view(settings.views, settings.r)
-        return self.get(settings.delta, settings.seed, settings.r)
+    def for_head(self, settings) -> Optional[ClosedForm]:
+        """The closed form of a spectral head's own pairs: its (δ, seed) draw, or its recipe's view pairs; None
+        (its ``optimum_cos2`` null) where it cannot be estimated — too few sampled pairs for the dimension, as
+        with a small ``data.train_per_class`` — the reason kept in ``skipped`` for the console."""
+        try:
+            if settings.views is not None:
+                return self.view(settings.views, settings.r)
+            return self.get(settings.delta, settings.seed, settings.r)
+        except DataError as error:
+            self.skipped.setdefault(str(error), settings.tag)
+            return None
 
     def settings(self, delta: float, seed: int):
         """Epochs and batch of a spectral head at (δ, seed): the pairs the closed form is sampled from (the same
@@ -167,7 +176,7 @@ def score_records(
     common = dict(
         data=features.data_kind, dataset=features.dataset, backbone=features.backbone,
         features=features.features_key, split="test", split_seed=features.split_seed,
-        score_label=features.label if several else None,
+        score_label=features.label if several else None, train_per_class=cfg.data.train_per_class,
     )
     first_seed: dict[str, Projection] = {}
     per_seed = sum(len(cfg.deltas) if method == "spectral" else 1 for method in cfg.score.baselines
@@ -180,6 +189,8 @@ def score_records(
         records = _head_records(cfg, features, heads, references, closed_forms, paired, first_seed, progress, task)
         records += _baseline_records(cfg, features, references, closed_forms, common, first_seed, progress, task)
         records += _view_closed_form_records(cfg, features, references, closed_forms, common, progress, task)
+    for reason, tag in closed_forms.skipped.items():
+        console.print(f"optimum_cos2 is null for {tag} and heads like it: {reason}")
     if features.text_features is not None:
         records.append(zeroshot_record(features, common))
     add_effective_deltas(records)
@@ -218,7 +229,8 @@ def _head_records(
         projection = head_projection(head)
         if s.seed == cfg.seeds[0] and s.delta == top and s.views is None:
             first_seed.setdefault(s.method, projection)
-        optimum = closed_forms.for_head(s).basis if s.method in SPECTRAL_METHODS else None
+        closed = closed_forms.for_head(s) if s.method in SPECTRAL_METHODS else None
+        optimum = None if closed is None else closed.basis
         at_r = references.at(s.r)
         metrics = score_projection(projection, features, at_r, cfg.score, s.seed, optimum, step=item)
         metrics.update(initialisation_scores(initial_weight(features, s), at_r))
