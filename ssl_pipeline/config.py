@@ -296,10 +296,44 @@ class DatasetConfig:
     ``data/ILSVRC2012_validation_ground_truth.txt`` and ``data/meta.mat`` (ids → WordNet ids, the train folders'
     names)."""
 
+    groups: Optional[str] = None
+    """A YAML file ``{group: [class name, …], …}`` putting every class of the dataset in one group: a further label
+    ``group`` (group index in file order) for ``heads.pair_label`` / ``score.label``."""
+
     def validate(self, path: str = "data.dataset") -> None:
         """Raise ConfigError naming the first field of this dataset out of its valid range."""
         check_choices(self, path)
         require_fraction(f"{path}.test_fraction", self.test_fraction)
+        if self.groups is not None:
+            read_groups(self.groups, f"{path}.groups")
+
+
+def read_groups(path: str, field_path: str = "data.dataset.groups") -> dict[str, int]:
+    """{class name: group index} of a groups file (``DatasetConfig.groups``); ConfigError naming the file and what
+    is wrong (missing, not a mapping of lists of names, a class listed twice). Whether every class of the dataset
+    is listed is checked against its classes when they are loaded (``data.images.group_labels``)."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{field_path}={path!r} does not exist; give a YAML file {{group: [class, …]}}")
+    try:
+        content = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{field_path}={path!r} is not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(content, dict) or not all(isinstance(v, list) and all(isinstance(c, str) for c in v)
+                                                for v in content.values()):
+        raise ConfigError(f"{field_path}={path!r} must map each group to a list of class names, e.g. "
+                          "{vehicles: [car, truck], animals: [cat, dog]}")
+    groups: dict[str, int] = {}
+    for index, (group, classes) in enumerate(content.items()):
+        for name in classes:
+            if name in groups:
+                first = list(content)[groups[name]]
+                raise ConfigError(f"{field_path}={path!r} puts class {name!r} in two groups ({first!r} and "
+                                  f"{group!r}); list each class once")
+            groups[name] = index
+    return groups
 
 
 @dataclass
@@ -1044,8 +1078,9 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
 
 def data_labels(data: DataConfig) -> Optional[list[str]]:
     """The labels a data source carries, primary first, where the config (or an npz's headers) tells them:
-    ``hierarchy`` fine and coarse; an npz ``label`` and each ``y_<name>_train``; any other source ``label``. None
-    when unknown before the data are read (a paired source)."""
+    ``hierarchy`` fine and coarse; an npz ``label`` and each ``y_<name>_train``; images ``label``, CIFAR-100's
+    ``coarse`` and a groups file's ``group``; other synthetic presets ``label``. None when unknown before the data
+    are read (a paired source)."""
     if data.source == "synthetic":
         if data.synthetic.preset == "clip":
             return None
@@ -1059,7 +1094,8 @@ def data_labels(data: DataConfig) -> Optional[list[str]]:
             return None
         return ["label", *(name[2:-6] for name in names if name.startswith("y_") and name.endswith("_train")
                            and name not in ("y_train",))]
-    return ["label"]
+    return ["label", *(["coarse"] if data.dataset.name == "cifar100" else []),
+            *(["group"] if data.dataset.groups else [])]
 
 
 def validate_labels(cfg: ExperimentConfig) -> None:

@@ -171,3 +171,52 @@ def test_a_small_data_run_records_its_train_per_class(tmp_path):
     assert sorted(r["loss_weights"] for r in records if r["method"] == "vicreg") == ["1/25/1", "25/25/1"]
     with pytest.raises(ConfigError, match=r"data.train_per_class=1 must be at least 2"):
         parse_command(argv[:-2] + ["--data.train_per_class", "1"])
+
+
+TINY_RESNET = dict(kind="torchvision", name="resnet18", pretrained=None, image_size=32)
+
+
+def _image_data(tmp_path, dataset):
+    from ssl_pipeline.config import BackboneConfig, DataConfig, ExtractConfig
+
+    return DataConfig(source="images", dataset=dataset, backbone=BackboneConfig(**TINY_RESNET),
+                      extract=ExtractConfig(cache_root=str(tmp_path / "features"), batch_size=32, num_workers=0))
+
+
+def test_cifar100_carries_its_coarse_labels_from_its_own_files(tmp_path, monkeypatch):
+    from fake_datasets import register_cifar100_md5, write_cifar100
+
+    from ssl_pipeline.config import DatasetConfig, data_labels
+    from ssl_pipeline.features.source import load_image_features
+
+    register_cifar100_md5(monkeypatch, write_cifar100(tmp_path / "cifar", 1200, 200, seed=2))  # val: 120 ≥ 100 classes
+    data = _image_data(tmp_path, DatasetConfig(name="cifar100", root=str(tmp_path / "cifar")))
+    assert data_labels(data) == ["label", "coarse"]
+    features = load_image_features(data)
+    coarse = features.other_labels["coarse"]
+    for split, values in zip(("train", "val", "test"), coarse):
+        assert np.array_equal(values, getattr(features, f"y_{split}") // 5)  # the fake files' coarse = fine // 5
+    assert choose_labels(features, None, "coarse").num_classes == 20
+
+
+def test_a_groups_file_gives_every_class_its_group_and_is_refused_when_incomplete(tmp_path):
+    from fake_datasets import write_image_folder
+
+    from ssl_pipeline.config import DatasetConfig, read_groups
+    from ssl_pipeline.features.source import load_image_features
+
+    write_image_folder(tmp_path / "images", ["cat", "dog", "eel"], 10, 40, seed=0)
+    groups = tmp_path / "groups.yaml"
+    groups.write_text("pets: [cat, dog]\nfish: [eel]\n")
+    dataset = DatasetConfig(name="imagefolder", root=str(tmp_path / "images"), groups=str(groups))
+    features = load_image_features(_image_data(tmp_path, dataset))
+    assert np.array_equal(features.other_labels["group"][0], (features.y_train == 2).astype(np.int64))
+    assert np.array_equal(features.other_labels["group"][2], (features.y_test == 2).astype(np.int64))
+    groups.write_text("pets: [cat]\nfish: [eel]\n")
+    with pytest.raises(DataError, match=r"groups=.* does not list class 'dog'; put every class in a group"):
+        load_image_features(_image_data(tmp_path / "again", dataset))
+    groups.write_text("pets: [cat, dog]\nfish: [eel, dog]\n")
+    with pytest.raises(ConfigError, match=r"puts class 'dog' in two groups \('pets' and 'fish'\)"):
+        read_groups(str(groups))
+    with pytest.raises(ConfigError, match=r"data.dataset.groups='.*missing.yaml' does not exist"):
+        parse_command(["extract", "--data.source", "images", "--data.dataset.groups", str(tmp_path / "missing.yaml")])

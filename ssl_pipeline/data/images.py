@@ -406,3 +406,30 @@ def _download_cifar(cfg: DatasetConfig) -> None:
 
 def _one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split())
+
+
+def cifar100_coarse_labels(cfg: DatasetConfig, split: Split, indices: np.ndarray) -> np.ndarray:
+    """CIFAR-100's 20 coarse labels of the listed rows of ``split``, read from the dataset's own files (torchvision
+    exposes only the fine ones; its files are Python pickles, read the way torchvision reads them)."""
+    import pickle
+
+    _, dataset_class = _CIFAR["cifar100"]
+    name = (dataset_class.train_list if split == "train" else dataset_class.test_list)[0][0]
+    path = Path(cfg.root) / dataset_class.base_folder / name
+    try:
+        with open(path, "rb") as file:
+            coarse = np.asarray(pickle.load(file, encoding="latin1")["coarse_labels"], dtype=np.int64)
+    except (OSError, KeyError, pickle.UnpicklingError) as error:
+        raise DataError(f"cannot read CIFAR-100's coarse labels from {path} ({error}); re-download the dataset") from None
+    return coarse[np.asarray(indices)]
+
+
+def group_labels(groups: dict[str, int], class_names: list[str], labels: np.ndarray, path: str) -> np.ndarray:
+    """The group index of every label (``config.read_groups``); DataError naming the first class the groups file
+    does not list."""
+    missing = [name for name in class_names if name not in groups]
+    if missing:
+        raise DataError(f"data.dataset.groups={path!r} does not list class {missing[0]!r}"
+                        f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; put every class in a group")
+    return np.array([groups[name] for name in class_names], dtype=np.int64)[np.asarray(labels)]
+

@@ -97,6 +97,12 @@ def extract_all(cfg: DataConfig, console: Console, relaunch: bool = False,
     info = backbones.describe_backbone(cfg.backbone)
     cache = FeatureCache(cfg.extract.cache_root)
     splits = {name: load_split(cfg.dataset, name, cfg.split_seed) for name in ("train", "test")}
+    if cfg.dataset.groups:  # every class in a group, checked before any image is decoded
+        from ssl_pipeline.config import read_groups
+        from ssl_pipeline.data.images import group_labels
+
+        group_labels(read_groups(cfg.dataset.groups), splits["train"].class_names, np.zeros(0, dtype=np.int64),
+                     cfg.dataset.groups)
     if not cfg.dataset.skip_corrupt:
         for split in splits.values():
             _refuse_unreadable_images(split, info, cache, cfg, console)
@@ -147,6 +153,26 @@ def _refuse_unreadable_images(
                         "data.dataset.skip_corrupt=true to skip unreadable images")
 
 
+def _further_labels(cfg: DataConfig, y_train: np.ndarray, y_test: np.ndarray, train_indices: np.ndarray,
+                    test_indices: np.ndarray, keep: np.ndarray, carved: np.ndarray,
+                    class_names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The labels an image dataset carries besides its classes, as (train, val, test): CIFAR-100's ``coarse``
+    (from its files, by the cached dataset indices) and a groups file's ``group`` (``data.dataset.groups``)."""
+    from ssl_pipeline.data.images import cifar100_coarse_labels, group_labels
+
+    labels = {}
+    if cfg.dataset.name == "cifar100":
+        train = cifar100_coarse_labels(cfg.dataset, "train", train_indices)
+        labels["coarse"] = (train[keep], train[carved], cifar100_coarse_labels(cfg.dataset, "test", test_indices))
+    if cfg.dataset.groups:
+        from ssl_pipeline.config import read_groups
+
+        groups = read_groups(cfg.dataset.groups)
+        train = group_labels(groups, class_names, y_train, cfg.dataset.groups)
+        labels["group"] = (train[keep], train[carved], group_labels(groups, class_names, y_test, cfg.dataset.groups))
+    return labels
+
+
 def load_image_features(cfg: DataConfig, console: Optional[Console] = None, views: bool = False) -> LabelledFeatures:
     """Train/val/test features of ``cfg.dataset`` under ``cfg.backbone`` (extracted on first use); val is a
     stratified ``val_fraction`` of train carved with ``split_seed``. The splits are ``FeatureRows`` views of the
@@ -155,8 +181,8 @@ def load_image_features(cfg: DataConfig, console: Optional[Console] = None, view
     console = console or Console()
     entries = extract_all(cfg, console, views=views)
     verify = cfg.extract.verify
-    x_train, y_train, _ = entries["train"].load(verify=verify)
-    x_test, y_test, _ = entries["test"].load(verify=verify)
+    x_train, y_train, train_indices = entries["train"].load(verify=verify)
+    x_test, y_test, test_indices = entries["test"].load(verify=verify)
     keep, carved = stratified_split(y_train, cfg.val_fraction, cfg.split_seed)
     manifest = entries["train"].manifest
     y_train = np.asarray(y_train)
@@ -169,6 +195,8 @@ def load_image_features(cfg: DataConfig, console: Optional[Console] = None, view
     )
     if "text" in entries:
         features.text_features = np.asarray(entries["text"].load(verify=verify)[0])
+    features.other_labels = _further_labels(cfg, y_train, np.asarray(y_test), train_indices, test_indices, keep, carved,
+                                            list(manifest["class_names"]))
     if views:
         from ssl_pipeline.data.views import ViewTable
 
