@@ -1088,9 +1088,8 @@ def data_labels(data: DataConfig) -> Optional[list[str]]:
     if data.source == "npz":
         from ssl_pipeline.npz import npz_array_shapes
 
-        try:
-            names = npz_array_shapes(data.path)
-        except Exception:  # a missing or unreadable file is named when it is loaded
+        names = npz_array_shapes(data.path)
+        if names is None:  # a missing or unreadable file is named when it is loaded
             return None
         return ["label", *(name[2:-6] for name in names if name.startswith("y_") and name.endswith("_train")
                            and name not in ("y_train",))]

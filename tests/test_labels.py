@@ -220,3 +220,13 @@ def test_a_groups_file_gives_every_class_its_group_and_is_refused_when_incomplet
         read_groups(str(groups))
     with pytest.raises(ConfigError, match=r"data.dataset.groups='.*missing.yaml' does not exist"):
         parse_command(["extract", "--data.source", "images", "--data.dataset.groups", str(tmp_path / "missing.yaml")])
+
+
+def test_a_label_of_a_missing_npz_is_left_to_the_file_check(tmp_path):
+    from ssl_pipeline.errors import PipelineError
+
+    try:  # the labels of an npz that is not there cannot be known: no label error, the file is named later
+        parse_command(["fit", "--data.source", "npz", "--data.path", str(tmp_path / "none.npz"),
+                       "--heads.pair_label", "coarse"])
+    except PipelineError as error:
+        assert "pair_label" not in str(error)
