@@ -183,6 +183,7 @@ def _image_data(tmp_path, dataset):
                       extract=ExtractConfig(cache_root=str(tmp_path / "features"), batch_size=32, num_workers=0))
 
 
+@pytest.mark.slow
 def test_cifar100_carries_its_coarse_labels_from_its_own_files(tmp_path, monkeypatch):
     from fake_datasets import register_cifar100_md5, write_cifar100
 

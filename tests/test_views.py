@@ -74,6 +74,7 @@ def test_crop_parameters_stay_inside_the_image_and_the_scale_range():
         assert 0.25 <= p.height * p.width / 2400 <= 0.65  # rounding of h and w around [0.3, 0.6]
 
 
+@pytest.mark.slow
 def test_an_interrupted_view_extraction_resumes_bit_identically_with_other_workers(tmp_path, monkeypatch):
     killed = _data(tmp_path, root="killed")
     written = []
@@ -204,6 +205,7 @@ def test_view_heads_without_their_view_table_name_the_command_to_run(tmp_path):
         view_pair_data(features, "crop", [0], 8, False, 0.5, None)
 
 
+@pytest.mark.slow
 def test_a_view_pair_run_on_a_generated_image_folder_places_each_recipe_on_the_delta_axis(tmp_path):
     write_image_folder(tmp_path / "images", ["cat", "dog", "eel"], 16, 40, seed=0)
     run_dir = tmp_path / "run"
