@@ -240,5 +240,16 @@ def test_a_view_pair_run_on_a_generated_image_folder_places_each_recipe_on_the_d
     assert all(r["optimum_cos2"] is not None for r in spectral_heads)  # against their recipe's closed form
     assert all(r["pairs"] == "delta" for r in records if r["method"] == "infonce" and r["delta"] is not None)
     assert (run_dir / "views.png").stat().st_size > 0
+    # the HTML report: the recipes side by side (one row per recipe and method, closed form included) and a figure
+    from ssl_pipeline.reporting.html import build_report
+
+    artifacts = build_report([run_dir], tmp_path / "report")
+    page = artifacts.html.read_text()
+    assert "Augmentation recipes on the δ axis" in page
+    (table,) = [rows for key, rows in artifacts.tables.items() if "views" in key]
+    assert sorted((row["recipe"], row["method"]) for row in table) == sorted(
+        (v, m) for v in ("crop", "simclr") for m in ("infonce", "spectral_contrastive", "spectral"))
+    assert all(row["effective δ"] != "–" for row in table)  # each placed: a δ, or below / above the curve
+    assert any("views" in key for key in artifacts.figures)
     assert {p.stem for p in (run_dir / "heads").glob("*views*")} == {
         f"{m}_views-{v}_seed{s}" for m in ("infonce", "spectral_contrastive") for v in ("crop", "simclr") for s in (0, 1)}
