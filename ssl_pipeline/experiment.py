@@ -33,6 +33,7 @@ def report(
     log both to W&B."""
     from ssl_pipeline.reporting.plots import plot_delta_sweep  # matplotlib
     from ssl_pipeline.reporting.views import plot_effective_delta, views_table
+    from ssl_pipeline.scoring.views import view_rows
 
     table = summary_table(records, title or "results (mean ± std over seeds)", wide)
     if wide:  # every metric at its natural width: the terminal wraps long lines, but no number or header is folded
@@ -48,10 +49,10 @@ def report(
         console.print(table)
     figure = plot_delta_sweep(records, run_dir / "delta_sweep.png")
     figures = {"delta_sweep": figure}
-    placed = views_table(records)
-    if placed is not None:  # heads.pairs: views
-        console.print(placed)
-        figures["views"] = plot_effective_delta(records, run_dir / "views.png")
+    placed = view_rows(records)
+    if placed:  # heads.pairs: views
+        console.print(views_table(placed))
+        figures["views"] = plot_effective_delta(placed, run_dir / "views.png")
     if logger is not None:
         logger.log_records(records)
         logger.log_figures(figures)

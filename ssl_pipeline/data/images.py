@@ -424,12 +424,16 @@ def cifar100_coarse_labels(cfg: DatasetConfig, split: Split, indices: np.ndarray
     return coarse[np.asarray(indices)]
 
 
-def group_labels(groups: dict[str, int], class_names: list[str], labels: np.ndarray, path: str) -> np.ndarray:
-    """The group index of every label (``config.read_groups``); DataError naming the first class the groups file
-    does not list."""
+def require_grouped(groups: dict[str, int], class_names: list[str], path: str) -> None:
+    """DataError naming the first class the groups file (``config.read_groups``) does not list."""
     missing = [name for name in class_names if name not in groups]
     if missing:
         raise DataError(f"data.dataset.groups={path!r} does not list class {missing[0]!r}"
                         f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; put every class in a group")
+
+
+def group_labels(groups: dict[str, int], class_names: list[str], labels: np.ndarray, path: str) -> np.ndarray:
+    """The group index of every label (``config.read_groups``; every class listed: ``require_grouped``)."""
+    require_grouped(groups, class_names, path)
     return np.array([groups[name] for name in class_names], dtype=np.int64)[np.asarray(labels)]
 

@@ -99,10 +99,9 @@ def extract_all(cfg: DataConfig, console: Console, relaunch: bool = False,
     splits = {name: load_split(cfg.dataset, name, cfg.split_seed) for name in ("train", "test")}
     if cfg.dataset.groups:  # every class in a group, checked before any image is decoded
         from ssl_pipeline.config import read_groups
-        from ssl_pipeline.data.images import group_labels
+        from ssl_pipeline.data.images import require_grouped
 
-        group_labels(read_groups(cfg.dataset.groups), splits["train"].class_names, np.zeros(0, dtype=np.int64),
-                     cfg.dataset.groups)
+        require_grouped(read_groups(cfg.dataset.groups), splits["train"].class_names, cfg.dataset.groups)
     if not cfg.dataset.skip_corrupt:
         for split in splits.values():
             _refuse_unreadable_images(split, info, cache, cfg, console)

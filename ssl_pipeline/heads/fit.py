@@ -16,6 +16,7 @@ import torch
 
 from ssl_pipeline.config import TrainerConfig
 from ssl_pipeline.data.labelled import LabelledFeatures
+from ssl_pipeline.data.rows import FeatureRows
 from ssl_pipeline.errors import DataError
 from ssl_pipeline.heads.clip import ClipGrid, clip_head_module, paired_tensors
 from ssl_pipeline.heads.fitted import FittedHead
@@ -96,10 +97,7 @@ def view_pair_data(features: LabelledFeatures, recipe: str, seeds: list[int], ba
                         "`ssl-pipeline extract --config CONFIG` where heads.pairs is views and data.views.recipes "
                         f"names {recipe}")
     views = features.views[recipe]
-    with warnings.catch_warnings():  # a read-only memory map: the table is only read
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        stored = views.table.dtype in (np.float16, np.float32)
-        table = torch.from_numpy(views.table if stored else np.asarray(views.table, dtype=np.float32))
+    table, _ = feature_table(FeatureRows(views.table))  # the memory map itself (float16/32): gathered per batch
     y = torch.from_numpy(np.asarray(features.y_train, dtype=np.int64))
     held_out = {}
     if stopping:

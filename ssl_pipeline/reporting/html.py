@@ -326,14 +326,15 @@ def _views_section(page: Page, slug: str, label: str, members: list[tuple[Run, d
     for run, record in members:
         by_run.setdefault(run.label, []).append(record)
     for run_label, records in by_run.items():
-        rows = view_table_rows(records)
-        if not rows:
+        placed = view_rows(records)
+        if not placed:
             continue
+        rows = view_table_rows(placed)
         key = page.key(f"{slug}-views-{run_label}")
         page.text(f"<h3>Augmentation recipes on the δ axis ({html.escape(run_label)})</h3>")
         page.table(f"table-{key}", ["run", *VIEW_COLUMNS], [[run_label, *row] for row in rows],
                    [dict(zip(["run", *VIEW_COLUMNS], [run_label, *row])) for row in rows])
-        page.figure(key, figures.effective_delta_figure(view_rows(records)),
+        page.figure(key, figures.effective_delta_figure(placed),
                     f"{label}, {run_label}: each method's δ-pair NMI curve (mean over seeds) and its view-pair heads "
                     "at their effective δ (▼/▲: below/above the curve)")
 

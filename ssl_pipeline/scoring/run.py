@@ -187,7 +187,8 @@ def score_records(
         task = progress.add_task("scoring", total=total, current="")
         paired = {**common, "pair_label": (features.pair_label or features.label) if several else None}
         records = _head_records(cfg, features, heads, references, closed_forms, paired, first_seed, progress, task)
-        records += _baseline_records(cfg, features, references, closed_forms, common, first_seed, progress, task)
+        records += _baseline_records(cfg, features, references, closed_forms, common, paired, first_seed, progress,
+                                     task)
         records += _view_closed_form_records(cfg, features, references, closed_forms, common, progress, task)
     for reason, tag in closed_forms.skipped.items():
         console.print(f"optimum_cos2 is null for {tag} and heads like it: {reason}")
@@ -249,17 +250,14 @@ def _head_records(
 
 def _baseline_records(
     cfg: ExperimentConfig, features: LabelledFeatures, references: ReferenceSubspaces, closed_forms: ClosedForms,
-    common: dict, first_seed: dict[str, Projection], progress: Progress, task: TaskID,
+    common: dict, paired: dict, first_seed: dict[str, Projection], progress: Progress, task: TaskID,
 ) -> list[dict]:
     """One record per baseline, r and seed (``spectral``: per δ, r and seed; ``raw``: per seed); each baseline's
     first-seed projection goes to ``first_seed``."""
     records = []
     for method in cfg.score.baselines:
-        if method == "spectral":
-            several = common["score_label"] is not None
-            pair_label = {"pair_label": (features.pair_label or features.label) if several else None}
-            records += _closed_form_records(cfg, features, references, closed_forms, {**common, **pair_label},
-                                            progress, task)
+        if method == "spectral":  # sampled from the heads' δ-pairs: its records name their pair label (``paired``)
+            records += _closed_form_records(cfg, features, references, closed_forms, paired, progress, task)
             continue
         for r in baseline_rs(cfg, method):
             suffix = f"_r{r}" if len(cfg.heads.axis("r")) > 1 and method != "raw" else ""
@@ -322,8 +320,7 @@ def _closed_form_records(
                 item = ItemProgress(progress, task, f"spectral_delta{delta:g}_seed{seed}" + (f"_r{r}" if swept else ""))
                 start = time.perf_counter()
                 closed = closed_forms.get(delta, seed, r)
-                stats = features.statistics("train")
-                projection = closed_form_projection(features.x_train, closed.basis, stats.weights @ stats.means)
+                projection = train_closed_form_projection(features, closed.basis)
                 fit_seconds = time.perf_counter() - start
                 s = closed_forms.settings(delta, seed)
                 metrics = score_projection(projection, features, references.at(r), cfg.score, seed,
@@ -334,6 +331,12 @@ def _closed_form_records(
                 ))
                 item.finish()
     return records
+
+
+def train_closed_form_projection(features: LabelledFeatures, basis: np.ndarray) -> Projection:
+    """``closed_form_projection`` of a closed form [d, r], centred with x̄_train from the cached class statistics."""
+    stats = features.statistics("train")
+    return closed_form_projection(features.x_train, basis, stats.weights @ stats.means)
 
 
 def _view_closed_form_records(
@@ -354,8 +357,7 @@ def _view_closed_form_records(
                 if scorer is None:
                     start = time.perf_counter()
                     closed = closed_forms.view(recipe, r)
-                    stats = features.statistics("train")
-                    projection = closed_form_projection(features.x_train, closed.basis, stats.weights @ stats.means)
+                    projection = train_closed_form_projection(features, closed.basis)
                     fit_seconds = time.perf_counter() - start
                     scorer = ProjectionScorer(projection, features, references.at(r), cfg.score, closed.basis,
                                               step=item)

@@ -4,14 +4,17 @@ record is the δ at which the δ-pair curve of the same method reaches its NMI."
 from __future__ import annotations
 
 import math
-import statistics
 from collections import defaultdict
 from typing import Any, Optional, Sequence
+
+from ssl_pipeline.records.results import aggregate
 
 CURVE_FIELDS = ("method", "data", "dataset", "features", "r", "tau", "xi", "regularizer", "loss_weights",
                 "similarity", "symmetric", "lr", "weight_decay", "parametrization", "tower", "target")
 """The settings a view record and the δ-pair records of its curve share (everything but δ, seed, epochs, batch
 size and the pairs themselves)."""
+STATISTICS = ("view_fisher_share", "within_fisher_share", "view_within_ratio")
+"""The pair statistics of a recipe, on its closed-form records (``scoring.run.view_pair_statistics``)."""
 
 
 def effective_delta(deltas: Sequence[float], values: Sequence[float], target: float) -> tuple[Optional[float], Optional[int]]:
@@ -32,23 +35,34 @@ def effective_delta(deltas: Sequence[float], values: Sequence[float], target: fl
     return (None, -1) if target < lowest else (None, 1)
 
 
+def delta_curves(rows: list[dict[str, Any]], metric: str = "nmi") -> dict[tuple, dict[float, float]]:
+    """From ``records.results.aggregate`` rows: per ``CURVE_FIELDS`` setting, δ → the mean ``metric`` over seeds of
+    its δ-pair rows (``pairs: delta``)."""
+    curves: dict[tuple, dict[float, float]] = defaultdict(dict)
+    for row in rows:
+        if row.get("pairs") == "delta" and row.get(metric) is not None and row.get("delta") is not None:
+            curves[tuple(row.get(k) for k in CURVE_FIELDS)][float(row["delta"])] = row[metric][0]
+    return curves
+
+
+def place(curve: dict[float, float], value: Optional[float]) -> tuple[Optional[float], Optional[int]]:
+    """``effective_delta`` of ``value`` on a δ → metric curve; (None, None) without a curve or a value."""
+    if not curve or value is None:
+        return None, None
+    deltas = sorted(curve)
+    return effective_delta(deltas, [curve[d] for d in deltas], value)
+
+
 def add_effective_deltas(records: list[dict[str, Any]], metric: str = "nmi") -> None:
     """Set ``effective_delta`` / ``effective_delta_outside`` on every view-pair record (``pairs: views``) against
-    the δ-pair records of the same ``CURVE_FIELDS`` (mean ``metric`` over seeds at each δ). A view record whose
-    method has no δ curve is left null."""
-    curves: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    the δ-pair records of the same ``CURVE_FIELDS`` (mean ``metric`` over seeds at each δ: ``delta_curves``). A
+    view record whose method has no δ curve is left null."""
+    curves = delta_curves(aggregate(records), metric)
     for record in records:
-        if record.get("pairs") == "delta" and record.get(metric) is not None and record.get("delta") is not None:
-            curves[tuple(record.get(k) for k in CURVE_FIELDS)][float(record["delta"])].append(record[metric])
-    for record in records:
-        if record.get("pairs") != "views" or record.get(metric) is None:
-            continue
-        curve = curves.get(tuple(record.get(k) for k in CURVE_FIELDS))
-        if not curve:
-            continue
-        deltas = sorted(curve)
-        value, outside = effective_delta(deltas, [statistics.fmean(curve[d]) for d in deltas], record[metric])
-        record["effective_delta"], record["effective_delta_outside"] = value, outside
+        if record.get("pairs") == "views":
+            curve = curves.get(tuple(record.get(k) for k in CURVE_FIELDS), {})
+            if curve and record.get(metric) is not None:
+                record["effective_delta"], record["effective_delta_outside"] = place(curve, record[metric])
 
 
 def effective_delta_text(value: Optional[float], outside: Optional[int], deltas: Sequence[float]) -> str:
@@ -61,35 +75,25 @@ def effective_delta_text(value: Optional[float], outside: Optional[int], deltas:
 
 
 def view_rows(records: list[dict[str, Any]], metric: str = "nmi") -> list[dict[str, Any]]:
-    """One row per view-pair setting (recipe, method and the other ``CURVE_FIELDS``): the mean and std over seeds of
-    ``metric``, fisher_cos2 and minor_cos2, the effective δ of the mean against the δ curve of mean values
-    (``effective_delta``) as a number and as text, the δ grid of that curve, and the recipe's pair statistics
-    (``view_fisher_share``, ``within_fisher_share``, ``view_within_ratio``, from its closed-form records)."""
-    curves: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    shares: dict[tuple, dict] = {}
-    for record in records:
-        key = tuple(record.get(k) for k in CURVE_FIELDS)
-        if record.get("pairs") == "delta" and record.get(metric) is not None and record.get("delta") is not None:
-            curves[key][float(record["delta"])].append(record[metric])
-        elif record.get("pairs") == "views":
-            groups[(record["views"], *key)].append(record)
-            if record.get("view_fisher_share") is not None:
-                shares[record.get("features"), record["views"]] = {
-                    name: record[name] for name in ("view_fisher_share", "within_fisher_share", "view_within_ratio")}
-    rows = []
-    for (recipe, *key), members in groups.items():
-        row: dict[str, Any] = {"views": recipe, **dict(zip(CURVE_FIELDS, key)), "seeds": len(members)}
-        for name in (metric, "fisher_cos2", "minor_cos2"):
-            values = [m[name] for m in members if m.get(name) is not None]
-            row[name] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else None
-        curve = curves.get(tuple(key), {})
+    """The ``records.results.aggregate`` rows of the view-pair settings (recipe, method, …), each with the effective
+    δ of its mean ``metric`` on the δ curve of the same ``CURVE_FIELDS`` (``place``) as a number, a side and text,
+    that curve (``curve``: δ → mean) and its δ grid (``deltas``), and its recipe's pair statistics
+    (``view_fisher_share``, ``within_fisher_share``, ``view_within_ratio``, from the recipe's closed-form rows)."""
+    rows = aggregate(records)
+    curves = delta_curves(rows, metric)
+    statistics_by_recipe = {
+        (row.get("features"), row["views"]): {name: row[name][0] for name in STATISTICS}
+        for row in rows if row.get("pairs") == "views" and row.get(STATISTICS[0]) is not None
+    }
+    placed = []
+    for row in rows:
+        if row.get("pairs") != "views":
+            continue
+        curve = curves.get(tuple(row.get(k) for k in CURVE_FIELDS), {})
+        value, outside = place(curve, row[metric][0] if row.get(metric) else None)
         deltas = sorted(curve)
-        value, outside = (effective_delta(deltas, [statistics.fmean(curve[d]) for d in deltas], row[metric][0])
-                          if curve and row[metric] else (None, None))
-        row.update(effective_delta=value, effective_delta_outside=outside, deltas=deltas,
-                   effective_delta_text=effective_delta_text(value, outside, deltas),
-                   curve={d: statistics.fmean(curve[d]) for d in deltas},
-                   **shares.get((row.get("features"), recipe), {}))
-        rows.append(row)
-    return rows
+        placed.append({**row, **statistics_by_recipe.get((row.get("features"), row["views"]), {}),
+                       "effective_delta": value, "effective_delta_outside": outside, "deltas": deltas,
+                       "effective_delta_text": effective_delta_text(value, outside, deltas),
+                       "curve": {d: curve[d] for d in deltas}})
+    return placed
