@@ -13,6 +13,7 @@ and prints the range of its headline numbers (the README quotes these ranges).
     python scripts/claims_robustness.py                       # the one-factor-at-a-time grid, ~10 runs
     python scripts/claims_robustness.py --grid full           # every combination (72 runs)
     python scripts/claims_robustness.py --digits baseline aten=default --json out.json
+    python scripts/claims_robustness.py --claims an_ssl_trunk_learns_the_hidden_feature_a_supervised_one_does_not
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ NUMERICS_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "OPENBLAS_CORETYPE", "O
 MIN_MARGIN = {"nmi": 0.01, "cos2": 0.02}
 """The margin a check must clear in every environment: 0.01 for NMI, 0.02 for every share in [0, 1]: the cos²
 metrics (``fisher_cos2``, ``means_cos2``, ``optimum_cos2``, …), the energies of the CLIP claims (``energy_shared``,
-``energy_private``, …) and retrieval's mean average precision; other metrics (effective rank) are reported only. A
+``energy_private``, …), retrieval's mean average precision, the per-label energies and hidden-layer probes
+(``label_energy_*``, ``hidden_probe_*``); other metrics (effective rank) are reported only. A
 share is at most 1, so a lower bound closer than 0.02 to 1 (the spectral closed form's 0.98) cannot be cleared by
 0.02: there the required margin is half the room left, (1 − threshold)/2, i.e. the value must reach 0.99
 (``required_margin``)."""
@@ -46,7 +48,7 @@ def required_margin(metric: str, threshold: float, at_least: bool) -> float:
     below 1)."""
     if metric == "nmi":
         return MIN_MARGIN["nmi"]
-    if metric.endswith("cos2") or metric.startswith(("energy_", "retrieval_")):
+    if metric.endswith("cos2") or metric.startswith(("energy_", "retrieval_", "label_energy_", "hidden_probe_")):
         return min(MIN_MARGIN["cos2"], (1.0 - threshold) / 2) if at_least else MIN_MARGIN["cos2"]
     return 0.0
 AXES = {
@@ -125,8 +127,9 @@ def numerics_in_use() -> dict:
     return {"torch_capability": cpu["torch_capability"], "torch_threads": cpu["torch_threads"], "blas": blas}
 
 
-def worker(job: str, env: Environment, out: Path) -> None:
-    """Run one job in this process (its environment already set) and write its result as JSON."""
+def worker(job: str, env: Environment, out: Path, only: list[str] | None = None) -> None:
+    """Run one job in this process (its environment already set) and write its result as JSON; ``only``: the names
+    of the claims to run (all when None)."""
     import torch
 
     torch.set_num_threads(env.threads)
@@ -136,6 +139,7 @@ def worker(job: str, env: Environment, out: Path) -> None:
             runs = claims.LabRuns(Path(tmp), [f"--data.synthetic.seed={env.seed}"])
             result = {
                 name: [asdict(check) for check in checks(runs)] for name, checks in claims.CLAIMS.items()
+                if only is None or name in only
             }
         else:
             result = digits_numbers(Path(tmp), env)
@@ -166,15 +170,16 @@ def digits_numbers(run_dir: Path, env: Environment) -> dict:
     return {key: statistics.mean(values) for key, values in numbers.items()}
 
 
-def run_environment(job: str, env: Environment, keep: Path | None = None) -> dict:
+def run_environment(job: str, env: Environment, keep: Path | None = None, only: list[str] | None = None) -> dict:
     """``job`` in a fresh process under ``env``; with ``keep``, the result is saved there and a saved one reused
-    (a long grid survives an interruption)."""
-    saved = keep / f"{job}-{env.name}.json" if keep else None
+    (a long grid survives an interruption); ``only``: the claims to run."""
+    saved = keep / f"{job}-{env.name}{'-' + '-'.join(only) if only else ''}.json" if keep else None
     if saved and saved.is_file():
         return json.loads(saved.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        command = [sys.executable, __file__, "--worker", job, "--env", env.name, "--out", str(out)]
+        command = [sys.executable, __file__, "--worker", job, "--env", env.name, "--out", str(out),
+                   *(["--claims", *only] if only else [])]
         start = time.perf_counter()
         done = subprocess.run(command, env=env.variables(), cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
@@ -246,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", choices=["oat", "full"], default="oat", help="environments for the claims")
     parser.add_argument("--only", nargs="+", metavar="ENV", help="run the claims only under these environments")
     parser.add_argument("--skip-claims", action="store_true", help="only the --digits job")
+    parser.add_argument("--claims", nargs="+", metavar="NAME", help="only these claims (tests/test_claims.py names "
+                        "without test_), e.g. an_ssl_trunk_learns_the_hidden_feature_a_supervised_one_does_not")
     parser.add_argument("--digits", nargs="+", metavar="ENV", default=[], help="run the main job under these environments")
     parser.add_argument("--json", type=Path, help="also write every result to this JSON file")
     parser.add_argument("--keep", type=Path, help="keep each environment's result in this directory and reuse those found there")
@@ -254,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, Environment.parse(args.env), args.out)
+        worker(args.worker, Environment.parse(args.env), args.out, args.claims)
         return 0
     payload: dict = {}
     ok = True
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         environments = [Environment.parse(e) for e in args.only] if args.only else grid(args.grid)
         results = {}
         for i, env in enumerate(environments, 1):
-            results[env.name] = run_environment("claims", env, args.keep)
+            results[env.name] = run_environment("claims", env, args.keep, args.claims)
             print(f"[{i}/{len(environments)}] claims under {env.name}: {results[env.name]['seconds']:.0f} s", flush=True)
         rows = claims_table(results)
         ok = print_claims(results, rows)

@@ -32,9 +32,11 @@ from ssl_pipeline.validation import (
     require_positive,
 )
 
-HeadMethod = Literal["infonce", "simsiam", "spectral_contrastive", "vicreg", "barlowtwins", "clip"]
+HeadMethod = Literal["infonce", "simsiam", "spectral_contrastive", "vicreg", "barlowtwins", "clip", "supervised"]
 BaselineMethod = Literal["lda", "pca", "minor", "random", "raw", "means", "spectral"]
 SPECTRAL_METHODS = ("spectral_contrastive", "vicreg", "barlowtwins")
+ACTIVATIONS = ("relu", "tanh")
+"""The hidden layer's nonlinearity σ of a one-hidden-layer head (``heads.trunk.activation``)."""
 PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "32", "16", "bf16", "64")
 """The values Lightning's ``Trainer(precision=…)`` accepts (``heads.trainer.precision``), checked before any fit
 instead of failing deep inside Lightning."""
@@ -115,12 +117,13 @@ class GMMConfig:
     subspace. ``rotate`` applies one random rotation so no subspace is axis-aligned.
     """
 
-    preset: Literal["pancakes", "random", "fisher_vs_means", "spectrum", "hierarchy", "clip"] = "pancakes"
+    preset: Literal["pancakes", "random", "fisher_vs_means", "spectrum", "hierarchy", "label_hidden", "clip"] = "pancakes"
     """``pancakes`` (PCA picks nuisance directions), ``random`` (random SPD covariance), ``fisher_vs_means`` (Fisher,
     class-mean and PCA subspaces far apart), ``spectrum`` (power-law spectrum, Fisher subspace spread over it),
     ``hierarchy`` (two labels, ``fine`` (k classes) and ``coarse`` (``k_coarse``), means in orthogonal blocks under
-    ``spectrum``'s Σ: ``theory.gmm.hierarchy_parameters``) or ``clip`` (two modalities, shared and private labels:
-    ``clip``)."""
+    ``spectrum``'s Σ: ``theory.gmm.hierarchy_parameters``), ``label_hidden`` (a binary label along e₁ and an
+    independent hidden binary feature along e₂ under isotropic noise: ``theory.gmm.label_hidden_parameters``) or
+    ``clip`` (two modalities, shared and private labels: ``clip``)."""
     d: int = 100
     """Feature dimension of the preset's own block (``quiet_dims`` more are appended)."""
     k: int = 5
@@ -142,6 +145,9 @@ class GMMConfig:
     """``spectrum``, ``hierarchy``: the power of the eigenvalues i^(−α) of Σ (> 0)."""
     k_coarse: int = 4
     """``hierarchy``: the number of coarse classes (``k`` is the number of fine classes)."""
+    hidden_separation: float = 3.0
+    """``label_hidden``: the distance between the two values of the hidden feature h along e₂, in units of
+    ``signal_std`` (``separation`` is the label's along e₁)."""
     nesting: Literal["nested", "crossed"] = "nested"
     """``hierarchy``: ``nested`` (each fine class inside one coarse class; k a multiple of k_coarse) or ``crossed``
     (the two labels independent: k_coarse × k components)."""
@@ -168,6 +174,11 @@ class GMMConfig:
         if self.preset == "clip":
             self._validate_clip(path)
             return
+        if self.preset == "label_hidden":
+            require(self.k == 2, f"{path}.k", self.k, "2 for the label_hidden preset (a binary label y; the hidden "
+                    "feature h is binary too)")
+            require(self.d >= 2, f"{path}.d", self.d, "at least 2 for the label_hidden preset (e₁ and e₂)")
+            require_positive(f"{path}.hidden_separation", self.hidden_separation)
         require_at_least(f"{path}.k", self.k, 2, why="a mixture needs at least 2 classes")
         if self.preset == "hierarchy":
             require_at_least(f"{path}.k_coarse", self.k_coarse, 2, why="a label needs at least 2 classes")
@@ -177,6 +188,8 @@ class GMMConfig:
             require(self.d >= self.k + self.k_coarse - 2, f"{path}.d", self.d,
                     f"at least (k − 1) + (k_coarse − 1) = {self.k + self.k_coarse - 2} (the two blocks of means)")
             require_positive(f"{path}.alpha", self.alpha)
+        elif self.preset == "label_hidden":
+            pass
         elif self.preset == "spectrum":
             require(self.d >= self.k - 1, f"{path}.d", self.d,
                     f"at least {path}.k − 1 = {self.k - 1} for the spectrum preset (the means' simplex spans k − 1 "
@@ -185,11 +198,12 @@ class GMMConfig:
         else:
             require(self.d >= self.k, f"{path}.d", self.d,
                     f"at least {path}.k={self.k} (K − 1 signal directions + nuisance)")
-        components = self.k * (self.k_coarse if self.preset == "hierarchy" and self.nesting == "crossed" else 1)
+        components = self.k * (self.k_coarse if self.preset == "hierarchy" and self.nesting == "crossed" else
+                               2 if self.preset == "label_hidden" else 1)
         for name in ("n_train", "n_val", "n_test"):
             require_at_least(f"{path}.{name}", getattr(self, name), 2 * components,
                              why=f"2·k, k={self.k}" if components == self.k else
-                             f"2 per component, k_coarse·k = {components}")
+                             f"2 per component, {components} components")
         for name in ("separation", "signal_std", "nuisance_std"):
             require_positive(f"{path}.{name}", getattr(self, name))
         require_at_least(f"{path}.seed", self.seed, 0)
@@ -208,7 +222,8 @@ class GMMConfig:
         from ssl_pipeline.theory.gmm import preset_parameters, quiet_std_range
 
         params = preset_parameters(self.preset, self.k, self.d, self.separation, self.signal_std, self.nuisance_std,
-                                   self.alpha, np.random.default_rng(self.seed), self.k_coarse, self.nesting)
+                                   self.alpha, np.random.default_rng(self.seed), self.k_coarse, self.nesting,
+                                   self.hidden_separation)
         low, high = quiet_std_range(params)
         require(low < self.quiet_std < high, f"{path}.quiet_std", self.quiet_std,
                 f"in ({low:.3g}, {high:.3g}) for the {self.preset} preset: below √(smallest eigenvalue of Σ_T) of its "
@@ -663,6 +678,24 @@ class VICRegConfig:
 
 
 @dataclass
+class TrunkConfig:
+    """A hidden layer under every head: f(x) = Aᵀσ(W(x − x̄_train)), W [w, d] and A [w, r] trained together
+    (docs/theory.md, "One-hidden-layer heads"). The subspace scores read W's row space span(Wᵀ)."""
+
+    hidden: int = 64
+    """w: the hidden layer's width (at least r, so the outputs can be of rank r)."""
+    activation: str = "relu"
+    """σ: ``relu`` or ``tanh``."""
+
+    def validate(self, path: str = "heads.trunk") -> None:
+        """Raise ConfigError naming the width or the activation when it is out of range."""
+        require(isinstance(self.hidden, int), f"{path}.hidden", self.hidden, "a whole number of hidden units")
+        require_at_least(f"{path}.hidden", self.hidden, 1, why="a hidden layer has at least one unit")
+        require(self.activation in ACTIVATIONS, f"{path}.activation", self.activation,
+                f"one of {', '.join(ACTIVATIONS)}")
+
+
+@dataclass
 class CLIPHeadConfig:
     """Linear CLIP heads (docs/theory.md, "CLIP loss"): two towers trained with the symmetric cross-modal InfoNCE at
     temperature τ, fixed or learned."""
@@ -779,7 +812,10 @@ class HeadsConfig:
     methods: list[HeadMethod] = field(default_factory=lambda: ["infonce", "simsiam"])
     """Head methods to fit: ``infonce``, ``simsiam``, ``spectral_contrastive``, ``vicreg``, ``barlowtwins``, ``clip``
     (two linear towers across two paired modalities: the ``clip`` preset, an open_clip backbone's images and class
-    prompts, the digits stand-in's features and pixels, or an npz with ``x1_*``/``x2_*``; ``heads.clip``)."""
+    prompts, the digits stand-in's features and pixels, or an npz with ``x1_*``/``x2_*``; ``heads.clip``), or
+    ``supervised``: the same network trained with cross-entropy on the score label (``score.label``) through a
+    linear classifier on its r outputs — the supervised counterpart of the SSL heads (one per seed and axis
+    value; δ does not apply)."""
     r: Union[int, list[int]] = 4
     """Projection dimension r (columns of A); K − 1 matches the Fisher subspace. A list is a sweep axis (one head
     per value; the section's description)."""
@@ -821,6 +857,9 @@ class HeadsConfig:
     ``views``: besides the δ-pair heads (the curve a recipe is placed on), one head per method, seed and recipe of
     ``data.views`` trained on pairs of two different augmented views of the same train image (data.source:
     images; docs/theory.md, "Augmentation views")."""
+    trunk: Optional[TrunkConfig] = None
+    """A hidden layer under every head method (``{hidden: 64, activation: relu}``: f(x) = Aᵀσ(W(x − x̄_train)));
+    null: linear heads (the default). Not for ``clip`` heads."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def validate(self, path: str = "heads") -> None:
@@ -841,6 +880,15 @@ class HeadsConfig:
         self.barlowtwins.validate(f"{path}.barlowtwins")
         self.clip.validate(f"{path}.clip")
         self.trainer.validate(f"{path}.trainer")
+        if self.trunk is not None:
+            self.trunk.validate(f"{path}.trunk")
+            if "clip" in self.methods:
+                raise ConfigError(f"{path}.trunk is for heads on one modality; clip heads have two linear towers: "
+                                  f"remove {path}.trunk or the clip heads")
+            for where, r in axis_items(f"{path}.r", self.r):
+                if r > self.trunk.hidden:
+                    raise ConfigError(f"{where}={r} exceeds {path}.trunk.hidden={self.trunk.hidden} (the outputs "
+                                      f"are read from the hidden layer); choose r ≤ {self.trunk.hidden} or widen it")
         for i, override in enumerate(self.per_delta):
             override.validate(f"{path}.per_delta[{i}]")
             first = next(j for j, o in enumerate(self.per_delta) if math.isclose(o.delta, override.delta))
@@ -1084,7 +1132,8 @@ def data_labels(data: DataConfig) -> Optional[list[str]]:
     if data.source == "synthetic":
         if data.synthetic.preset == "clip":
             return None
-        return ["fine", "coarse"] if data.synthetic.preset == "hierarchy" else ["label"]
+        return {"hierarchy": ["fine", "coarse"], "label_hidden": ["label", "hidden", "combined"]}.get(
+            data.synthetic.preset, ["label"])
     if data.source == "npz":
         from ssl_pipeline.npz import npz_array_shapes
 
@@ -1099,7 +1148,13 @@ def data_labels(data: DataConfig) -> Optional[list[str]]:
 
 def validate_labels(cfg: ExperimentConfig) -> None:
     """``heads.pair_label`` and ``score.label`` name labels the data carry (``data_labels``), before any data are
-    read; CLIP heads pair by their shared label only. ConfigError with one line."""
+    read; CLIP heads pair by their shared label only; ``supervised`` heads need a score label (unimodal labelled
+    data). ConfigError with one line."""
+    if "supervised" in cfg.heads.methods and ("clip" in cfg.heads.methods or (
+            cfg.data.source == "synthetic" and cfg.data.synthetic.preset == "clip")):
+        raise ConfigError("heads.methods has supervised, which trains on the score label, but these are paired "
+                          "features without one (the clip preset or clip heads); remove supervised or use "
+                          "unimodal labelled data")
     if cfg.data.train_per_class is not None and "clip" in cfg.heads.methods:
         raise ConfigError(f"data.train_per_class={cfg.data.train_per_class} subsamples one labelled source; CLIP heads "
                           "train on paired features: remove it or the clip heads")

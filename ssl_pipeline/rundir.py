@@ -50,17 +50,18 @@ def head_jobs(cfg: ExperimentConfig) -> list[HeadSettings]:
     """Every head a config asks for, with its resolved settings, in the order method × δ × seed × the sweep axes
     that apply to the method (``HeadsConfig.axis_grid``: r × τ (InfoNCE) × ξ (SimSiam) × lr, lr innermost), each
     loop in the order the config lists its values; with ``heads.pairs: views``, then the view heads, method ×
-    recipe × seed × axes (``HeadSettings.views``)."""
+    recipe × seed × axes (``HeadSettings.views``). ``supervised`` heads are one per seed × axes (δ does not apply:
+    they train on the score label; their settings carry δ = 1's ``per_delta``)."""
     jobs = [
         resolve_head_settings(cfg.heads, method, delta, seed, **values)
-        for method in cfg.heads.methods for delta in cfg.deltas for seed in cfg.seeds
-        for values in cfg.heads.axis_grid(method)
+        for method in cfg.heads.methods for delta in (cfg.deltas if method != "supervised" else [1.0])
+        for seed in cfg.seeds for values in cfg.heads.axis_grid(method)
     ]
     if cfg.heads.pairs == "views":  # then one head per method × recipe × seed × axes on view pairs
         jobs += [
             dataclasses.replace(resolve_head_settings(cfg.heads, method, 1.0, seed, **values), views=recipe.name)
-            for method in cfg.heads.methods for recipe in cfg.data.views.recipes for seed in cfg.seeds
-            for values in cfg.heads.axis_grid(method)
+            for method in cfg.heads.methods if method != "supervised" for recipe in cfg.data.views.recipes
+            for seed in cfg.seeds for values in cfg.heads.axis_grid(method)
         ]
     return jobs
 

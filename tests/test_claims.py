@@ -129,6 +129,21 @@ class LabRuns:
                         "--heads.infonce.tau", "0.5", "--deltas", "[1]", "--score.baselines", "[]", *self.overrides])
 
 
+    @functools.cached_property
+    def label_hidden(self) -> PancakesRun:
+        """The shipped ``label_hidden`` lab: one-hidden-layer InfoNCE on pairs sharing (y, h) and the supervised
+        trunk on y, at δ = 1 (docs/theory.md, "One-hidden-layer heads")."""
+        return run_lab(LAB / "label_hidden.yaml", self.root / "label_hidden",
+                       ["--deltas", "[1]", "--score.baselines", "[]", *self.overrides])
+
+    @functools.cached_property
+    def label_hidden_linear(self) -> PancakesRun:
+        """Its linear control: the same pairs, linear InfoNCE."""
+        return run_lab(LAB / "label_hidden.yaml", self.root / "label_hidden_linear",
+                       ["--deltas", "[1]", "--score.baselines", "[]", "--heads.methods", "[infonce]",
+                        "--heads.trunk", "null", *self.overrides])
+
+
 def _lab_config(name: str):
     return parse_command(["synthetic", "--config", str(LAB / name)])[1]
 
@@ -352,6 +367,26 @@ def test_clip_learns_nothing_shared_at_delta_zero(lab: LabRuns) -> list[Check]:
         checks.append(Check(f"clip tower {tower} δ=0 retrieval_map", "retrieval_map",
                             median_where(run, "retrieval_map", **where), 1 / gmm.k_s + 0.05, at_least=False))
     return checks
+
+
+@claim
+def test_an_ssl_trunk_learns_the_hidden_feature_a_supervised_one_does_not(lab: LabRuns) -> list[Check]:
+    """The nonlinear claim on ``label_hidden`` (d directions, chance energy of one direction 1/d): the SSL trunk on
+    pairs sharing (y, h) puts ≥ 3/d of its first layer in e₂ (the hidden feature's direction), the supervised trunk
+    on y at most 2/d there (and ≥ 2/d in e₁: it learned the label), and a probe of the SSL trunk's hidden layer
+    reads h at least 0.03 better than the supervised trunk's; the linear InfoNCE control on the same pairs puts
+    ≥ 3/d in e₂ too."""
+    run, linear = lab.label_hidden, lab.label_hidden_linear
+    d = run.cfg.data.synthetic.d
+    gap = (median(run.records, "hidden_probe_hidden", "infonce", 1.0)
+           - median(run.records, "hidden_probe_hidden", "supervised"))
+    return [
+        at_least(run, "label_energy_hidden", "infonce", 1.0, 3 / d),
+        at_most(run, "label_energy_hidden", "supervised", None, 2 / d),
+        at_least(run, "label_energy_label", "supervised", None, 2 / d),
+        Check("hidden_probe_hidden infonce − supervised", "hidden_probe_hidden", gap, 0.03),
+        _named(at_least(linear, "label_energy_hidden", "infonce", 1.0, 3 / d), "linear"),
+    ]
 
 
 def test_a_failing_check_fails_its_claim() -> None:

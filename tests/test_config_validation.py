@@ -156,7 +156,7 @@ def test_sections_of_an_unused_data_source_are_not_checked(capsys, monkeypatch):
 
 def test_choices_are_checked_for_configs_built_in_code():
     cfg = ExperimentConfig(heads=HeadsConfig(methods=["infonce", "byol"]))
-    with pytest.raises(ConfigError, match=r"^heads.methods\[1\]='byol' must be one of infonce, simsiam, spectral_contrastive, vicreg, barlowtwins, clip$"):
+    with pytest.raises(ConfigError, match=r"^heads.methods\[1\]='byol' must be one of infonce, simsiam, spectral_contrastive, vicreg, barlowtwins, clip, supervised$"):
         validate_experiment(cfg)
     cfg = ExperimentConfig(heads=HeadsConfig(infonce=InfoNCEConfig(similarity="l2")))
     with pytest.raises(ConfigError, match=r"^heads.infonce.similarity='l2' must be one of cosine, dot$"):

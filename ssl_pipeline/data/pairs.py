@@ -203,6 +203,16 @@ class ViewPairSampler(CandidateSampler):
         return torch.stack([base + first, base + second, base + second]), torch.zeros(n)
 
 
+class LabelSampler(CandidateSampler):
+    """Labelled batches for every seed of a grid of ``supervised`` heads, as ``CandidateSampler`` steps: index sets
+    [S, 1, B] (each seed's permutation of the split, batch by batch and rank by rank) and, in the coins' place,
+    their labels [S, B]."""
+
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        anchors = torch.randperm(len(self.index), generator=generator)
+        return anchors[None], self.index.labels[anchors]
+
+
 class CandidateFeatures(Dataset):
     """Maps (index sets [S, 3, B], coins [S, B]) to (features [S, 3, B, d], coins): one gather per step."""
 
@@ -346,8 +356,12 @@ class CandidateDataModule(_InMemoryDataModule):
         self, features: Tensor, labels: Tensor, seeds: list[int], batch_size: int,
         val_features: Optional[Tensor] = None, val_labels: Optional[Tensor] = None,
         device_share: float = 0.5, resident: Optional[bool] = None, rows: Optional[Tensor] = None,
+        sampler: type[CandidateSampler] = CandidateSampler,
     ) -> None:
+        """``sampler``: ``CandidateSampler`` (δ-pair candidates) or ``LabelSampler`` (labelled batches of
+        ``supervised`` heads)."""
         super().__init__(features, labels, batch_size, val_features, val_labels)
+        self.sampler = sampler
         self.rows = rows  # the training split's rows of ``features`` (a memory-mapped cache), or None: every row
         self.seeds = list(seeds)
         self.device_share = device_share
@@ -372,14 +386,14 @@ class CandidateDataModule(_InMemoryDataModule):
         return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=self._pin)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = CandidateSampler(self.labels, self.seeds, self.batch_size, *self._rank())
+        sampler = self.sampler(self.labels, self.seeds, self.batch_size, *self._rank())
         return self._loader(self.features, sampler, self.rows)
 
     def val_dataloader(self) -> DataLoader:
         if not self.has_val:
             return []
         seeds = [seed + 1 for seed in self.seeds]
-        sampler = CandidateSampler(self.val_labels, seeds, self.batch_size, *self._rank(), fixed=True)
+        sampler = self.sampler(self.val_labels, seeds, self.batch_size, *self._rank(), fixed=True)
         return self._loader(self.val_features, sampler)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:

@@ -20,7 +20,7 @@ def gmm_parameters(cfg: GMMConfig) -> GMMParameters:
         raise ValueError("the clip preset has two modalities; build it with data.multimodal.clip_parameters")
     rng = np.random.default_rng(cfg.seed)
     params = preset_parameters(cfg.preset, cfg.k, cfg.d, cfg.separation, cfg.signal_std, cfg.nuisance_std, cfg.alpha,
-                               rng, cfg.k_coarse, cfg.nesting)
+                               rng, cfg.k_coarse, cfg.nesting, cfg.hidden_separation)
     params = with_quiet_dims(params, cfg.quiet_dims, cfg.quiet_std)  # validated by GMMConfig.validate
     dim = params.means.shape[1]
     if cfg.rotate and dim > 1:

@@ -55,7 +55,7 @@ def fit_grid(
     (``GridCheckpoint``); if the file exists, the fit resumes from it — the heads end bit-identical to an uninterrupted fit — and it is removed at the end.
     The features go to the trainer's CUDA/MPS device once when they take at most ``feature_memory_share`` of it
     (``CandidateDataModule``); ``resident`` forces that path either way (tests)."""
-    from ssl_pipeline.data.pairs import CandidateDataModule, CrossModalDataModule
+    from ssl_pipeline.data.pairs import CandidateDataModule, CandidateSampler, CrossModalDataModule, LabelSampler
 
     if len({grid_key(s) for s in jobs}) != 1:
         raise ValueError("the heads of one grid need the same batch size, standardize and optimizer (grid_groups)")
@@ -69,12 +69,15 @@ def fit_grid(
         datamodule = view_pair_data(features, jobs[0].views, grid.seeds, jobs[0].batch_size, stopping,
                                     trainer_cfg.feature_memory_share, resident)
     else:
+        supervised = jobs[0].method == "supervised"  # labelled batches of the score label, not pairs
         x, rows = feature_table(features.x_train)  # a memory map stays one: batches are gathered from it
-        y = torch.from_numpy(np.asarray(features.pair_labels("train"), dtype=np.int64))  # what the δ-pairs share
+        y = torch.from_numpy(np.asarray(features.y_train if supervised else features.pair_labels("train"),
+                                        dtype=np.int64))  # what the δ-pairs share, or the supervised target
         grid = HeadGrid([head_module(features, s) for s in jobs], features.features_key, on_finished, on_epoch)
-        held_out = held_out_features(features) if stopping else {}
+        held_out = held_out_features(features, supervised) if stopping else {}
         datamodule = CandidateDataModule(x, y, grid.seeds, jobs[0].batch_size, **held_out,
-                                         device_share=trainer_cfg.feature_memory_share, resident=resident, rows=rows)
+                                         device_share=trainer_cfg.feature_memory_share, resident=resident, rows=rows,
+                                         sampler=LabelSampler if supervised else CandidateSampler)
     if str(trainer_cfg.precision).startswith("64"):
         grid = grid.double()  # so that ddp_spawn's ranks hand their float64 weights back unrounded
     callbacks = [] if checkpoint is None else [GridCheckpoint(checkpoint)]
@@ -122,31 +125,31 @@ def fit_head(
     from ssl_pipeline.data.pairs import DeltaPairDataModule
     from ssl_pipeline.heads.callbacks import KeepBestWeights
 
+    from ssl_pipeline.data.pairs import CandidateDataModule, LabelSampler
+
+    supervised = settings.method == "supervised"
     x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
-    y = torch.from_numpy(features.pair_labels("train").astype(np.int64))  # what the δ-pairs share
+    # what the δ-pairs share, or the supervised target (the score label)
+    y = torch.from_numpy((features.y_train if supervised else features.pair_labels("train")).astype(np.int64))
     module = head_module(features, settings)
     stopping = settings.early_stopping_patience is not None
     held_out = {}
     callbacks = []
     best_weights: Optional[KeepBestWeights] = None
     if stopping:
-        held_out = held_out_features(features)
+        held_out = held_out_features(features, supervised)
         best_weights = KeepBestWeights("val/loss")
         callbacks = [EarlyStopping("val/loss", patience=settings.early_stopping_patience, mode="min"), best_weights]
-    datamodule = DeltaPairDataModule(x, y, settings.delta, settings.batch_size, settings.seed, **held_out)
+    if supervised:  # labelled batches: the grid's sampler for one seed
+        datamodule = CandidateDataModule(x, y, [settings.seed], settings.batch_size, **held_out, sampler=LabelSampler)
+    else:
+        datamodule = DeltaPairDataModule(x, y, settings.delta, settings.batch_size, settings.seed, **held_out)
     trainer = head_trainer(trainer_cfg, settings.epochs, logger, stopping, callbacks)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     fit_seconds = time.perf_counter() - start
-    return FittedHead(
-        settings=settings,
-        weight=module.head_weight().detach().cpu().numpy(),  # float32, or float64 at precision 64-true
-        mean=module.mean.cpu().numpy(),
-        scale=module.scale.cpu().numpy(),
-        fit_seconds=fit_seconds,
-        features_key=features.features_key,
-        epochs_trained=best_weights.best_epoch if best_weights else settings.epochs,
-    )
+    return FittedHead.of_module(module, fit_seconds, features.features_key,
+                                best_weights.best_epoch if best_weights else settings.epochs)
 
 
 def head_trainer(

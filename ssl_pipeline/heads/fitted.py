@@ -33,17 +33,46 @@ class FittedHead:
     scale2: Optional[np.ndarray] = None
     logit_scale: Optional[float] = None
     """CLIP heads: the logit scale at the end of training (1/τ when fixed, the learned value otherwise)."""
+    readout: Optional[np.ndarray] = None
+    """One-hidden-layer heads (``settings.hidden``): the output layer A [G, w, r]; ``weight`` is then the first
+    layer W [G, d, w] (in training coordinates) and f(x) = Aᵀσ(Wᵀ D^(−1/2)(x − x̄))."""
+
+    @classmethod
+    def of_module(cls, module, fit_seconds: float, features_key: Optional[str],
+                  epochs_trained: Optional[int]) -> "FittedHead":
+        """A trained unimodal head module (``heads.modules.LinearHead``) as a file's contents: weights in float32,
+        or float64 at precision 64-true."""
+        readout = getattr(module, "readout", None)
+        return cls(
+            settings=module.settings,
+            weight=module.head_weight().detach().cpu().numpy(),
+            mean=module.mean.cpu().numpy(),
+            scale=module.scale.cpu().numpy(),
+            fit_seconds=fit_seconds,
+            features_key=features_key,
+            epochs_trained=epochs_trained,
+            readout=None if readout is None else readout.detach().cpu().numpy(),
+        )
 
     def feature_space_weight(self, head: int = 0, tower: int = 1) -> np.ndarray:
-        """Ã = D^(−1/2) A [d, r] for head ``head`` of the stack (``tower`` 2: a CLIP head's second tower)."""
+        """Ã = D^(−1/2) A [d, r] for head ``head`` of the stack (``tower`` 2: a CLIP head's second tower); for a
+        one-hidden-layer head its first layer W̃ = D^(−1/2) W [d, w]: the row space span(Wᵀ) its scores read."""
         if tower == 2:
             return self.scale2[:, None] * self.weight2[head]
         return self.scale[:, None] * self.weight[head]
 
     def project(self, x: np.ndarray, head: int = 0, tower: int = 1) -> np.ndarray:
-        """z = Ãᵀ(x − x̄_train) → [N, r] (``tower`` 2: modality-2 features through a CLIP head's second tower)."""
+        """z = Ãᵀ(x − x̄_train) → [N, r] (``tower`` 2: modality-2 features through a CLIP head's second tower);
+        a one-hidden-layer head's outputs Aᵀσ(W̃ᵀ(x − x̄_train))."""
+        if self.readout is not None:
+            return self.hidden_layer(x, head) @ self.readout[head]
         mean = self.mean2 if tower == 2 else self.mean
         return (x - mean) @ self.feature_space_weight(head, tower)
+
+    def hidden_layer(self, x: np.ndarray, head: int = 0) -> np.ndarray:
+        """σ(W̃ᵀ(x − x̄_train)) [N, w] of a one-hidden-layer head (W̃ = D^(−1/2)W, ``feature_space_weight``)."""
+        pre = (x - self.mean) @ self.feature_space_weight(head)
+        return np.maximum(pre, 0) if self.settings.activation == "relu" else np.tanh(pre)
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename) as safetensors, settings in the metadata."""
@@ -52,6 +81,8 @@ class FittedHead:
         tensors = {"weight": self.weight, "mean": self.mean, "scale": self.scale}
         if self.weight2 is not None:
             tensors.update(weight2=self.weight2, mean2=self.mean2, scale2=self.scale2)
+        if self.readout is not None:
+            tensors["readout"] = self.readout
         metadata = {
             "settings": json.dumps(asdict(self.settings)),
             "fit_seconds": repr(self.fit_seconds),

@@ -38,8 +38,10 @@ def grid_key(settings: HeadSettings) -> tuple:
     """Heads with the same key share a grid: the same batches (batch size), the same input centring and scaling
     (standardize), the same optimiser class, and the same data (CLIP heads train on paired features, the others
     on one modality). Methods, δ, seeds, r, τ, ξ, lr, weight decay, epochs and early stopping may differ inside a
-    grid. View heads (``HeadSettings.views``) train on their recipe's view table: one grid per recipe."""
-    return (settings.batch_size, settings.standardize, settings.optimizer, settings.method == "clip", settings.views)
+    grid. View heads (``HeadSettings.views``) train on their recipe's view table: one grid per recipe; ``supervised``
+    heads on labelled batches: one grid of their own."""
+    return (settings.batch_size, settings.standardize, settings.optimizer, settings.method == "clip", settings.views,
+            settings.method == "supervised")
 
 
 def step_bytes(settings: HeadSettings, world_size: int = 1) -> int:
@@ -208,6 +210,10 @@ class HeadGrid(pl.LightningModule):
         self.tags = [metric_tag(m.settings.tag) for m in members]
         self.basis_owner = [first_equal_basis(members, h) for h in range(len(members))]
         self.unit_scale = unit_scale(members[0].scale)
+        self.trunks = any(m.settings.hidden is not None for m in members)
+        self.supervised = members[0].settings.method == "supervised"
+        if any((m.settings.method == "supervised") != self.supervised for m in members):
+            raise ValueError("supervised heads train on labelled batches: they form their own grid (grid_key)")
         g = len(members)
         self.stopping = [HeadStopping() for _ in range(g)]
         self._val_sum: Optional[Tensor] = None
@@ -236,6 +242,8 @@ class HeadGrid(pl.LightningModule):
         one batched loss (their B × B similarities as one ``bmm``, each with its own τ)."""
         first = self.members[0]
         head_weights = self.head_weights(heads)
+        if self.supervised:
+            return self.label_losses(blocks, coins, heads, head_weights)
         losses = {}
         for s, seed_heads in enumerate(self.by_seed):
             active = [h for h in seed_heads if h in heads]
@@ -257,6 +265,9 @@ class HeadGrid(pl.LightningModule):
                 anchors = {h: z[0] for h, z in projected.items()}
                 positives = {h: torch.where(delta_choice(coins[s], self.members[h].settings.delta)[:, None],
                                             z[1], z[2]) for h, z in projected.items()}
+            if self.trunks:  # one-hidden-layer heads: σ and the output layer after the positives are chosen
+                anchors, positives = ({h: self.members[h].outputs(z[None])[0] for h, z in values.items()}
+                                      for values in (anchors, positives))
             by_loss: dict[tuple, list[int]] = {}
             for h in active:
                 by_loss.setdefault(self.members[h].batched_loss_key(), []).append(h)
@@ -269,6 +280,22 @@ class HeadGrid(pl.LightningModule):
                     torch.stack([anchors[h] for h in group]), torch.stack([positives[h] for h in group]),
                     [self.members[h] for h in group])
                 losses.update(zip(group, values))
+        return losses
+
+    def label_losses(self, blocks: Tensor, labels: Tensor, heads: list[int],
+                     head_weights: dict[int, Tensor]) -> dict[int, Tensor]:
+        """The cross-entropy of each listed ``supervised`` head on one step of ``LabelSampler``: blocks [S, 1, B, d]
+        (each seed's batch) and their labels [S, B]; the heads of a seed project the batch at once."""
+        first = self.members[0]
+        losses = {}
+        for s, seed_heads in enumerate(self.by_seed):
+            active = [h for h in seed_heads if h in heads]
+            if not active:
+                continue
+            x = centred(blocks[s, 0], first.mean, None if self.unit_scale else first.scale)  # [B, d]
+            for h, projected in project_heads(x, head_weights, active).items():
+                member = self.members[h]
+                losses[h] = member.label_losses(member.outputs(projected[None]), labels[s].long())[0]
         return losses
 
     def head_weights(self, heads: list[int], tower: int = 1) -> dict[int, Tensor]:
@@ -286,7 +313,8 @@ class HeadGrid(pl.LightningModule):
             basis = getattr(self.members[owner], f"basis{suffix}")
             stacked = torch.cat([getattr(self.members[h], f"weight{suffix}")[0] for h in group], dim=1)  # [m, Σ r_h]
             product = stacked if basis is None else basis @ stacked
-            for h, weight in zip(group, product.split([self.members[h].settings.r for h in group], dim=1)):
+            widths = [getattr(self.members[h], f"weight{suffix}").shape[-1] for h in group]  # r, or w (trunk)
+            for h, weight in zip(group, product.split(widths, dim=1)):
                 weights[h] = weight
         return weights
 
@@ -418,15 +446,7 @@ class HeadGrid(pl.LightningModule):
         """Head ``h`` as its solo ``fit_head`` returns it; ``fit_seconds``: its share of the grid's epochs (each
         epoch's wall time split equally among the heads it trained)."""
         member = self.members[h]
-        return FittedHead(
-            settings=member.settings,
-            weight=member.head_weight().detach().cpu().numpy(),  # float32, or float64 at precision 64-true
-            mean=member.mean.cpu().numpy(),
-            scale=member.scale.cpu().numpy(),
-            fit_seconds=float(self.head_seconds[h]),
-            features_key=self.features_key,
-            epochs_trained=int(self.head_epochs[h]),
-        )
+        return FittedHead.of_module(member, float(self.head_seconds[h]), self.features_key, int(self.head_epochs[h]))
 
     # --- checkpoints (resumable sweeps) ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -99,9 +99,10 @@ def head_module(features: LabelledFeatures, settings: HeadSettings, num_heads: i
     from ssl_pipeline.heads.registry import head_class
 
     mean, scale, basis, variances = head_inputs(features, settings)
+    extra = {"num_classes": features.num_classes} if settings.method == "supervised" else {}  # the score label's
     return head_class(settings.method).from_settings(
-        settings, features.dim, mean.float(), scale.float(), num_heads, basis=basis, basis_variances=variances
-    )
+        settings, features.dim, mean.float(), scale.float(), num_heads, basis=basis, basis_variances=variances,
+        **extra)
 
 
 def head_inputs(features: LabelledFeatures, settings: HeadSettings):
@@ -114,7 +115,7 @@ def head_inputs(features: LabelledFeatures, settings: HeadSettings):
 
     mean, scale = input_statistics(features, settings.standardize)
     kept = input_span(features, scale.numpy())
-    if settings.r > kept.rank:
+    if settings.hidden is None and settings.r > kept.rank:  # a hidden layer's outputs are not bound by it
         raise DataError(f"heads.r={settings.r} exceeds the rank the training features occupy ({kept.rank} "
                         f"directions above the relative eigenvalue floor {FEATURE_FLOOR:g}); choose r ≤ {kept.rank}")
     parametrization = settings.parametrization or legacy_parametrization(settings)
@@ -128,19 +129,21 @@ def head_inputs(features: LabelledFeatures, settings: HeadSettings):
 
 def initial_weight(features: LabelledFeatures, settings: HeadSettings) -> np.ndarray:
     """Ã [d, r] of the untrained head of ``settings`` (same parametrisation, basis, scale and seed as the trained
-    one, ``head_module``): what a head that learned nothing scores (``init_fisher_cos2``, ``init_minor_cos2``)."""
+    one, ``head_module``): what a head that learned nothing scores (``init_fisher_cos2``, ``init_minor_cos2``); the
+    first layer W̃ [d, w] of a one-hidden-layer head."""
     from ssl_pipeline.heads.parametrization import orthonormal_init
 
     _, scale, basis, _ = head_inputs(features, settings)
-    weight = basis @ orthonormal_init(1, basis.shape[1], settings.r, settings.seed)[0]  # LinearHead's A = basis·B
+    weight = basis @ orthonormal_init(1, basis.shape[1], settings.width, settings.seed)[0]  # LinearHead's A = basis·B
     return (scale.float()[:, None] * weight).double().numpy()
 
 
-def held_out_features(features: LabelledFeatures) -> dict:
-    """The val split as tensors for the held-out δ-pairs of early stopping (refused without two samples of a class)."""
+def held_out_features(features: LabelledFeatures, supervised: bool = False) -> dict:
+    """The val split as tensors for the held-out δ-pairs of early stopping (refused without two samples of a
+    class); ``supervised``: labelled by the score label instead of the pair label."""
     import torch
 
-    labels = features.pair_labels("val")  # what the held-out δ-pairs share
+    labels = features.y_val if supervised else features.pair_labels("val")  # what the held-out δ-pairs share
     if len(labels) < 2 or np.bincount(labels).max() < 2:
         raise DataError("early stopping needs held-out δ-pairs: the val split needs at least 2 samples of a class")
     return dict(

@@ -1,5 +1,10 @@
 """Linear heads as LightningModules: f(x) = Aᵀ D^(−1/2)(x − x̄_train), weights held as a stack [G, d, r].
 
+With ``settings.hidden`` (``heads.trunk``) the same classes are one-hidden-layer heads f(x) = Aᵀσ(Wᵀ D^(−1/2)(x − x̄))
+(docs/theory.md, "One-hidden-layer heads"): ``weight`` is then the first layer (W [G, d, w] in the basis, as A is
+for a linear head) and ``readout`` the output layer A [G, w, r]; every loss acts on the outputs only, so each
+method's loss is unchanged.
+
 Features are centred (and optionally standardised, D = per-feature variances) inside the module with
 statistics of the training split, so a saved head carries them; ``feature_space_weight`` is Ã = D^(−1/2) A,
 the matrix whose column space is compared with the Fisher subspace (docs/theory.md, "Coordinates").
@@ -40,7 +45,11 @@ class LinearHead(pl.LightningModule):
         self.save_hyperparameters(ignore=["mean", "scale", "basis", "basis_variances", "mean2", "scale2", "basis2"], logger=False)
         self.settings = HeadSettings(**settings)
         inner = dim if basis is None else basis.shape[1]
-        self.weight = nn.Parameter(orthonormal_init(num_heads, inner, self.settings.r, self.settings.seed))
+        self.weight = nn.Parameter(orthonormal_init(num_heads, inner, self.settings.width, self.settings.seed))
+        hidden = self.settings.hidden
+        # the output layer of a one-hidden-layer head: its own seeded stream, orthonormal columns
+        self.readout = None if hidden is None else nn.Parameter(
+            orthonormal_init(num_heads, hidden, self.settings.r, self.settings.seed + 7_919))
         self.register_buffer("mean", mean.float())
         self.register_buffer("scale", scale.float())
         # not persistent: recomputed from the training data, and a grid's checkpoint and best-epoch copies would
@@ -60,7 +69,18 @@ class LinearHead(pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """x [B, d] → z [G, B, r]."""
-        return ((x - self.mean) * self.scale) @ self.head_weight()
+        return self.outputs(((x - self.mean) * self.scale) @ self.head_weight())
+
+    def outputs(self, projected: Tensor) -> Tensor:
+        """The outputs [G, B, r] of the first layer's values [G, B, width]: themselves for a linear head, σ(·)A for
+        a one-hidden-layer head (a grid projects many heads' first layers at once and hands each head its own)."""
+        if self.readout is None:
+            return projected
+        return activation(self.settings.activation)(projected) @ self.readout
+
+    def hidden_layer(self, x: Tensor) -> Tensor:
+        """σ(Wᵀ D^(−1/2)(x − x̄)) [G, B, w] of a one-hidden-layer head."""
+        return activation(self.settings.activation)(((x - self.mean) * self.scale) @ self.head_weight())
 
     def feature_space_weight(self) -> Tensor:
         """Ã = D^(−1/2) A [G, d, r], the head acting on centred, unscaled features."""
@@ -97,8 +117,17 @@ class LinearHead(pl.LightningModule):
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
         return optimizers[s.optimizer](self.parameter_groups(), lr=s.lr, weight_decay=s.weight_decay)
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The network's own weights (the first layer, and the output layer of a one-hidden-layer head)."""
+        return [self.weight] if self.readout is None else [self.weight, self.readout]
+
     def parameter_groups(self) -> list[dict]:
-        return [{"params": [self.weight]}]
+        return [{"params": self.head_parameters()}]
+
+
+def activation(name: Optional[str]):
+    """σ of ``heads.trunk.activation``."""
+    return {"relu": torch.relu, "tanh": torch.tanh}[name]
 
 
 class InfoNCEHead(LinearHead):
@@ -153,16 +182,25 @@ class SimSiamHead(LinearHead):
         # it then gets no gradient and stays in a nuisance direction (cos² 0.75 of 1 on pancakes for 2 of 4
         # seeds at equal rates, ≥ 0.99 for all with the predictor 10× slower).
         predictor_lr = self.settings.lr * self.settings.predictor_lr_scale
-        return [{"params": [self.weight]}, {"params": [self.predictor], "lr": predictor_lr}]
+        return [{"params": self.head_parameters()}, {"params": [self.predictor], "lr": predictor_lr}]
 
     def output_losses(self, z: Tensor, z_positive: Tensor) -> Tensor:
         loss = simsiam_loss(z @ self.predictor, z_positive @ self.predictor, z, z_positive)
         if self.settings.xi:
-            loss = loss + self.settings.xi * self.collapse_guard()
+            loss = loss + self.settings.xi * self.collapse_guard(z)
         return loss
 
-    def collapse_guard(self) -> Tensor:
-        """‖AᵀΣ̂A − I‖²_F = ‖Bᵀdiag(v)B − I‖²_F (covariance), or ‖AᵀA − I‖²_F (euclidean), [G]."""
+    def collapse_guard(self, z: Optional[Tensor] = None) -> Tensor:
+        """‖AᵀΣ̂A − I‖²_F = ‖Bᵀdiag(v)B − I‖²_F (covariance), or ‖AᵀA − I‖²_F (euclidean), [G]. A one-hidden-layer
+        head's outputs are not linear in x: its covariance guard is ‖Ĉov(z) − I‖²_F of the batch's outputs ``z``
+        [G, B, r], its Euclidean guard ‖AᵀA − I‖²_F of the output layer."""
+        if self.readout is not None:
+            if self.settings.regularizer == "covariance":
+                centred = z - z.mean(dim=1, keepdim=True)
+                covariance = centred.transpose(-1, -2) @ centred / max(z.shape[1] - 1, 1)
+                eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
+                return ((covariance - eye) ** 2).sum(dim=(-1, -2))
+            return orthogonality_penalty(self.readout)
         if self.settings.regularizer == "covariance":
             return orthogonality_penalty(self.weight, self.basis_variances)
         return orthogonality_penalty(self.head_weight())
@@ -171,6 +209,8 @@ class SimSiamHead(LinearHead):
         """SimSiam heads of one r and guard share one loss call in a grid (each keeps its predictor, ξ and basis
         variances, stacked): per-head loss calls were the grid's largest remaining per-head cost."""
         s = self.settings
+        if self.readout is not None:
+            return None  # its guard reads the outputs: one loss call per head
         variances = None if self.basis_variances is None else tuple(self.basis_variances.shape)
         return ("simsiam", s.r, s.regularizer, variances)
 
@@ -188,3 +228,35 @@ class SimSiamHead(LinearHead):
         else:
             guard = orthogonality_penalty(torch.cat([h.head_weight() for h in heads]))
         return loss + torch.tensor(xi, dtype=loss.dtype, device=loss.device) * guard
+
+
+class SupervisedHead(LinearHead):
+    """The supervised counterpart of the SSL heads: the same network (linear, or one hidden layer with
+    ``heads.trunk``) trained with cross-entropy on the score label through a linear classifier C [G, r, K] on its r
+    outputs (discarded after training, like SimSiam's predictor: the outputs are what is scored). Its batches are
+    (features, labels), not pairs (``data.pairs.LabelSampler``)."""
+
+    def __init__(
+        self, settings: dict, dim: int, mean: Tensor, scale: Tensor, num_heads: int = 1,
+        basis: Optional[Tensor] = None, basis_variances: Optional[Tensor] = None, num_classes: int = 2,
+    ) -> None:
+        super().__init__(settings, dim, mean, scale, num_heads, basis, basis_variances)
+        generator = torch.Generator().manual_seed(self.settings.seed + 104_729)
+        self.classifier = nn.Parameter(
+            torch.randn(num_heads, self.settings.r, num_classes, generator=generator) / self.settings.r**0.5)
+        self.classifier_bias = nn.Parameter(torch.zeros(num_heads, 1, num_classes))
+
+    def label_losses(self, z: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy [G] of the outputs z [G, B, r] against ``labels`` [B]."""
+        logits = z @ self.classifier + self.classifier_bias  # [G, B, K]
+        return torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels[None].expand(len(logits), -1), reduction="none").mean(dim=1)
+
+    def head_losses(self, x: Tensor, labels: Tensor) -> Tensor:
+        """One loss per head of a labelled batch: ``x`` [B, d] (or a grid sampler's [1, 1, B, d]), ``labels`` [B]
+        (or [1, B])."""
+        x = x.reshape(-1, x.shape[-1])
+        return self.label_losses(self(x), labels.reshape(-1).long())
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": [*self.head_parameters(), self.classifier, self.classifier_bias]}]

@@ -63,6 +63,9 @@ def head_basis(span: FeatureSpan, parametrization: str) -> HeadBasis:
 def orthonormal_init(num_heads: int, dim: int, r: int, seed: int) -> Tensor:
     """G random matrices [G, d, r] with orthonormal columns (QR of a seeded Gaussian): B's initial value. With the
     ``orthonormal`` and ``scaled`` bases the untrained head's column space is a uniformly random r-subspace of the
-    span; the ``whitened`` basis tilts it toward the low-variance directions."""
+    span; the ``whitened`` basis tilts it toward the low-variance directions. A first layer wider than its span
+    (r > dim: a one-hidden-layer head's W) gets orthonormal rows instead."""
     generator = torch.Generator().manual_seed(seed)
+    if r > dim:
+        return torch.linalg.qr(torch.randn(num_heads, r, dim, generator=generator)).Q.transpose(-1, -2)
     return torch.linalg.qr(torch.randn(num_heads, dim, r, generator=generator)).Q

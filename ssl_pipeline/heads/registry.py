@@ -6,7 +6,7 @@ have two towers and are built from paired features (``heads.clip.clip_head_modul
 from __future__ import annotations
 
 from ssl_pipeline.config import SPECTRAL_METHODS
-from ssl_pipeline.heads.modules import InfoNCEHead, LinearHead, SimSiamHead
+from ssl_pipeline.heads.modules import InfoNCEHead, LinearHead, SimSiamHead, SupervisedHead
 from ssl_pipeline.heads.spectral import BarlowTwinsHead, SpectralContrastiveHead, VICRegHead
 
 HEAD_CLASSES: dict[str, type[LinearHead]] = {
@@ -15,6 +15,7 @@ HEAD_CLASSES: dict[str, type[LinearHead]] = {
     "spectral_contrastive": SpectralContrastiveHead,
     "vicreg": VICRegHead,
     "barlowtwins": BarlowTwinsHead,
+    "supervised": SupervisedHead,
 }
 SPECTRAL_HEAD_CLASSES: dict[str, type[LinearHead]] = {method: HEAD_CLASSES[method] for method in SPECTRAL_METHODS}
 

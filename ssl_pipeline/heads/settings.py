@@ -61,6 +61,10 @@ class HeadSettings:
     """The augmentation recipe (``data.views.recipes[i].name``) whose view pairs the head trains on
     (``heads.pairs: views``); None for δ-pairs. A view head's ``delta`` is 1 — its positive is always the pair's
     other view — and it takes δ = 1's ``per_delta`` settings."""
+    hidden: Optional[int] = None
+    """The hidden layer's width w of a one-hidden-layer head f(x) = Aᵀσ(W(x − x̄)) (``heads.trunk``); None: linear."""
+    activation: Optional[str] = None
+    """σ of a one-hidden-layer head (``relu``, ``tanh``); None: linear."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", tuple(self.axes))  # a list when read back from a head file's JSON
@@ -71,13 +75,30 @@ class HeadSettings:
         ``infonce_views-simclr_seed0`` (view pairs of the recipe ``simclr``); the
         values of the swept ``axes`` follow in ``AXES`` order: ``infonce_delta1_seed0_r8_tau0.2_lr0.003``."""
         method = self.method if self.regularizer in (None, "covariance") else f"{self.method}-{self.regularizer}"
+        if self.trunk is not None:
+            method += f"-{self.trunk}"
         swept = "".join(f"_{name}{getattr(self, name):g}" for name in AXES if name in self.axes)
+        if self.method == "supervised":
+            return f"{method}_seed{self.seed}{swept}"
         pairs = f"delta{self.delta:g}" if self.views is None else f"views-{self.views}"
         return f"{method}_{pairs}_seed{self.seed}{swept}"
 
     @property
+    def trunk(self) -> Optional[str]:
+        """``relu64`` for a one-hidden-layer head of width 64 with ReLU (the records' ``trunk``); None: linear."""
+        return None if self.hidden is None else f"{self.activation}{self.hidden}"
+
+    @property
+    def width(self) -> int:
+        """The columns of the first layer: w for a one-hidden-layer head, r for a linear one (the dimension of the
+        subspace its scores read)."""
+        return self.r if self.hidden is None else self.hidden
+
+    @property
     def pairs(self) -> str:
         """``delta`` or ``views`` (``heads.pairs``): what the head's positive pairs are."""
+        if self.method == "supervised":
+            return "labels"
         return "delta" if self.views is None else "views"
 
     @property
@@ -129,7 +150,9 @@ def resolve_head_settings(
         axes=heads.swept_axes(method),
         learn_scale=heads.clip.learn_scale if method == "clip" else None,
         parametrization=resolve_parametrization(heads.parametrization, method, heads.simsiam.regularizer),
-        pair_label=heads.pair_label,
+        pair_label=heads.pair_label if method != "supervised" else None,
+        hidden=None if heads.trunk is None else heads.trunk.hidden,
+        activation=None if heads.trunk is None else heads.trunk.activation,
     )
 
 

@@ -26,7 +26,7 @@ SETTING_FIELDS = (
     "method", "data", "dataset", "backbone", "features", "split", "split_seed", "delta", "r", "tau", "xi",
     "regularizer", "loss_weights", "similarity", "symmetric", "epochs", "batch_size", "lr", "weight_decay",
     "predictor_lr_scale", "normalized", "tower", "target", "parametrization", "pairs", "views", "pair_label",
-    "score_label", "train_per_class", "seed",
+    "score_label", "train_per_class", "trunk", "seed",
 )
 METRIC_FIELDS = (
     "nmi", "ari", "acc", "probe_acc", "zeroshot_acc", "fisher_cos2", "fisher_energy", "means_cos2", "pca_cos2",
@@ -57,6 +57,27 @@ pairs). Added within schema 3 (issue 23).
 share (``heads.pair_label``) and the label every record's clustering, probe, LDA and Fisher subspace refer to
 (``score.label``). ``train_per_class``: the training points per class the run was fitted on
 (``data.train_per_class``; null: all). Added within schema 3 (issue 24)."""
+LABELLED_METRICS = ("label_energy", "hidden_probe")
+"""Metrics with one field per label of the data, ``<metric>_<label>`` (data with several labels;
+``scoring.labels``): ``label_energy_<label>``, the share of a head's weight (a one-hidden-layer head's first
+layer) inside that label's Fisher subspace (``fisher_energy``'s formula: true where known, else estimated on train);
+``hidden_probe_<label>``, the linear probe's test accuracy on that label from a one-hidden-layer head's hidden layer
+σ(W̃ᵀ(x − x̄)). ``trunk`` (setting): ``relu64`` for a one-hidden-layer head of width 64 (``heads.trunk``), null for
+linear heads and baselines. ``pairs`` is ``labels`` for ``supervised`` heads (trained on the score label; their
+``delta`` is null). Added within schema 3 (issue 24)."""
+
+
+def labelled_metric(name: str) -> bool:
+    """Whether ``name`` is a per-label metric field (``LABELLED_METRICS``)."""
+    return any(name.startswith(f"{metric}_") for metric in LABELLED_METRICS)
+
+
+def metric_fields(records: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+    """``METRIC_FIELDS`` and the per-label fields (``LABELLED_METRICS``) that some record of ``records`` has."""
+    labelled = sorted({k for record in records for k in record if labelled_metric(k)})
+    return METRIC_FIELDS + tuple(labelled)
+
+
 AXIS_FIELDS = ("r", "tau", "xi", "lr")
 """The setting fields of the config's sweep axes (``heads.r``, ``heads.infonce.tau``, ``heads.simsiam.xi``,
 ``heads.optimizer.lr``; ``config.AXES``): rows of one method and δ that differ there are told apart in tables,
@@ -69,10 +90,11 @@ TABLE_METRICS = ("nmi", "probe_acc", "fisher_cos2", "effective_rank")
 
 def make_record(**fields: Any) -> dict[str, Any]:
     """A record with every contract field present (``None`` where it does not apply)."""
-    unknown = set(fields) - set(SETTING_FIELDS) - set(METRIC_FIELDS)
+    unknown = {k for k in set(fields) - set(SETTING_FIELDS) - set(METRIC_FIELDS) if not labelled_metric(k)}
     if unknown:
         raise ValueError(f"unknown record fields {sorted(unknown)}")
-    return {"schema": SCHEMA, **{k: fields.get(k) for k in SETTING_FIELDS + METRIC_FIELDS}}
+    labelled = {k: fields[k] for k in sorted(fields) if labelled_metric(k)}
+    return {"schema": SCHEMA, **{k: fields.get(k) for k in SETTING_FIELDS + METRIC_FIELDS}, **labelled}
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -103,10 +125,11 @@ def aggregate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for record in records:
         groups[tuple(record.get(k) for k in SETTING_FIELDS if k != "seed")].append(record)
     rows = []
+    metrics = metric_fields(record for members in groups.values() for record in members)
     for key, members in groups.items():
         row: dict[str, Any] = dict(zip([k for k in SETTING_FIELDS if k != "seed"], key))
         row["seeds"] = len(members)
-        for metric in METRIC_FIELDS:
+        for metric in metrics:
             values = [m[metric] for m in members if m.get(metric) is not None]
             row[metric] = _mean_std(values)
         rows.append(row)
@@ -160,12 +183,15 @@ def _series_order(row: dict[str, Any], fields: tuple[str, ...]) -> tuple:
 def method_label(row: dict[str, Any]) -> str:
     """The method as tables and plots name it: ``simsiam-euclidean`` for the Euclidean guard, VICReg and
     BarlowTwins with their loss weights (``vicreg 25/25/1``), a CLIP head's towers as ``clip tower 1``/``2``, a
-    head or closed form of view pairs with its recipe (``infonce views:simclr``)."""
+    one-hidden-layer head with its trunk (``infonce relu64``), a head or closed form of view pairs with its recipe
+    (``infonce views:simclr``)."""
     label = row["method"]
     if row.get("tower") is not None:
         label += f" tower {row['tower']}"
     if row.get("regularizer") not in (None, "covariance"):
         label += f"-{row['regularizer']}"
+    if row.get("trunk"):
+        label += f" {row['trunk']}"
     if row.get("loss_weights"):
         label += f" {row['loss_weights']}"
     if row.get("views"):

@@ -221,6 +221,26 @@ def method_bars(rows_by_backbone: dict[str, list[dict]], metric: str) -> Figure:
     return figure
 
 
+def label_bars(rows: list[dict], metrics: list[str]) -> Figure:
+    """Grouped bars: one group per row (method and δ), one bar per metric of ``metrics`` (e.g. ``label_energy_fine``,
+    ``label_energy_coarse``), mean ± std over seeds; rows without the metric leave their bar out."""
+    names = [f"{method_label(row)}" + (f" δ={row['delta']:g}" if row.get("delta") is not None else "") for row in rows]
+    figure = Figure(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.6), layout="constrained")
+    axis = figure.subplots()
+    width = 0.8 / max(1, len(metrics))
+    for j, metric in enumerate(metrics):
+        positions = [i + (j - (len(metrics) - 1) / 2) * width for i, row in enumerate(rows) if row.get(metric)]
+        values = [row[metric] for row in rows if row.get(metric)]
+        if values:
+            axis.bar(positions, [v[0] for v in values], width, yerr=[v[1] for v in values], capsize=2,
+                     label=metric, color=colormaps["tab10"](j % 10))
+    axis.set_xticks(range(len(rows)), ["\n".join(textwrap.wrap(name, 16)) for name in names], fontsize=7)
+    axis.set_ylim(0, 1.05)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    return figure
+
+
 def projection_scatter(sample: ProjectionSample) -> Figure:
     """One panel per projection: the first two coordinates of the sampled test points, coloured by class (a
     legend with the class names when there are at most 12 classes)."""

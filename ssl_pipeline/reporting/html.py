@@ -311,8 +311,33 @@ def _group_section(page: Page, label: str, members: list[tuple[Run, dict]]) -> l
     _delta_figures(page, slug, label, rows, FIGURE_METRICS,
                    "heads as mean ± std over seeds; LDA (solid black), PCA, random as lines")
     _views_section(page, slug, label, members)
+    _labels_section(page, slug, label, rows)
     page.text("</section>")
     return rows
+
+
+def _labels_section(page: Page, slug: str, label: str, rows: list[dict]) -> None:
+    """On data with several labels: each head's and baseline's weight in every label's Fisher subspace
+    (``label_energy_<label>``) and, for one-hidden-layer heads, the probe of the hidden layer on every label
+    (``hidden_probe_<label>``), mean ± std over seeds, with a bar figure per metric."""
+    from ssl_pipeline.records.results import LABELLED_METRICS, labelled_metric
+
+    metrics = sorted({k for row in rows for k, v in row.items() if labelled_metric(k) and v is not None},
+                     key=lambda k: (LABELLED_METRICS.index(next(m for m in LABELLED_METRICS if k.startswith(m))), k))
+    if not metrics:
+        return
+    shown = [row for row in rows if any(row.get(k) is not None for k in metrics)]
+    page.text(f"<h3>What the pairs taught about every label ({html.escape(label)})</h3>"
+              "<p>label_energy_&lt;l&gt;: share of the head's weight (a one-hidden-layer head's first layer) in label "
+              "l's Fisher subspace; hidden_probe_&lt;l&gt;: linear probe on l from the hidden layer.</p>")
+    _metric_table(page, f"table-{slug}-labels", shown, ["method", "delta", "run"], ["method", "δ", "run"],
+                  tuple(metrics))
+    for metric in ("label_energy", "hidden_probe"):
+        chosen = [k for k in metrics if k.startswith(f"{metric}_")]
+        if chosen:
+            key = page.key(f"{slug}-{metric}")
+            page.figure(key, figures.label_bars(shown, chosen),
+                        f"{label}: {metric} per label (mean ± std over seeds)")
 
 
 def _views_section(page: Page, slug: str, label: str, members: list[tuple[Run, dict]]) -> None:

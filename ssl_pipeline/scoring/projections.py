@@ -53,9 +53,12 @@ class Projection:
 
 
 def head_projection(head: FittedHead) -> Projection:
-    """z = Ãᵀ(x − x̄_train); cosine heads (InfoNCE-cosine, SimSiam) are L2-normalised for clustering."""
+    """z = Ãᵀ(x − x̄_train); cosine heads (InfoNCE-cosine, SimSiam) are L2-normalised for clustering. A
+    one-hidden-layer head maps through both layers, and its subspace is its first layer's row space W̃ [d, w]
+    (nominal dimension w)."""
     normalized = head.settings.method in ("simsiam", "clip") or head.settings.similarity == "cosine"
-    return Projection(head.settings.method, head.project, head.feature_space_weight(), normalized, head.settings.r)
+    return Projection(head.settings.method, head.project, head.feature_space_weight(), normalized,
+                      head.settings.width)
 
 
 def _affine(method: str, mean: np.ndarray, matrix: np.ndarray, subspace: Optional[np.ndarray], r: int) -> Projection:

@@ -20,6 +20,7 @@ from ssl_pipeline.heads.inputs import initial_weight
 from ssl_pipeline.heads.settings import resolve_head_settings
 from ssl_pipeline.records.progress import progress_bar
 from ssl_pipeline.records.results import make_record, write_json_atomic
+from ssl_pipeline.scoring.labels import label_fields
 from ssl_pipeline.scoring.projection_sample import save_projection_sample
 from ssl_pipeline.scoring.projections import Projection, baseline_projection, closed_form_projection, head_projection
 from ssl_pipeline.scoring.score import (
@@ -236,8 +237,11 @@ def _head_records(
         metrics = score_projection(projection, features, at_r, cfg.score, s.seed, optimum, step=item)
         metrics.update(initialisation_scores(initial_weight(features, s), at_r))
         metrics.update(paired_fields(cfg, features, projection))
+        metrics.update(label_fields(features, projection.subspace, cfg.score.lda_shrinkage, head, cfg.score.probe))
+        labelled = s.method == "supervised"  # trained on the score label: no pairs, no δ
         records.append(make_record(
-            **common, method=s.method, delta=s.delta if s.views is None else None, pairs=s.pairs, views=s.views,
+            **{**common, "pair_label": None} if labelled else common, method=s.method,
+            delta=s.delta if s.pairs == "delta" else None, pairs=s.pairs, views=s.views, trunk=s.trunk,
             r=s.r, tau=s.tau, xi=s.xi, regularizer=s.regularizer,
             loss_weights=s.loss_weights, similarity=s.similarity,
             symmetric=s.symmetric, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
@@ -278,6 +282,7 @@ def _baseline_records(
                 records.append(make_record(
                     **common, method=method, r=projection.r, normalized=False, seed=seed,
                     fit_seconds=fit_seconds, **scorer.scores(seed), **paired_fields(cfg, features, projection),
+                    **label_fields(features, projection.subspace, cfg.score.lda_shrinkage),
                 ))
                 item.finish()
     return records
@@ -325,6 +330,7 @@ def _closed_form_records(
                 s = closed_forms.settings(delta, seed)
                 metrics = score_projection(projection, features, references.at(r), cfg.score, seed,
                                            closed.basis, step=item)
+                metrics.update(label_fields(features, projection.subspace, cfg.score.lda_shrinkage))
                 records.append(make_record(
                     **common, method="spectral", delta=delta, pairs="delta", r=projection.r, epochs=s.epochs,
                     batch_size=s.batch_size, normalized=False, seed=seed, fit_seconds=fit_seconds, **metrics,

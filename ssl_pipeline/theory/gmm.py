@@ -148,15 +148,33 @@ def hierarchy_parameters(k_fine: int, k_coarse: int, d: int, separation: float, 
                          {"fine": fine, "coarse": coarse})
 
 
+def label_hidden_parameters(d: int, separation: float, hidden_separation: float, signal_std: float) -> GMMParameters:
+    """A binary label y and an independent binary hidden feature h (docs/theory.md, "One-hidden-layer heads"):
+    x = (s_y/2)(2y − 1)σ e₁ + (s_h/2)(2h − 1)σ e₂ + σ n, n ~ N(0, I_d), s_y = ``separation``, s_h =
+    ``hidden_separation``, σ = ``signal_std``: four equally likely components (y, h), index 2y + h. Labels
+    ``label`` (y, primary), ``hidden`` (h) and ``combined`` ((y, h): what pairs that an augmentation preserving both
+    share); their Fisher subspaces are e₁, e₂ and span(e₁, e₂) (``label_view``)."""
+    if d < 2:
+        raise ValueError(f"label_hidden needs d ≥ 2 (e₁ and e₂), got {d}")
+    y, h = np.repeat([0, 1], 2), np.tile([0, 1], 2)
+    means = np.zeros((4, d))
+    means[:, 0] = separation / 2 * (2 * y - 1) * signal_std
+    means[:, 1] = hidden_separation / 2 * (2 * h - 1) * signal_std
+    return GMMParameters(np.full(4, 0.25), means, signal_std**2 * np.eye(d),
+                         {"label": y, "hidden": h, "combined": np.arange(4)})
+
+
 def preset_parameters(preset: str, k: int, d: int, separation: float, signal_std: float, nuisance_std: float,
                       alpha: float, rng: np.random.Generator, k_coarse: int = 2,
-                      nesting: str = "nested") -> GMMParameters:
+                      nesting: str = "nested", hidden_separation: float = 3.0) -> GMMParameters:
     """The mixture of one preset of the lab (``pancakes``, ``fisher_vs_means``, ``spectrum``, ``random`` or
     ``hierarchy`` with ``k_coarse`` coarse classes, ``nesting``), before quiet directions and rotation, drawing what
     it needs from ``rng``."""
     shape = dict(k=k, d=d, separation=separation, signal_std=signal_std, nuisance_std=nuisance_std)
     if preset == "hierarchy":
         return hierarchy_parameters(k, k_coarse, d, separation, alpha, nesting, rng)
+    if preset == "label_hidden":
+        return label_hidden_parameters(d, separation, hidden_separation, signal_std)
     if preset == "pancakes":
         return pancakes_parameters(**shape)
     if preset == "fisher_vs_means":

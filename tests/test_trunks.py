@@ -1,0 +1,152 @@
+"""One-hidden-layer heads and the supervised head (docs/theory.md, "One-hidden-layer heads"): a trunk head of every
+unimodal method is its solo fit inside a grid (float64, 1e-9), a head file keeps both layers, a supervised linear head
+finds the Fisher subspace, the scores read the first layer's row space, and bad trunk settings are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ssl_pipeline.config import GMMConfig, HeadsConfig, TrainerConfig, TrunkConfig
+from ssl_pipeline.data.synthetic import make_synthetic
+from ssl_pipeline.heads.fit import fit_grid, fit_head, quiet_lightning
+from ssl_pipeline.heads.fitted import FittedHead
+from ssl_pipeline.heads.inputs import head_module
+from ssl_pipeline.heads.settings import HeadSettings, resolve_head_settings
+from ssl_pipeline.theory.subspaces import fisher_cos2
+
+DOUBLE = TrainerConfig(precision="64-true", progress_bar=False)
+SINGLE = TrainerConfig(progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def features():
+    quiet_lightning()
+    return make_synthetic(GMMConfig(d=12, k=3, n_train=600, n_val=120, n_test=60))
+
+
+def head(method: str, delta: float, seed: int, hidden=8, activation="relu", **changes) -> HeadSettings:
+    trunk = None if hidden is None else TrunkConfig(hidden=hidden, activation=activation)
+    heads = HeadsConfig(r=2, epochs=3, batch_size=128, trunk=trunk)
+    return dataclasses.replace(resolve_head_settings(heads, method, delta, seed), **changes)
+
+
+TRUNKS = [
+    head("infonce", 1.0, 0),
+    head("infonce", 0.5, 1, activation="tanh", tau=0.3),
+    head("simsiam", 0.5, 0),  # covariance guard on the outputs' batch covariance
+    head("simsiam", 1.0, 1, regularizer="euclidean", xi=0.5),
+    head("spectral_contrastive", 1.0, 0, hidden=16),
+    head("vicreg", 0.5, 1),
+    head("barlowtwins", 0.2, 0, epochs=2),
+    head("infonce", 1.0, 1, hidden=None),  # a linear head in the same grid
+]
+
+
+def test_every_trunk_head_of_a_float64_grid_equals_its_solo_fit(features):
+    for settings, fitted in zip(TRUNKS, fit_grid(features, TRUNKS, DOUBLE)):
+        solo = fit_head(features, settings, DOUBLE)
+        assert fitted.settings == settings and fitted.weight.shape[-1] == settings.width
+        assert np.abs(fitted.weight - solo.weight).max() <= 1e-9, settings.tag
+        if settings.hidden is None:
+            assert fitted.readout is None
+            continue
+        assert fitted.readout.shape == (1, settings.hidden, settings.r)
+        assert np.abs(fitted.readout - solo.readout).max() <= 1e-9, settings.tag
+        initial = head_module(features, settings)
+        assert np.abs(fitted.weight - initial.head_weight().detach().numpy()).max() > 1e-3, settings.tag
+        assert np.abs(fitted.readout - initial.readout.detach().numpy()).max() > 1e-3, settings.tag
+
+
+def test_supervised_heads_of_a_grid_equal_their_solo_fits(features):
+    jobs = [head("supervised", 1.0, 0, hidden=None), head("supervised", 1.0, 1, lr=0.02),
+            head("supervised", 1.0, 0, activation="tanh", epochs=2)]
+    for settings, fitted in zip(jobs, fit_grid(features, jobs, DOUBLE)):
+        solo = fit_head(features, settings, DOUBLE)
+        assert np.abs(fitted.weight - solo.weight).max() <= 1e-9, settings.tag
+        assert settings.tag.startswith("supervised") and "delta" not in settings.tag
+
+
+def test_a_trunk_head_file_keeps_both_layers_and_projects_through_them(features, tmp_path):
+    settings = head("vicreg", 1.0, 0, hidden=6, activation="tanh", epochs=1)
+    fitted = fit_head(features, settings, SINGLE)
+    fitted.save(tmp_path / "head.safetensors")
+    loaded = FittedHead.load(tmp_path / "head.safetensors")
+    assert loaded.settings == settings and loaded.settings.tag == "vicreg-tanh6_delta1_seed0"
+    np.testing.assert_array_equal(loaded.readout, fitted.readout)
+    x = features.x_test[:50]
+    expected = np.tanh((x - fitted.mean) @ (fitted.scale[:, None] * fitted.weight[0])) @ fitted.readout[0]
+    np.testing.assert_allclose(loaded.project(x), expected, rtol=1e-5, atol=1e-6)
+    assert loaded.feature_space_weight().shape == (features.dim, 6)  # the row space the scores read
+
+
+def test_a_supervised_linear_head_finds_the_fisher_subspace():
+    """Cross-entropy on the label through r = K − 1 linear outputs: the outputs must span the directions that
+    separate the classes, the Fisher subspace (pancakes: PCA's top directions are nuisance, cos² ≈ 0 there)."""
+    lab = make_synthetic(GMMConfig(d=20, k=4, n_train=2000, n_val=400, n_test=400, nuisance_std=4.0))
+    settings = dataclasses.replace(head("supervised", 1.0, 0, hidden=None), r=3, epochs=30, lr=0.03)
+    fitted = fit_head(lab, settings, SINGLE)
+    initial = head_module(lab, settings).head_weight().detach().numpy()[0]
+    assert fisher_cos2(initial, lab.fisher_basis) < 0.5
+    assert fisher_cos2(fitted.feature_space_weight(), lab.fisher_basis) > 0.95
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--heads.trunk.hidden", "0"], "heads.trunk.hidden=0 must be at least 1"),
+    (["--heads.trunk.activation", "sigmoid"], "heads.trunk.activation='sigmoid' must be one of relu, tanh"),
+    (["--heads.trunk", "{hidden: 2}", "--heads.r", "4"], "heads.r=4 exceeds heads.trunk.hidden=2"),
+    (["--config", "configs/synthetic/clip_gmm.yaml", "--heads.trunk.hidden", "8"],
+     "heads.trunk is for heads on one modality; clip heads have two linear towers"),
+    (["--config", "configs/synthetic/clip_gmm.yaml", "--heads.methods", "[supervised]"],
+     "heads.methods has supervised, which trains on the score label, but these are paired features"),
+    (["--data.synthetic.preset", "label_hidden", "--data.synthetic.k", "3"], "data.synthetic.k=3 must be 2 for the label_hidden preset"),
+    (["--data.synthetic.preset", "label_hidden", "--data.synthetic.k", "2", "--heads.pair_label", "coarse"],
+     "heads.pair_label='coarse' is not a label of the data (data.source synthetic carries label, hidden, combined)"),
+])
+def test_bad_trunks_and_supervised_heads_are_refused_in_one_line(argv, message):
+    from ssl_pipeline.cli import parse_command
+    from ssl_pipeline.errors import ConfigError
+
+    config = [] if "--config" in argv else ["--config", "configs/synthetic/pancakes.yaml"]
+    with pytest.raises(ConfigError) as error:
+        parse_command(["synthetic", *config, *argv])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_label_hidden_puts_the_label_on_e1_and_the_hidden_feature_on_e2():
+    lab = make_synthetic(GMMConfig(preset="label_hidden", d=10, k=2, n_train=4000, n_val=400, n_test=400,
+                                   separation=4.0, hidden_separation=3.0))
+    assert lab.label_names == ["label", "hidden", "combined"]
+    label, hidden, combined = (lab.label_references[name][0] for name in lab.label_names)
+    assert label.shape[1] == hidden.shape[1] == 1 and combined.shape[1] == 2
+    assert abs(float(label[:, 0] @ hidden[:, 0])) < 1e-9  # orthogonal directions
+    assert fisher_cos2(np.hstack([label, hidden]), combined) > 1 - 1e-9
+    train_hidden = lab.other_labels["hidden"][0]
+    assert abs(np.corrcoef(lab.y_train, train_hidden)[0, 1]) < 0.05  # independent of the label
+    # the class means differ by separation·σ along e₁ and by hidden_separation·σ along e₂
+    x = lab.x_train
+    gap_label = (x[lab.y_train == 1].mean(0) - x[lab.y_train == 0].mean(0)) @ label[:, 0]
+    gap_hidden = (x[train_hidden == 1].mean(0) - x[train_hidden == 0].mean(0)) @ hidden[:, 0]
+    assert abs(abs(gap_label) - 4.0) < 0.15 and abs(abs(gap_hidden) - 3.0) < 0.15
+
+
+def test_a_trunk_run_records_its_trunk_and_every_labels_hidden_probe_and_energy(tmp_path):
+    import json
+
+    from ssl_pipeline.cli import main
+
+    argv = ["synthetic", "--config", "configs/synthetic/label_hidden.yaml", "--seeds", "[0]", "--deltas", "[1]",
+            "--heads.epochs", "3", "--heads.trunk.hidden", "8", "--data.synthetic.n_train", "800",
+            "--score.baselines", "[lda]", "--wandb.mode", "disabled", "--run_dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    records = {r["method"]: r for r in json.loads((tmp_path / "run" / "results.json").read_text())}
+    ssl, supervised, lda = records["infonce"], records["supervised"], records["lda"]
+    assert ssl["trunk"] == supervised["trunk"] == "relu8" and lda["trunk"] is None
+    assert (ssl["pairs"], ssl["delta"], ssl["pair_label"]) == ("delta", 1.0, "combined")
+    assert (supervised["pairs"], supervised["delta"], supervised["pair_label"]) == ("labels", None, None)
+    for name in ("label", "hidden", "combined"):
+        assert 0.5 <= ssl[f"hidden_probe_{name}"] <= 1.0 and 0.0 <= ssl[f"label_energy_{name}"] <= 1.0
+        assert f"hidden_probe_{name}" not in lda
+    assert lda["label_energy_label"] > 0.95 and lda["label_energy_hidden"] < 0.05  # LDA of y: e₁ only
