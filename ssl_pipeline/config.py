@@ -538,9 +538,11 @@ class DataConfig:
     """Stratified share of train carved as the val split (npz without ``x_val``; images)."""
     split_seed: int = 0
     """Seed of the val carve (and of the test carve of a dataset without a test split)."""
-    train_per_class: Optional[int] = None
+    train_per_class: Union[int, list[int], None] = None
     """Train on a seeded (``split_seed``), stratified subsample of this many training points per class of the
-    score label (small-data experiments); val and test untouched. null: every training point."""
+    score label (small-data experiments); val and test untouched. null: every training point. A list is an axis
+    of the run (``[5, 20, 450]``): the whole fit and score once per value, each in ``<run_dir>/train_per_class<n>``,
+    and every record in one ``results.json`` (``experiment.run``)."""
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -560,8 +562,12 @@ class DataConfig:
         check_choices(self, path)
         require_fraction(f"{path}.val_fraction", self.val_fraction)
         require_at_least(f"{path}.split_seed", self.split_seed, 0)
-        require_at_least(f"{path}.train_per_class", self.train_per_class, 2, optional=True,
-                         why="δ-pairs need two points of a class")
+        if self.train_per_class is not None:
+            require_axis(f"{path}.train_per_class", self.train_per_class,
+                         lambda where, n: require_at_least(where, n, 2, why="δ-pairs need two points of a class"),
+                         "[5,20,450]")
+            for where, n in axis_items(f"{path}.train_per_class", self.train_per_class):
+                require(isinstance(n, int), where, n, "a whole number of points per class")
         if self.source == "synthetic":
             self.synthetic.validate(f"{path}.synthetic")
         elif self.source == "npz":

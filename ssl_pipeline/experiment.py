@@ -69,6 +69,9 @@ def run(
         raise ConfigError(f"`synthetic` generates its data; data.source is {cfg.data.source!r} (use `run`)")
     if command == "score" and not cfg.run_dir:
         raise ConfigError("`score` needs --run_dir, the directory where `fit` saved the heads")
+    sizes = cfg.data.train_per_class
+    if isinstance(sizes, (list, tuple)):
+        return run_train_sizes(command, cfg, console, wide, list(sizes))
     check_devices(cfg)
     features = load_run_features(cfg, console)
     require_r_within(cfg.heads, features.dim)
@@ -90,4 +93,31 @@ def run(
         records = score_run(cfg, features, heads, run_dir, console)
         title = f"{cfg.name}: {records[0]['dataset']} (mean ± std over {len(cfg.seeds)} seeds)"
         report(records, run_dir, console, title, logger, wide)
+    return records, run_dir
+
+
+def run_train_sizes(
+    command: str, cfg: ExperimentConfig, console: Console, wide: bool, sizes: list[int]
+) -> tuple[Optional[list[dict]], Path]:
+    """``data.train_per_class`` as an axis of the run: ``run`` once per value n, each in
+    ``<run_dir>/train_per_class<n>`` (its own config, heads, results and W&B run), then every record in
+    ``<run_dir>/results.json`` (each names its ``train_per_class``) with one table and figure."""
+    import dataclasses
+
+    from ssl_pipeline.records.results import write_json_atomic
+
+    run_dir = resolve_run_dir(cfg)
+    write_config(cfg, run_dir)
+    records: list[dict] = []
+    for n in sizes:
+        console.print(f"[bold]data.train_per_class = {n}[/bold] ({sizes.index(n) + 1} of {len(sizes)})")
+        sized = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_per_class=n),
+                                    run_dir=str(run_dir / f"train_per_class{n}"), name=f"{cfg.name}_n{n}")
+        part, _ = run(command, sized, console, wide)
+        records += part or []
+    if command == "fit":
+        return None, run_dir
+    write_json_atomic(run_dir / "results.json", records)
+    report(records, run_dir, console, f"{cfg.name}: train_per_class {', '.join(map(str, sizes))} (mean ± std over "
+           f"{len(cfg.seeds)} seeds)", None, wide)
     return records, run_dir

@@ -173,6 +173,28 @@ def test_a_small_data_run_records_its_train_per_class(tmp_path):
         parse_command(argv[:-2] + ["--data.train_per_class", "1"])
 
 
+def test_train_per_class_as_an_axis_fits_and_scores_once_per_size_into_one_results_file(tmp_path):
+    argv = ["synthetic", "--data.synthetic.preset", "hierarchy", "--data.synthetic.d", "24", "--data.synthetic.k", "4",
+            "--data.synthetic.k_coarse", "2", "--data.synthetic.n_train", "2000", "--data.synthetic.n_val", "400",
+            "--data.synthetic.n_test", "400", "--data.train_per_class", "[5,40]", "--heads.methods", "[infonce]",
+            "--heads.r", "3", "--heads.epochs", "2", "--heads.batch_size", "16", "--deltas", "[1]", "--seeds", "[0]",
+            "--score.baselines", "[lda]", "--wandb.mode", "disabled", "--run_dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    records = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert sorted((r["method"], r["train_per_class"]) for r in records) == [
+        ("infonce", 5), ("infonce", 40), ("lda", 5), ("lda", 40)]
+    for n in (5, 40):  # each size is a run of its own, with its heads and results
+        part = json.loads((tmp_path / "run" / f"train_per_class{n}" / "results.json").read_text())
+        assert part == [r for r in records if r["train_per_class"] == n]
+        assert len(list((tmp_path / "run" / f"train_per_class{n}" / "heads").glob("*.safetensors"))) == 1
+    lda = {r["train_per_class"]: r["probe_acc"] for r in records if r["method"] == "lda"}
+    assert lda[5] < lda[40]  # LDA fitted on 20 points against 160
+    for value, message in (("[5,5]", r"data.train_per_class\[1\]=5 repeats data.train_per_class\[0\]"),
+                           ("[5,1]", r"data.train_per_class\[1\]=1 must be at least 2")):
+        with pytest.raises(ConfigError, match=message):
+            parse_command(argv[:-2] + ["--data.train_per_class", value])
+
+
 TINY_RESNET = dict(kind="torchvision", name="resnet18", pretrained=None, image_size=32)
 
 

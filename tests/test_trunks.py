@@ -150,3 +150,15 @@ def test_a_trunk_run_records_its_trunk_and_every_labels_hidden_probe_and_energy(
         assert 0.5 <= ssl[f"hidden_probe_{name}"] <= 1.0 and 0.0 <= ssl[f"label_energy_{name}"] <= 1.0
         assert f"hidden_probe_{name}" not in lda
     assert lda["label_energy_label"] > 0.95 and lda["label_energy_hidden"] < 0.05  # LDA of y: e₁ only
+    # the HTML report: one row per method with every label's energy, the trunk heads' hidden probes, and bars
+    from ssl_pipeline.reporting.html import build_report
+
+    artifacts = build_report([tmp_path / "run"], tmp_path / "report")
+    assert "What the pairs taught about every label" in artifacts.html.read_text()
+    (table,) = [rows for key, rows in artifacts.tables.items() if key.endswith("-labels")]
+    by_method = {row["method"]: row for row in table}
+    assert set(by_method) == {"infonce relu8 pairs:combined", "supervised relu8", "lda"}
+    assert by_method["lda"]["label_energy_label_mean"] == pytest.approx(lda["label_energy_label"])
+    assert by_method["lda"]["hidden_probe_hidden_mean"] is None
+    assert by_method["supervised relu8"]["hidden_probe_hidden_mean"] == pytest.approx(supervised["hidden_probe_hidden"])
+    assert sum(key.endswith(("label_energy", "hidden_probe")) for key in artifacts.figures) == 2

@@ -184,7 +184,7 @@ def method_label(row: dict[str, Any]) -> str:
     """The method as tables and plots name it: ``simsiam-euclidean`` for the Euclidean guard, VICReg and
     BarlowTwins with their loss weights (``vicreg 25/25/1``), a CLIP head's towers as ``clip tower 1``/``2``, a
     one-hidden-layer head with its trunk (``infonce relu64``), a head or closed form of view pairs with its recipe
-    (``infonce views:simclr``)."""
+    (``infonce views:simclr``), a run on a training subsample with its size (``lda n=20``: ``data.train_per_class``)."""
     label = row["method"]
     if row.get("tower") is not None:
         label += f" tower {row['tower']}"
@@ -198,6 +198,8 @@ def method_label(row: dict[str, Any]) -> str:
         label += f" views:{row['views']}"
     if row.get("pair_label") and row.get("pair_label") != row.get("score_label"):
         label += f" pairs:{row['pair_label']}"
+    if row.get("train_per_class") is not None:
+        label += f" n={row['train_per_class']}"
     return label
 
 

@@ -222,9 +222,11 @@ def method_bars(rows_by_backbone: dict[str, list[dict]], metric: str) -> Figure:
 
 
 def label_bars(rows: list[dict], metrics: list[str]) -> Figure:
-    """Grouped bars: one group per row (method and δ), one bar per metric of ``metrics`` (e.g. ``label_energy_fine``,
+    """Grouped bars: one group per row (method and δ, and its run when the rows come from several), one bar per metric of ``metrics`` (e.g. ``label_energy_fine``,
     ``label_energy_coarse``), mean ± std over seeds; rows without the metric leave their bar out."""
-    names = [f"{method_label(row)}" + (f" δ={row['delta']:g}" if row.get("delta") is not None else "") for row in rows]
+    several = len({row.get("run") for row in rows}) > 1  # rows of several runs: name the run
+    names = [method_label(row) + (f" δ={row['delta']:g}" if row.get("delta") is not None else "")
+             + (f" [{row.get('run')}]" if several else "") for row in rows]
     figure = Figure(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.6), layout="constrained")
     axis = figure.subplots()
     width = 0.8 / max(1, len(metrics))

@@ -255,10 +255,10 @@ def _metric_table(page: Page, key: str, rows: list[dict], fields: list[str], hea
     table_rows, flat = [], []
     for row in rows:
         settings = [method_label(row) if name == "method" else row[name] for name in fields]
-        table_rows.append([*settings, *(row[m] for m in metrics)])
+        table_rows.append([*settings, *(row.get(m) for m in metrics)])
         flat.append(dict(zip(fields, settings)))
         for metric in metrics:
-            flat[-1][f"{metric}_mean"], flat[-1][f"{metric}_std"] = row[metric] or (None, None)
+            flat[-1][f"{metric}_mean"], flat[-1][f"{metric}_std"] = row.get(metric) or (None, None)
     page.table(key, [*headers, *metrics], table_rows, flat)
 
 
