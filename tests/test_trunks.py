@@ -150,6 +150,10 @@ def test_a_trunk_run_records_its_trunk_and_every_labels_hidden_probe_and_energy(
         assert 0.5 <= ssl[f"hidden_probe_{name}"] <= 1.0 and 0.0 <= ssl[f"label_energy_{name}"] <= 1.0
         assert f"hidden_probe_{name}" not in lda
     assert lda["label_energy_label"] > 0.95 and lda["label_energy_hidden"] < 0.05  # LDA of y: e₁ only
+    # e₂ is orthogonal to e₁: the hidden feature's subspace beyond the label's is all of it
+    assert ssl["beyond_energy_hidden"] == pytest.approx(ssl["label_energy_hidden"], abs=1e-9)
+    assert "beyond_energy_label" not in ssl and 0.5 <= supervised["init_hidden_probe_hidden"] <= 1.0
+    assert "init_hidden_probe_label" not in lda
     # the HTML report: one row per method with every label's energy, the trunk heads' hidden probes, and bars
     from ssl_pipeline.reporting.html import build_report
 
@@ -162,3 +166,19 @@ def test_a_trunk_run_records_its_trunk_and_every_labels_hidden_probe_and_energy(
     assert by_method["lda"]["hidden_probe_hidden_mean"] is None
     assert by_method["supervised relu8"]["hidden_probe_hidden_mean"] == pytest.approx(supervised["hidden_probe_hidden"])
     assert sum(key.endswith(("label_energy", "hidden_probe")) for key in artifacts.figures) == 2
+
+
+def test_beyond_a_nested_labels_subspace_lie_the_fine_directions_within_the_coarse_classes():
+    from ssl_pipeline.scoring.labels import beyond_subspaces, label_subspaces
+
+    lab = make_synthetic(GMMConfig(preset="hierarchy", d=24, k=8, k_coarse=4, n_train=800, n_val=200, n_test=200))
+    bases = label_subspaces(lab, None)  # the score label is the primary, fine
+    assert (bases["fine"].shape[1], bases["coarse"].shape[1]) == (7, 3)
+    assert fisher_cos2(bases["coarse"], bases["fine"]) > 1 - 1e-9  # nested: coarse ⊂ fine
+    from ssl_pipeline.data.labelled import choose_labels
+
+    scored_on_coarse = choose_labels(lab, None, "coarse")
+    beyond = beyond_subspaces(scored_on_coarse, None)["fine"]
+    assert beyond.shape[1] == 4  # 7 fine directions, 3 of them the coarse ones
+    assert np.abs(beyond.T @ label_subspaces(scored_on_coarse, None)["coarse"]).max() < 1e-9
+    np.testing.assert_allclose(beyond.T @ beyond, np.eye(4), atol=1e-9)

@@ -57,12 +57,14 @@ pairs). Added within schema 3 (issue 23).
 share (``heads.pair_label``) and the label every record's clustering, probe, LDA and Fisher subspace refer to
 (``score.label``). ``train_per_class``: the training points per class the run was fitted on
 (``data.train_per_class``; null: all). Added within schema 3 (issue 24)."""
-LABELLED_METRICS = ("label_energy", "hidden_probe")
+LABELLED_METRICS = ("label_energy", "beyond_energy", "hidden_probe", "init_hidden_probe")
 """Metrics with one field per label of the data, ``<metric>_<label>`` (data with several labels;
 ``scoring.labels``): ``label_energy_<label>``, the share of a head's weight (a one-hidden-layer head's first
 layer) inside that label's Fisher subspace (``fisher_energy``'s formula: true where known, else estimated on train);
+``beyond_energy_<label>`` (labels other than the score label): the same share in that subspace with the score
+label's Fisher subspace projected out (nested labels: the fine directions within the coarse classes);
 ``hidden_probe_<label>``, the linear probe's test accuracy on that label from a one-hidden-layer head's hidden layer
-σ(W̃ᵀ(x − x̄)). ``trunk`` (setting): ``relu64`` for a one-hidden-layer head of width 64 (``heads.trunk``), null for
+σ(W̃ᵀ(x − x̄)), and ``init_hidden_probe_<label>`` the same from its untrained first layer (random features). ``trunk`` (setting): ``relu64`` for a one-hidden-layer head of width 64 (``heads.trunk``), null for
 linear heads and baselines. ``pairs`` is ``labels`` for ``supervised`` heads (trained on the score label; their
 ``delta`` is null). Added within schema 3 (issue 24)."""
 

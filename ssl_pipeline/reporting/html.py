@@ -329,15 +329,17 @@ def _labels_section(page: Page, slug: str, label: str, rows: list[dict]) -> None
     shown = [row for row in rows if any(row.get(k) is not None for k in metrics)]
     page.text(f"<h3>What the pairs taught about every label ({html.escape(label)})</h3>"
               "<p>label_energy_&lt;l&gt;: share of the head's weight (a one-hidden-layer head's first layer) in label "
-              "l's Fisher subspace; hidden_probe_&lt;l&gt;: linear probe on l from the hidden layer.</p>")
+              "l's Fisher subspace; beyond_energy_&lt;l&gt;: the same outside the score label's; "
+              "hidden_probe_&lt;l&gt;: linear probe on l from the hidden layer (init_: from the untrained one).</p>")
     _metric_table(page, f"table-{slug}-labels", shown, ["method", "delta", "run"], ["method", "δ", "run"],
                   tuple(metrics))
-    for metric in ("label_energy", "hidden_probe"):
-        chosen = [k for k in metrics if k.startswith(f"{metric}_")]
+    for name, prefixes in (("label_energy", ("label_energy_", "beyond_energy_")),
+                           ("hidden_probe", ("hidden_probe_", "init_hidden_probe_"))):
+        chosen = [k for k in metrics if k.startswith(prefixes)]
         if chosen:
-            key = page.key(f"{slug}-{metric}")
+            key = page.key(f"{slug}-{name}")
             page.figure(key, figures.label_bars(shown, chosen),
-                        f"{label}: {metric} per label (mean ± std over seeds)")
+                        f"{label}: {' and '.join(p.rstrip('_') for p in prefixes)} per label (mean ± std over seeds)")
 
 
 def _views_section(page: Page, slug: str, label: str, members: list[tuple[Run, dict]]) -> None:

@@ -1,11 +1,12 @@
 """Scores per label of data with several labels (docs/theory.md, "One-hidden-layer heads"): how much of a head's
-weight lies in each label's Fisher subspace (``label_energy_<label>``) and, for a one-hidden-layer head, how well a
-linear probe reads each label from its hidden layer (``hidden_probe_<label>``): what the pairs taught the network
-about the labels they are not scored on."""
+weight lies in each label's Fisher subspace (``label_energy_<label>``), and in the part of it the score label's
+does not cover (``beyond_energy_<label>``), and, for a one-hidden-layer head, how well a linear probe reads each
+label from its hidden layer (``hidden_probe_<label>``) against its untrained first layer's
+(``init_hidden_probe_<label>``): what the pairs taught the network about the labels it is not scored on."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -40,27 +41,60 @@ def label_subspaces(features: LabelledFeatures, lda_shrinkage: Optional[float]) 
     return features.remember(("label_subspaces", id(features.x_train), lda_shrinkage), compute)
 
 
+def beyond_subspaces(features: LabelledFeatures, lda_shrinkage: Optional[float]) -> dict[str, np.ndarray]:
+    """Each other label's Fisher subspace with the score label's projected out, orthonormal [d, ≤ q_l]: what
+    that label separates beyond the score label (for nested labels, the fine directions within the coarse
+    classes; for independent ones, all of it)."""
+    def compute() -> dict[str, np.ndarray]:
+        bases = label_subspaces(features, lda_shrinkage)
+        score = np.linalg.qr(bases[features.label])[0]
+        beyond = {}
+        for name, basis in bases.items():
+            if name == features.label:
+                continue
+            rest = basis - score @ (score.T @ basis)
+            u, singular, _ = np.linalg.svd(rest, full_matrices=False)
+            beyond[name] = u[:, singular > 1e-6 * max(float(singular.max(initial=0.0)), 1e-300)]
+        return beyond
+
+    return features.remember(("beyond_subspaces", id(features.x_train), lda_shrinkage), compute)
+
+
 def label_fields(features: LabelledFeatures, subspace: Optional[np.ndarray], lda_shrinkage: Optional[float],
-                 head: Optional[FittedHead] = None, probe: Optional[ProbeConfig] = None) -> dict[str, float]:
-    """``label_energy_<label>`` of ``subspace`` [d, m] for every label, and with a one-hidden-layer ``head`` (and
-    ``probe``) ``hidden_probe_<label>``; nothing on data with one label."""
+                 head: Optional[FittedHead] = None, probe: Optional[ProbeConfig] = None,
+                 initial: Optional[np.ndarray] = None) -> dict[str, float]:
+    """``label_energy_<label>`` of ``subspace`` [d, m] for every label and ``beyond_energy_<label>`` for the labels
+    other than the score label; with a one-hidden-layer ``head`` (and ``probe``) ``hidden_probe_<label>``, and with
+    its untrained first layer ``initial`` W̃₀ [d, w] ``init_hidden_probe_<label>`` (what random ReLU/tanh features of
+    the input already give); nothing on data with one label."""
     if len(features.label_names) < 2:
         return {}
     fields: dict[str, float] = {}
     if subspace is not None:
         for name, basis in label_subspaces(features, lda_shrinkage).items():
             fields[f"label_energy_{name}"] = fisher_energy(subspace, basis)
+        for name, basis in beyond_subspaces(features, lda_shrinkage).items():
+            fields[f"beyond_energy_{name}"] = fisher_energy(subspace, basis) if basis.shape[1] else 0.0
     if head is not None and head.readout is not None and probe is not None:
-        for name, accuracy in hidden_probes(features, head, probe).items():
+        for name, accuracy in hidden_probes(features, head.hidden_layer, probe).items():
             fields[f"hidden_probe_{name}"] = accuracy
+        if initial is not None:
+            activation = np.tanh if head.settings.activation == "tanh" else (lambda z: np.maximum(z, 0))
+
+            def untrained(x: np.ndarray) -> np.ndarray:
+                return activation((x - head.mean) @ initial)
+
+            for name, accuracy in hidden_probes(features, untrained, probe).items():
+                fields[f"init_hidden_probe_{name}"] = accuracy
     return fields
 
 
-def hidden_probes(features: LabelledFeatures, head: FittedHead, probe: ProbeConfig) -> dict[str, float]:
-    """The linear probe's test accuracy on every label from the head's hidden layer σ(W̃ᵀ(x − x̄)) [N, w] (trained
-    on train — a per-class subsample of each label when N·K is large, ``probe_rows`` —, its L2 strength chosen on
+def hidden_probes(features: LabelledFeatures, hidden_layer: Callable[[np.ndarray], np.ndarray],
+                  probe: ProbeConfig) -> dict[str, float]:
+    """The linear probe's test accuracy on every label from a hidden layer x ↦ σ(W̃ᵀ(x − x̄)) [N, w] (trained on
+    train — a per-class subsample of each label when N·K is large, ``probe_rows`` —, its L2 strength chosen on
     val)."""
-    hidden = {split: _hidden(head, getattr(features, f"x_{split}")) for split in SPLITS}
+    hidden = {split: _hidden(hidden_layer, getattr(features, f"x_{split}")) for split in SPLITS}
     accuracies = {}
     for name, (train, val, test) in label_values(features).items():
         classes = int(max(train.max(), val.max(), test.max())) + 1
@@ -71,7 +105,7 @@ def hidden_probes(features: LabelledFeatures, head: FittedHead, probe: ProbeConf
     return accuracies
 
 
-def _hidden(head: FittedHead, x) -> np.ndarray:
+def _hidden(hidden_layer: Callable[[np.ndarray], np.ndarray], x) -> np.ndarray:
     """The hidden layer of a split, chunk by chunk (float32)."""
-    blocks = [head.hidden_layer(block).astype(np.float32) for _, block in row_chunks(x, np.float32)]
-    return np.concatenate(blocks) if blocks else np.zeros((0, head.settings.hidden), dtype=np.float32)
+    blocks = [np.asarray(hidden_layer(block), dtype=np.float32) for _, block in row_chunks(x, np.float32)]
+    return np.concatenate(blocks)

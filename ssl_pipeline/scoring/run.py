@@ -235,9 +235,11 @@ def _head_records(
         optimum = None if closed is None else closed.basis
         at_r = references.at(s.r)
         metrics = score_projection(projection, features, at_r, cfg.score, s.seed, optimum, step=item)
-        metrics.update(initialisation_scores(initial_weight(features, s), at_r))
+        initial = initial_weight(features, s)
+        metrics.update(initialisation_scores(initial, at_r))
         metrics.update(paired_fields(cfg, features, projection))
-        metrics.update(label_fields(features, projection.subspace, cfg.score.lda_shrinkage, head, cfg.score.probe))
+        metrics.update(label_fields(features, projection.subspace, cfg.score.lda_shrinkage, head, cfg.score.probe,
+                                    initial))
         labelled = s.method == "supervised"  # trained on the score label: no pairs, no δ
         records.append(make_record(
             **{**common, "pair_label": None} if labelled else common, method=s.method,
