@@ -270,11 +270,15 @@ def test_ctrl_c_while_fitting_keeps_the_finished_heads_and_exits_130(tmp_path):
 def test_every_shipped_config_parses_and_validates():
     from ssl_pipeline.cli import parse_command
 
-    configs = sorted(p for p in ROOT.glob("configs/**/*.yaml") if "wandb_sweeps" not in p.parts)
+    from ssl_pipeline.config import read_groups
+
+    configs = sorted(p for p in ROOT.glob("configs/**/*.yaml") if not {"wandb_sweeps", "groups"} & set(p.parts))
     assert len(configs) >= 7
     for config in configs:
         command, cfg, _ = parse_command(["run", "--config", str(config)])
         assert cfg.name and min(cfg.heads.axis("r")) >= 1
+    for groups in sorted(ROOT.glob("configs/groups/*.yaml")):  # the groups files a config names (data.dataset.groups)
+        assert len(set(read_groups(str(groups)).values())) >= 2
 
 
 def test_missing_cifar_names_the_path_and_the_download_option_before_any_model(capsys, tmp_path, monkeypatch):

@@ -182,3 +182,21 @@ def test_beyond_a_nested_labels_subspace_lie_the_fine_directions_within_the_coar
     assert beyond.shape[1] == 4  # 7 fine directions, 3 of them the coarse ones
     assert np.abs(beyond.T @ label_subspaces(scored_on_coarse, None)["coarse"]).max() < 1e-9
     np.testing.assert_allclose(beyond.T @ beyond, np.eye(4), atol=1e-9)
+
+
+def test_per_label_metrics_reach_the_wide_table_and_wandb():
+    from ssl_pipeline.records.results import make_record, metric_fields, summary_table
+    from ssl_pipeline.reporting.wandb_logging import delta_rows, summary_metrics
+
+    records = [make_record(method="infonce", delta=1.0, seed=s, nmi=0.5, label_energy_hidden=0.1 + 0.1 * s,
+                           hidden_probe_hidden=0.9) for s in (0, 1)]
+    records.append(make_record(method="lda", seed=0, nmi=0.6, label_energy_hidden=0.0))
+    assert metric_fields(records)[-2:] == ("hidden_probe_hidden", "label_energy_hidden")
+    with pytest.raises(ValueError, match="unknown record fields"):
+        make_record(method="infonce", hidden_energy=0.1)  # not a per-label metric
+    summary = summary_metrics(records)
+    assert summary["summary/infonce/label_energy_hidden_mean"] == pytest.approx(0.15)
+    assert summary["summary/lda/label_energy_hidden_mean"] == 0.0
+    assert delta_rows(records)[0]["by_delta/infonce/hidden_probe_hidden"] == pytest.approx(0.9)
+    headers = [column.header for column in summary_table(records, wide=True).columns]
+    assert "label_energy_hidden" in headers and "hidden_probe_hidden" in headers

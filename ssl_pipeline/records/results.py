@@ -160,8 +160,8 @@ def summary_table(records: list[dict[str, Any]], title: str = "results (mean ± 
     from rich import box
     from rich.table import Table
 
-    # wide: every metric some record has (a CLIP run's energies and retrieval, or none of them)
-    metrics = [m for m in METRIC_FIELDS if any(r.get(m) is not None for r in records)] if wide else TABLE_METRICS
+    # wide: every metric some record has (a CLIP run's energies and retrieval, per-label scores, or none of them)
+    metrics = [m for m in metric_fields(records) if any(r.get(m) is not None for r in records)] if wide else TABLE_METRICS
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
     table.add_column("method", overflow="fold")
     for header in ("δ", "seeds", *metrics):

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 from ssl_pipeline.config import ExperimentConfig
 from ssl_pipeline.errors import ConfigError
-from ssl_pipeline.records.results import METRIC_FIELDS, SETTING_FIELDS, aggregate, axis_key, method_label, swept_fields
+from ssl_pipeline.records.results import SETTING_FIELDS, aggregate, axis_key, method_label, metric_fields, swept_fields
 
 SECRET_WORDS = ("key", "token", "secret", "password")
 REDACTED = "[redacted]"
@@ -125,10 +125,11 @@ def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     for row, method in zip(rows, names):
         if row["delta"] is not None:
             top_delta[method] = max(row["delta"], top_delta.get(method, 0.0))
+    metrics = metric_fields(records)  # the contract's and the per-label ones some record has
     for row, method in zip(rows, names):
         delta = row["delta"]
-        for metric in METRIC_FIELDS:
-            if row[metric] is None:
+        for metric in metrics:
+            if row.get(metric) is None:
                 continue
             mean, std = row[metric]
             if delta is not None:
@@ -146,16 +147,17 @@ def delta_rows(records: list[dict[str, Any]]) -> list[dict[str, float]]:
     W&B line plot with x = ``by_delta/delta`` draws the metric against δ with the baselines as flat lines."""
     rows = aggregate(records)
     names = series_names(rows)
+    metrics = metric_fields(records)
     baselines = {
         f"by_delta/{method}/{metric}": row[metric][0]
         for row, method in zip(rows, names) if row["delta"] is None
-        for metric in METRIC_FIELDS if row[metric] is not None
+        for metric in metrics if row.get(metric) is not None
     }
     by_delta: dict[float, dict[str, float]] = {}
     for row, method in zip(rows, names):
         if row["delta"] is not None:
             values = by_delta.setdefault(row["delta"], {"by_delta/delta": row["delta"], **baselines})
-            values.update({f"by_delta/{method}/{m}": row[m][0] for m in METRIC_FIELDS if row[m] is not None})
+            values.update({f"by_delta/{method}/{m}": row[m][0] for m in metrics if row.get(m) is not None})
     return [by_delta[delta] for delta in sorted(by_delta)]
 
 
@@ -169,11 +171,12 @@ class WandbRun:
         self.run.log(dict(metrics), step=step)
 
     def log_records(self, records: list[dict[str, Any]], key: str = "results") -> None:
-        """The records as a Table (columns: the contract's setting and metric fields), their means over seeds in
+        """The records as a Table (columns: the contract's setting and metric fields, and the per-label metrics some
+        record has), their means over seeds in
         the summary (``summary_metrics``) and one history row per δ (``delta_rows``)."""
         import wandb
 
-        columns = list(SETTING_FIELDS + METRIC_FIELDS)
+        columns = list(SETTING_FIELDS + metric_fields(records))
         self.run.log({key: wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in records])})
         for row in delta_rows(records):
             self.run.log(row)
