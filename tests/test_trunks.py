@@ -200,3 +200,11 @@ def test_per_label_metrics_reach_the_wide_table_and_wandb():
     assert delta_rows(records)[0]["by_delta/infonce/hidden_probe_hidden"] == pytest.approx(0.9)
     headers = [column.header for column in summary_table(records, wide=True).columns]
     assert "label_energy_hidden" in headers and "hidden_probe_hidden" in headers
+
+
+def test_a_trunk_heads_hidden_layer_counts_in_the_grids_step_memory():
+    from ssl_pipeline.heads.grid import step_bytes
+
+    for method in ("infonce", "vicreg"):
+        linear, trunk = head(method, 1.0, 0, hidden=None), head(method, 1.0, 0, hidden=64)
+        assert step_bytes(trunk, world_size=2) - step_bytes(linear, world_size=2) == 32 * 128 * 64 * 2

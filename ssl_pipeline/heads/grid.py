@@ -47,11 +47,12 @@ def grid_key(settings: HeadSettings) -> tuple:
 def step_bytes(settings: HeadSettings, world_size: int = 1) -> int:
     """The per-step memory one head adds to a grid, estimated from its largest tensors: InfoNCE's B × M similarity
     matrix (M = B × world size) with its softmax and their gradients (4 float32 copies; twice when symmetric); the
-    other losses hold B × r tensors only."""
+    other losses hold B × r tensors only (B × w more for a one-hidden-layer head's hidden layer)."""
     b = settings.batch_size
+    hidden = 0 if settings.hidden is None else 32 * b * settings.hidden * world_size
     if settings.method == "infonce":
-        return 16 * b * b * world_size * (2 if settings.symmetric else 1)
-    return 32 * b * settings.r * world_size
+        return 16 * b * b * world_size * (2 if settings.symmetric else 1) + hidden
+    return 32 * b * settings.r * world_size + hidden
 
 
 def grid_groups(jobs: list[HeadSettings], step_budget: Optional[int] = None, world_size: int = 1) -> list[list[int]]:
