@@ -100,14 +100,31 @@ BASELINE = Environment()
 
 
 def grid(kind: str) -> list[Environment]:
-    """``oat``: the baseline and each axis value changed alone; ``full``: every combination."""
+    """``oat``: the baseline and each axis value changed alone; ``full``: every combination. Environments this CPU
+    cannot run (AVX-512 kernels without AVX-512: the worker dies at start) are left out, with a line saying so."""
     if kind == "full":
         values = {**AXES, "seed": [BASELINE.seed, *AXES["seed"]]}
-        return [Environment(**dict(zip(values, combo))) for combo in itertools.product(*values.values())]
-    environments = [BASELINE]
-    for axis, values in AXES.items():
-        environments += [Environment(**{axis: v}) for v in values if v != getattr(BASELINE, axis)]
-    return environments
+        environments = [Environment(**dict(zip(values, combo))) for combo in itertools.product(*values.values())]
+    else:
+        environments = [BASELINE]
+        for axis, values in AXES.items():
+            environments += [Environment(**{axis: v}) for v in values if v != getattr(BASELINE, axis)]
+    runnable = [env for env in environments if cpu_can_run(env)]
+    if len(runnable) < len(environments):
+        print(f"left out {len(environments) - len(runnable)} environment(s) with AVX-512 kernels: this CPU has no "
+              "AVX-512", flush=True)
+    return runnable
+
+
+def cpu_can_run(env: Environment) -> bool:
+    """Whether this CPU runs ``env``'s kernels: ``aten=avx512`` and ``openblas=SkylakeX`` need AVX-512 (Linux's
+    /proc/cpuinfo flags; assumed present where it cannot be read)."""
+    if env.aten != "avx512" and env.openblas != "SkylakeX":
+        return True
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return True
 
 
 def load_claims_module():
