@@ -174,11 +174,6 @@ class GMMConfig:
         if self.preset == "clip":
             self._validate_clip(path)
             return
-        if self.preset == "label_hidden":
-            require(self.k == 2, f"{path}.k", self.k, "2 for the label_hidden preset (a binary label y; the hidden "
-                    "feature h is binary too)")
-            require(self.d >= 2, f"{path}.d", self.d, "at least 2 for the label_hidden preset (e₁ and e₂)")
-            require_positive(f"{path}.hidden_separation", self.hidden_separation)
         require_at_least(f"{path}.k", self.k, 2, why="a mixture needs at least 2 classes")
         if self.preset == "hierarchy":
             require_at_least(f"{path}.k_coarse", self.k_coarse, 2, why="a label needs at least 2 classes")
@@ -189,7 +184,10 @@ class GMMConfig:
                     f"at least (k − 1) + (k_coarse − 1) = {self.k + self.k_coarse - 2} (the two blocks of means)")
             require_positive(f"{path}.alpha", self.alpha)
         elif self.preset == "label_hidden":
-            pass
+            require(self.k == 2, f"{path}.k", self.k, "2 for the label_hidden preset (a binary label y; the hidden "
+                    "feature h is binary too)")
+            require(self.d >= 2, f"{path}.d", self.d, "at least 2 for the label_hidden preset (e₁ and e₂)")
+            require_positive(f"{path}.hidden_separation", self.hidden_separation)
         elif self.preset == "spectrum":
             require(self.d >= self.k - 1, f"{path}.d", self.d,
                     f"at least {path}.k − 1 = {self.k - 1} for the spectrum preset (the means' simplex spans k − 1 "

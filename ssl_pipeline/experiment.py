@@ -109,8 +109,8 @@ def run_train_sizes(
     run_dir = resolve_run_dir(cfg)
     write_config(cfg, run_dir)
     records: list[dict] = []
-    for n in sizes:
-        console.print(f"[bold]data.train_per_class = {n}[/bold] ({sizes.index(n) + 1} of {len(sizes)})")
+    for i, n in enumerate(sizes, 1):
+        console.print(f"[bold]data.train_per_class = {n}[/bold] ({i} of {len(sizes)})")
         sized = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_per_class=n),
                                     run_dir=str(run_dir / f"train_per_class{n}"), name=f"{cfg.name}_n{n}")
         part, _ = run(command, sized, console, wide)

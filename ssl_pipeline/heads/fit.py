@@ -21,7 +21,7 @@ from ssl_pipeline.errors import DataError
 from ssl_pipeline.heads.clip import ClipGrid, clip_head_module, paired_tensors
 from ssl_pipeline.heads.fitted import FittedHead
 from ssl_pipeline.heads.grid import EpochReport, GridCheckpoint, HeadGrid, grid_key
-from ssl_pipeline.heads.inputs import feature_table, head_module, held_out_features
+from ssl_pipeline.heads.inputs import feature_table, head_module, held_out_features, training_labels
 from ssl_pipeline.heads.settings import HeadSettings
 
 if TYPE_CHECKING:
@@ -71,8 +71,7 @@ def fit_grid(
     else:
         supervised = jobs[0].method == "supervised"  # labelled batches of the score label, not pairs
         x, rows = feature_table(features.x_train)  # a memory map stays one: batches are gathered from it
-        y = torch.from_numpy(np.asarray(features.y_train if supervised else features.pair_labels("train"),
-                                        dtype=np.int64))  # what the δ-pairs share, or the supervised target
+        y = torch.from_numpy(np.asarray(training_labels(features, supervised), dtype=np.int64))
         grid = HeadGrid([head_module(features, s) for s in jobs], features.features_key, on_finished, on_epoch)
         held_out = held_out_features(features, supervised) if stopping else {}
         datamodule = CandidateDataModule(x, y, grid.seeds, jobs[0].batch_size, **held_out,
@@ -122,15 +121,12 @@ def fit_head(
     import torch
     from pytorch_lightning.callbacks import EarlyStopping
 
-    from ssl_pipeline.data.pairs import DeltaPairDataModule
+    from ssl_pipeline.data.pairs import CandidateDataModule, DeltaPairDataModule, LabelSampler
     from ssl_pipeline.heads.callbacks import KeepBestWeights
-
-    from ssl_pipeline.data.pairs import CandidateDataModule, LabelSampler
 
     supervised = settings.method == "supervised"
     x = torch.from_numpy(np.ascontiguousarray(features.x_train, dtype=np.float32))
-    # what the δ-pairs share, or the supervised target (the score label)
-    y = torch.from_numpy((features.y_train if supervised else features.pair_labels("train")).astype(np.int64))
+    y = torch.from_numpy(training_labels(features, supervised).astype(np.int64))
     module = head_module(features, settings)
     stopping = settings.early_stopping_patience is not None
     held_out = {}

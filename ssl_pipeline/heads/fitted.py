@@ -69,10 +69,11 @@ class FittedHead:
         mean = self.mean2 if tower == 2 else self.mean
         return (x - mean) @ self.feature_space_weight(head, tower)
 
-    def hidden_layer(self, x: np.ndarray, head: int = 0) -> np.ndarray:
-        """σ(W̃ᵀ(x − x̄_train)) [N, w] of a one-hidden-layer head (W̃ = D^(−1/2)W, ``feature_space_weight``)."""
-        pre = (x - self.mean) @ self.feature_space_weight(head)
-        return np.maximum(pre, 0) if self.settings.activation == "relu" else np.tanh(pre)
+    def hidden_layer(self, x: np.ndarray, head: int = 0, first_layer: Optional[np.ndarray] = None) -> np.ndarray:
+        """σ(W̃ᵀ(x − x̄_train)) [N, w] of a one-hidden-layer head (W̃ = D^(−1/2)W, ``feature_space_weight``), or of
+        another ``first_layer`` W̃ [d, w] (the untrained one: ``heads.inputs.initial_weight``)."""
+        weight = self.feature_space_weight(head) if first_layer is None else first_layer
+        return activate(self.settings.activation, (x - self.mean) @ weight)
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename) as safetensors, settings in the metadata."""
@@ -114,6 +115,11 @@ class FittedHead:
             logit_scale=float(metadata["logit_scale"]) if metadata.get("logit_scale") else None,
             **tensors,
         )
+
+
+def activate(name: str, z: np.ndarray) -> np.ndarray:
+    """σ of ``heads.trunk.activation`` (``relu``, ``tanh``) on numpy values (``heads.modules.activation``'s twin)."""
+    return np.maximum(z, 0) if name == "relu" else np.tanh(z)
 
 
 def legacy_parametrization(settings: HeadSettings) -> str:

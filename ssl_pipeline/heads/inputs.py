@@ -138,12 +138,18 @@ def initial_weight(features: LabelledFeatures, settings: HeadSettings) -> np.nda
     return (scale.float()[:, None] * weight).double().numpy()
 
 
+def training_labels(features: LabelledFeatures, supervised: bool, split: str = "train") -> np.ndarray:
+    """The labels a head trains on in ``split`` (train or val): what its δ-pairs share (``pair_labels``), or for a
+    ``supervised`` head its target, the score label."""
+    return getattr(features, f"y_{split}") if supervised else features.pair_labels(split)
+
+
 def held_out_features(features: LabelledFeatures, supervised: bool = False) -> dict:
     """The val split as tensors for the held-out δ-pairs of early stopping (refused without two samples of a
-    class); ``supervised``: labelled by the score label instead of the pair label."""
+    class); ``supervised``: labelled by the score label instead of the pair label (``training_labels``)."""
     import torch
 
-    labels = features.y_val if supervised else features.pair_labels("val")  # what the held-out δ-pairs share
+    labels = training_labels(features, supervised, "val")
     if len(labels) < 2 or np.bincount(labels).max() < 2:
         raise DataError("early stopping needs held-out δ-pairs: the val split needs at least 2 samples of a class")
     return dict(

@@ -78,10 +78,6 @@ class LinearHead(pl.LightningModule):
             return projected
         return activation(self.settings.activation)(projected) @ self.readout
 
-    def hidden_layer(self, x: Tensor) -> Tensor:
-        """σ(Wᵀ D^(−1/2)(x − x̄)) [G, B, w] of a one-hidden-layer head."""
-        return activation(self.settings.activation)(((x - self.mean) * self.scale) @ self.head_weight())
-
     def feature_space_weight(self) -> Tensor:
         """Ã = D^(−1/2) A [G, d, r], the head acting on centred, unscaled features."""
         return self.scale[None, :, None] * self.head_weight()

@@ -69,9 +69,10 @@ linear heads and baselines. ``pairs`` is ``labels`` for ``supervised`` heads (tr
 ``delta`` is null). Added within schema 3 (issue 24)."""
 
 
-def labelled_metric(name: str) -> bool:
-    """Whether ``name`` is a per-label metric field (``LABELLED_METRICS``)."""
-    return any(name.startswith(f"{metric}_") for metric in LABELLED_METRICS)
+def labelled_metric(name: str) -> Optional[str]:
+    """The metric of ``LABELLED_METRICS`` that ``name`` is a per-label field of (``label_energy`` for
+    ``label_energy_fine``), or None for any other field."""
+    return next((metric for metric in LABELLED_METRICS if name.startswith(f"{metric}_")), None)
 
 
 def metric_fields(records: Iterable[dict[str, Any]]) -> tuple[str, ...]:

@@ -323,7 +323,7 @@ def _labels_section(page: Page, slug: str, label: str, rows: list[dict]) -> None
     from ssl_pipeline.records.results import LABELLED_METRICS, labelled_metric
 
     metrics = sorted({k for row in rows for k, v in row.items() if labelled_metric(k) and v is not None},
-                     key=lambda k: (LABELLED_METRICS.index(next(m for m in LABELLED_METRICS if k.startswith(m))), k))
+                     key=lambda k: (LABELLED_METRICS.index(labelled_metric(k)), k))
     if not metrics:
         return
     shown = [row for row in rows if any(row.get(k) is not None for k in metrics)]

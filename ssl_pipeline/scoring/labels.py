@@ -79,10 +79,8 @@ def label_fields(features: LabelledFeatures, subspace: Optional[np.ndarray], lda
         for name, accuracy in hidden_probes(features, head.hidden_layer, probe).items():
             fields[f"hidden_probe_{name}"] = accuracy
         if initial is not None:
-            activation = np.tanh if head.settings.activation == "tanh" else (lambda z: np.maximum(z, 0))
-
             def untrained(x: np.ndarray) -> np.ndarray:
-                return activation((x - head.mean) @ initial)
+                return head.hidden_layer(x, first_layer=initial)
 
             for name, accuracy in hidden_probes(features, untrained, probe).items():
                 fields[f"init_hidden_probe_{name}"] = accuracy
